@@ -1,0 +1,76 @@
+"""One exception hierarchy for everything DexCare can answer, so callers branch on types, not strings.
+
+Messages say what went wrong and what to do about it. None of them ever carries the reporting service
+key or a response body that could hold patient data: only DexCare's short error message.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk.exceptions import AirflowException
+
+
+class DexCareError(AirflowException):
+    """Base class; ``retryable`` tells the retry loop and the trigger whether another try can help."""
+
+    retryable: bool = False
+
+
+class DexCareValidationError(DexCareError, ValueError):
+    """Bad input caught before any request is sent."""
+
+
+class DexCareAPIError(DexCareError):
+    """DexCare answered with an error status."""
+
+    def __init__(self, message: str, *, status_code: int, server_message: str | None = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.server_message = server_message
+        self.retry_after = retry_after
+
+
+class DexCareBadRequestError(DexCareAPIError):
+    """400: the request itself is wrong (or the report has not succeeded yet, for downloads)."""
+
+
+class DexCareAuthError(DexCareAPIError):
+    """403: the reporting service key was refused."""
+
+
+class DexCareNotFoundError(DexCareAPIError):
+    """404: DexCare does not know the report (wrong id, or it expired)."""
+
+
+class DexCareRateLimitError(DexCareAPIError):
+    """429: DexCare asks us to slow down; ``retry_after`` holds its hint in seconds."""
+
+    retryable = True
+
+
+class DexCareServerError(DexCareAPIError):
+    """5xx: DexCare failed; usually transient."""
+
+    retryable = True
+
+
+class DexCareResponseError(DexCareError):
+    """DexCare answered 2xx with something we cannot read (not JSON, missing field, unknown status)."""
+
+
+class DexCareUnknownStatusError(DexCareResponseError):
+    """A report status outside QUEUED/RUNNING/SUCCEEDED/FAILED/CANCELLED: never guessed at."""
+
+
+class DexCareConnectionError(DexCareError):
+    """The endpoint could not be reached (DNS, refused, reset, TLS)."""
+
+    retryable = True
+
+
+class DexCareTimeoutError(DexCareConnectionError):
+    """DexCare did not answer within the request timeout."""
+
+
+class DexCareIncompleteDownloadError(DexCareConnectionError):
+    """The CSV body ended before its announced length: the connection broke off mid-download."""

@@ -1,0 +1,62 @@
+"""Provider metadata read by Airflow through the ``apache_airflow_provider`` entry point.
+
+Declarative ``conn-fields`` / ``ui-field-behaviour`` let the Airflow UI render the DexCare connection form
+without importing the hook (Airflow 3.2+).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dexcare import __version__
+
+
+def get_provider_info() -> dict[str, Any]:
+    return {
+        "package-name": "airflow-provider-dexcare",
+        "name": "DexCare",
+        "description": "DexCare All Visits Reports: start, wait for, download and dedupe-load into PostgreSQL.",
+        "versions": [__version__],
+        "integrations": [{"integration-name": "DexCare", "tags": ["service"]}],
+        "hooks": [{"integration-name": "DexCare", "python-modules": ["dexcare.hooks.dexcare"]}],
+        "operators": [
+            {
+                "integration-name": "DexCare",
+                "python-modules": [
+                    "dexcare.operators.start_report",
+                    "dexcare.operators.report_status",
+                    "dexcare.operators.download_report",
+                ],
+            }
+        ],
+        "sensors": [{"integration-name": "DexCare", "python-modules": ["dexcare.sensors.report"]}],
+        "triggers": [{"integration-name": "DexCare", "python-modules": ["dexcare.triggers.report_status"]}],
+        "connection-types": [
+            {
+                "hook-class-name": "dexcare.hooks.dexcare.DexCareHook",
+                "hook-name": "DexCare",
+                "connection-type": "dexcare",
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "port", "login"],
+                    "relabeling": {"host": "REST endpoint", "password": "Reporting service key"},
+                    "placeholders": {
+                        "host": "https://ecvapi.care.<customer-domain>.com",
+                        "password": "DexCare reporting service key (sent as 'dc-token')",
+                        "extra": '{"timeout": 60}',
+                    },
+                },
+                "conn-fields": {
+                    "timeout": {
+                        "label": "Read timeout (seconds)",
+                        "description": "Seconds to wait for DexCare to answer one request. Default 60.",
+                        "schema": {"type": ["number", "null"], "minimum": 1},
+                    },
+                    "verify": {
+                        "label": "Verify TLS certificate",
+                        "description": "Set to false only for a test endpoint with a self-signed certificate.",
+                        "schema": {"type": ["boolean", "null"]},
+                    },
+                },
+            }
+        ],
+    }

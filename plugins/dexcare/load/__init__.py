@@ -1,0 +1,1 @@
+"""load of the DexCare provider."""
