@@ -22,8 +22,14 @@ class DexCareValidationError(DexCareError, ValueError):
 class DexCareAPIError(DexCareError):
     """DexCare answered with an error status."""
 
-    def __init__(self, message: str, *, status_code: int, server_message: str | None = None,
-                 retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        server_message: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.server_message = server_message
