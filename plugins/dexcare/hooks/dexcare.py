@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 from airflow.providers.http.hooks.http import HttpHook
+from airflow.sdk.log import mask_secret
 
 from dexcare.exceptions import (
     DexCareAuthError,
@@ -63,6 +64,8 @@ def service_key_from_connection(conn: Connection) -> str:
             f"Connection {conn.conn_id!r} has no reporting service key: put the key in the connection's "
             "password field (labelled 'Reporting service key')."
         )
+    # Airflow masks connection passwords it hands out, but only on some code paths; make sure.
+    mask_secret(key)
     return key
 
 

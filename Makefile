@@ -1,0 +1,34 @@
+# Every target sets up what it needs by itself: a project-local virtual environment pinned by constraints.txt.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
+
+.PHONY: test lint sandbox bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python >= 3.11 is required" or 0)'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[test]"
+	rm -f $(VENV)/.installed-* && touch $@
+
+## test: lint, then the whole test suite (sandbox over loopback, embedded PostgreSQL, real Airflow)
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+## sandbox: a local DexCare on http://127.0.0.1:8080 (token from DEXCARE_SANDBOX_TOKEN, default sandbox-token)
+sandbox: $(STAMP)
+	$(BIN)/python -m dexcare.sandbox --host 127.0.0.1 --port 8080
+
+## bench: the load benchmark (ROWS=1000000 by default)
+bench: $(STAMP)
+	$(BIN)/python benchmarks/load_benchmark.py --rows $${ROWS:-1000000}
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

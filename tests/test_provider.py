@@ -1,0 +1,74 @@
+"""The package as Airflow sees it: provider registration and the connection CLI, in a real AIRFLOW_HOME."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from dexcare.get_provider_info import get_provider_info
+
+from tests.conftest import SANDBOX_TOKEN
+
+AIRFLOW = str(Path(sys.executable).with_name("airflow"))
+
+
+@pytest.fixture(scope="module")
+def airflow_env(tmp_path_factory):
+    home = tmp_path_factory.mktemp("airflow-home")
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")},
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+    subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True, timeout=240)
+    return env
+
+
+def airflow(env, *args: str) -> str:
+    done = subprocess.run([AIRFLOW, *args], env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_provider_info_is_declarative():
+    info = get_provider_info()
+    conn = info["connection-types"][0]
+    assert conn["connection-type"] == "dexcare"
+    assert conn["ui-field-behaviour"]["relabeling"]["password"] == "Reporting service key"
+    assert conn["ui-field-behaviour"]["relabeling"]["host"] == "REST endpoint"
+    assert set(conn["ui-field-behaviour"]["hidden-fields"]) == {"schema", "port", "login"}
+    assert conn["ui-field-behaviour"]["placeholders"]["host"].startswith("https://")
+
+
+def test_airflow_lists_the_provider_and_its_connection_type(airflow_env):
+    providers = json.loads(airflow(airflow_env, "providers", "list", "--output", "json"))
+    assert any(p["package_name"] == "airflow-provider-dexcare" for p in providers)
+    hooks = airflow(airflow_env, "providers", "hooks", "--output", "json")
+    assert "dexcare.hooks.dexcare.DexCareHook" in hooks
+
+
+def test_connections_add_and_test_against_the_sandbox(airflow_env, sandbox):
+    airflow(
+        airflow_env,
+        "connections",
+        "add",
+        "dexcare_default",
+        "--conn-type",
+        "dexcare",
+        "--conn-host",
+        sandbox.url,
+        "--conn-password",
+        SANDBOX_TOKEN,
+    )
+    shown = airflow(airflow_env, "connections", "get", "dexcare_default", "--output", "json")
+    assert "dexcare" in shown
+    tested = airflow(airflow_env, "connections", "test", "dexcare_default")
+    assert "success" in tested.lower(), tested
+    assert SANDBOX_TOKEN not in tested
+    assert not any(method == "POST" for method, _, _ in sandbox.request_log)
