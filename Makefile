@@ -10,8 +10,10 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python >= 3.11 is required" or 0)'
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[test]"
+	@echo "Installing pinned dependencies into $(VENV) (about a minute; log in $(VENV)/install.log)"
+	@( $(BIN)/python -m pip install --disable-pip-version-check --upgrade pip \
+	  && $(BIN)/python -m pip install --disable-pip-version-check -c constraints.txt -e ".[test]" \
+	) > $(VENV)/install.log 2>&1 || (tail -n 40 $(VENV)/install.log; exit 1)
 	rm -f $(VENV)/.installed-* && touch $@
 
 ## test: lint, then the whole test suite (sandbox over loopback, embedded PostgreSQL, real Airflow)
