@@ -1,0 +1,180 @@
+"""DexCareDownloadReportOperator: puts a finished report's CSV somewhere and returns where, never the data.
+
+XCom holds a location and a checksum, not the payload (the HTTP provider's trigger puts whole bodies in the
+metadata database). The destination is an ``ObjectStoragePath`` URI so a multi-worker deployment can point
+it at s3://, gs:// or a shared volume; the default is a private local directory per DAG run, which only
+works when the loading task runs on the same machine.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator, ObjectStoragePath
+
+from dexcare.exceptions import DexCareError, DexCareValidationError
+from dexcare.report import ReportRequest, ReportStatus, validate_report_id
+from dexcare.task_support import is_literal, resolve_request, upstream_task_id
+
+if TYPE_CHECKING:
+    import datetime as dt
+
+    from airflow.sdk import Context
+
+#: Under ``$AIRFLOW_HOME``; created 0700 because reports hold patient visit data.
+DEFAULT_DIRECTORY = "dexcare-reports"
+
+
+class DexCareDownloadReportError(DexCareError):
+    """The report cannot be downloaded yet (not SUCCEEDED) or its request is unknown."""
+
+
+def _safe(part: str) -> str:
+    """Run ids contain ':' and '+'; keep file names portable across local disks and object stores."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", part).strip("._") or "_"
+
+
+def _private_dir(path: Path) -> Path:
+    """mkdir -p with 0700 on every level we create (``Path.mkdir`` applies ``mode`` to the last one only)."""
+    missing = []
+    current = path
+    while not current.exists():
+        missing.append(current)
+        current = current.parent
+    for directory in reversed(missing):
+        directory.mkdir(mode=0o700, exist_ok=True)
+    return path
+
+
+def count_csv_rows(path: Path | ObjectStoragePath) -> int:
+    """Data records after the header, counted with the csv module so quoted newlines are one record."""
+    with path.open("rb") as raw:
+        text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
+        records = sum(1 for _ in csv.reader(text))
+    return max(records - 1, 0)
+
+
+class DexCareDownloadReportOperator(BaseOperator):
+    """Stream a SUCCEEDED report's CSV to ``destination`` and return what the load step needs.
+
+    Returns ``{"uri", "bytes", "sha256", "rows", "report_id", "report_type", "start_date", "end_date"}``.
+
+    :param report_id: the report GUID (templated; ``sensor.output`` is the id that succeeded).
+    :param destination: ObjectStoragePath URI (templated). Ending in ``/`` means a directory, and the file
+        is named after the report; otherwise it is the file itself. Default:
+        ``$AIRFLOW_HOME/dexcare-reports/<dag_id>/<run_id>/`` (private, local to this worker).
+    :param report_type: the report's type; with ``start_date``/``end_date`` it overrides the request
+        pulled from XCom.
+    :param start_date: first day of the window.
+    :param end_date: last day of the window.
+    :param request_task_id: task whose XCom ``request`` describes the report; defaults to the task behind
+        ``report_id`` when that is ``some_task.output``.
+    :param dexcare_conn_id: the DexCare connection.
+    """
+
+    template_fields: Sequence[str] = (
+        "report_id",
+        "destination",
+        "report_type",
+        "start_date",
+        "end_date",
+        "dexcare_conn_id",
+    )
+    ui_color = "#d9ecf7"
+
+    def __init__(
+        self,
+        *,
+        report_id: str,
+        destination: str | None = None,
+        report_type: str | None = None,
+        start_date: str | dt.date | None = None,
+        end_date: str | dt.date | None = None,
+        request_task_id: str | None = None,
+        dexcare_conn_id: str = "dexcare_default",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.report_id = report_id
+        self.destination = destination
+        self.report_type = report_type
+        self.start_date = start_date
+        self.end_date = end_date
+        self.request_task_id = request_task_id or upstream_task_id(report_id)
+        self.dexcare_conn_id = dexcare_conn_id
+        if is_literal(report_id):
+            validate_report_id(report_id)
+        if report_type is not None and all(is_literal(v) for v in (report_type, start_date, end_date)):
+            ReportRequest.build(report_type, start_date, end_date)
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from dexcare.hooks.dexcare import DexCareHook
+
+        report_id = validate_report_id(self.report_id)
+        request = resolve_request(
+            context,
+            report_type=self.report_type,
+            start_date=self.start_date,
+            end_date=self.end_date,
+            request_task_id=self.request_task_id,
+        )
+        if request is None:
+            raise DexCareValidationError(
+                f"Cannot tell what report {report_id} covers: pass report_id=<start or sensor task>.output, "
+                "request_task_id=<task that pushed the 'request' XCom>, or report_type/start_date/end_date."
+            )
+        hook = DexCareHook(self.dexcare_conn_id)
+        status = hook.get_report_status(report_id)
+        if status != ReportStatus.SUCCEEDED:
+            raise DexCareDownloadReportError(
+                f"Refusing to download DexCare report {report_id}: it is {status.value}, not SUCCEEDED. "
+                + (
+                    "Wait for it with DexCareReportSensor upstream of this task."
+                    if status.in_progress
+                    else "It will not deliver data: start a new report (DexCareStartReportOperator)."
+                )
+            )
+        target = self._target(context, report_id, request)
+        result = hook.download_report(report_id, target)
+        rows = count_csv_rows(target)
+        uri = target.resolve().as_uri() if isinstance(target, Path) else str(target)
+        self.log.info(
+            "Report %s (%s) is at %s: %d rows, %d bytes, sha256 %s.",
+            report_id,
+            request.report_type.value,
+            uri,
+            rows,
+            result.bytes,
+            result.sha256,
+        )
+        return {
+            "uri": uri,
+            "bytes": result.bytes,
+            "sha256": result.sha256,
+            "rows": rows,
+            "report_id": report_id,
+            **request.to_dict(),
+        }
+
+    def _target(self, context: Context, report_id: str, request: ReportRequest) -> Path | ObjectStoragePath:
+        window = f"_{request.start_date}_{request.end_date}" if request.start_date else ""
+        filename = f"dexcare_{request.report_type.value}{window}_{report_id}.csv"
+        if not self.destination:
+            home = Path(os.environ.get("AIRFLOW_HOME") or "~/airflow").expanduser()
+            run_dir = home / DEFAULT_DIRECTORY / _safe(context["dag"].dag_id) / _safe(context["run_id"])
+            return _private_dir(run_dir) / filename
+        is_dir = str(self.destination).endswith("/")
+        path = ObjectStoragePath(str(self.destination))
+        if path.protocol in ("", "file", "local"):
+            local = Path(path.path).expanduser()
+            if is_dir:
+                return _private_dir(local) / filename
+            _private_dir(local.parent)
+            return local
+        return path / filename if is_dir else path

@@ -1,0 +1,415 @@
+"""DexCareReportSensor: waits for a DexCare report to SUCCEED, requesting it again if DexCare loses it.
+
+Deferrable by default: after one status check on the worker, the wait moves to the triggerer and costs no
+worker slot. Whatever the mode, the same rules apply (``dexcare.tracking``): FAILED is final only after a
+grace period, CANCELLED at once, and a final failure can be resubmitted up to ``max_resubmits`` times. A
+resubmission is a POST, so it always happens here on the worker, never in the trigger.
+
+State that must outlive one process (current report id, resubmissions used, deadline, last status and
+since when) lives in the trigger's resume kwargs and in Airflow 3.3's task state store, which keeps it
+across reschedules and tries (XCom is cleared at each reschedule).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseSensorOperator, PokeReturnValue
+from airflow.sdk.exceptions import AirflowSensorTimeout
+
+from dexcare.exceptions import DexCareError, DexCareValidationError
+from dexcare.report import ReportRequest, validate_report_id
+from dexcare.task_support import (
+    XCOM_REPORT_ID,
+    XCOM_REPORT_IDS,
+    XCOM_REQUEST,
+    is_literal,
+    resolve_request,
+    state_store,
+    try_number,
+    upstream_task_id,
+)
+from dexcare.tracking import ReportTracker, Verdict, format_seconds
+from dexcare.triggers.report_status import DexCareReportStatusTrigger, format_deadline, validate_event
+
+if TYPE_CHECKING:
+    import datetime as dt
+
+    from airflow.sdk import Context
+
+    from dexcare.hooks.dexcare import DexCareHook
+
+#: Task state store key of the sensor's ``WaitState``.
+STATE_KEY = "dexcare_wait"
+DEFAULT_TIMEOUT = 24 * 3600.0
+
+
+class DexCareReportFailedError(DexCareError):
+    """The report (and every resubmission allowed) ended FAILED or CANCELLED."""
+
+
+@dataclass
+class WaitState:
+    """Everything the wait needs to continue in another process; plain values only."""
+
+    origin: str
+    try_number: int
+    report_id: str
+    deadline: float
+    tracker: dict[str, Any]
+    report_ids: list[str] = field(default_factory=list)
+    resubmits: int = 0
+    errors: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> WaitState:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+class DexCareReportSensor(BaseSensorOperator):
+    """Wait until a DexCare report SUCCEEDS and return the id of the report that succeeded.
+
+    Pushes XCom ``report_id`` (the id being waited on now), ``report_ids`` (every id, oldest first) and
+    ``request`` (type and window, when known) before it waits, and again after each resubmission.
+
+    :param report_id: the report GUID (templated; usually ``start.output``).
+    :param dexcare_conn_id: the DexCare connection.
+    :param deferrable: wait in the triggerer (default). False: poke in ``mode="poke"`` or ``"reschedule"``.
+    :param poll_interval: seconds between status checks (also the poke interval).
+    :param timeout: seconds (or timedelta) from the first check of this try to giving up; it is an absolute
+        deadline, so a triggerer restart does not restart the clock. Default 24 hours.
+    :param failed_grace_period: seconds a FAILED status must last before it is final; DexCare retries a
+        failed report on its own and a return to QUEUED or RUNNING resets the clock. Default 10 minutes.
+    :param max_resubmits: how many times a report that ends FAILED or CANCELLED is requested again with
+        the same type and window (default 0: fail at once). Counted per task try.
+    :param max_consecutive_errors: transient errors (5xx, 429, connection, timeout) in a row before the
+        wait fails; any good status check resets the count.
+    :param report_type: with ``start_date``/``end_date``, the request to resubmit; by default it is pulled
+        from the ``request`` XCom of ``request_task_id``.
+    :param start_date: first day of the window to resubmit.
+    :param end_date: last day of the window to resubmit.
+    :param request_task_id: task whose XCom ``request`` describes the report; defaults to the task behind
+        ``report_id`` when that is ``some_task.output``.
+    """
+
+    template_fields: Sequence[str] = ("report_id", "report_type", "start_date", "end_date", "dexcare_conn_id")
+    ui_color = "#c9e4f2"
+
+    def __init__(
+        self,
+        *,
+        report_id: str,
+        dexcare_conn_id: str = "dexcare_default",
+        deferrable: bool = True,
+        poll_interval: float | None = None,
+        failed_grace_period: float = 600.0,
+        max_resubmits: int = 0,
+        max_consecutive_errors: int = 10,
+        report_type: str | None = None,
+        start_date: str | dt.date | None = None,
+        end_date: str | dt.date | None = None,
+        request_task_id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if poll_interval is not None:
+            kwargs["poke_interval"] = poll_interval
+        kwargs.setdefault("poke_interval", 60.0)
+        kwargs.setdefault("timeout", DEFAULT_TIMEOUT)
+        super().__init__(**kwargs)
+        self.report_id = report_id
+        self.dexcare_conn_id = dexcare_conn_id
+        self.deferrable = deferrable
+        self.poll_interval = float(self.poke_interval)
+        self.failed_grace_period = failed_grace_period
+        self.max_resubmits = max_resubmits
+        self.max_consecutive_errors = max_consecutive_errors
+        self.report_type = report_type
+        self.start_date = start_date
+        self.end_date = end_date
+        self.request_task_id = request_task_id or upstream_task_id(report_id)
+        self._validate_settings()
+        if is_literal(report_id):
+            validate_report_id(report_id)
+        if report_type is not None and all(is_literal(v) for v in (report_type, start_date, end_date)):
+            ReportRequest.build(report_type, start_date, end_date)
+        self._state: WaitState | None = None
+        self._request: ReportRequest | None = None
+
+    def _validate_settings(self) -> None:
+        """Checked when the DAG is parsed, so a bad setting never gets as far as starting a report."""
+        if self.poll_interval <= 0:
+            raise DexCareValidationError(f"poll_interval must be > 0 seconds, got {self.poll_interval!r}.")
+        grace = self.failed_grace_period
+        if isinstance(grace, bool) or not isinstance(grace, (int, float)) or grace < 0:
+            raise DexCareValidationError(f"failed_grace_period must be >= 0 seconds, got {grace!r}.")
+        for name in ("max_resubmits", "max_consecutive_errors"):
+            value = getattr(self, name)
+            least = 0 if name == "max_resubmits" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise DexCareValidationError(f"{name} must be an integer >= {least}, got {value!r}.")
+
+    # --- entry points ------------------------------------------------------------------------------------
+
+    def execute(self, context: Context) -> Any:
+        self._prepare(context)
+        if not self.deferrable:
+            return super().execute(context)
+        first = self.poke(context)
+        if first:
+            return first.xcom_value
+        self._defer()
+
+    def poke(self, context: Context) -> PokeReturnValue:
+        if self._state is None:  # a subclass or test calling poke() directly
+            self._prepare(context)
+        state = self._state
+        assert state is not None
+        tracker = ReportTracker.from_dict(state.tracker)
+        try:
+            status = self._hook().get_report_status(state.report_id)
+        except DexCareError as exc:
+            if not exc.retryable:
+                raise
+            state.errors += 1
+            self._save(context)
+            if state.errors >= self.max_consecutive_errors:
+                raise DexCareError(
+                    f"Gave up on DexCare report {state.report_id} after {state.errors} failed status checks in "
+                    f"a row; the last was {type(exc).__name__}: {exc}"
+                ) from exc
+            self.log.warning(
+                "Status check %d of at most %d in a row failed for report %s: %s",
+                state.errors,
+                self.max_consecutive_errors,
+                state.report_id,
+                exc,
+            )
+            return PokeReturnValue(False)
+        changed = state.errors > 0
+        state.errors = 0
+        now = time.time()
+        verdict, message = tracker.observe(status, now)
+        if message:
+            self.log.info(message)
+            changed = True
+        state.tracker = tracker.to_dict()
+        if verdict == Verdict.SUCCEEDED:
+            self._save(context)
+            return PokeReturnValue(True, state.report_id)
+        if verdict == Verdict.WAIT:
+            if changed:
+                self._save(context)
+            return PokeReturnValue(False)
+        ending = (
+            "was CANCELLED"
+            if verdict == Verdict.CANCELLED
+            else f"stayed FAILED for {format_seconds(tracker.failed_for(now))}"
+        )
+        self._resubmit_or_fail(context, ending)
+        return PokeReturnValue(False)
+
+    def execute_complete(
+        self, context: Context, event: dict[str, Any] | None = None, state: dict[str, Any] | None = None
+    ) -> str:
+        """Resume after the trigger: succeed, resubmit and wait again, or fail with the trigger's reason."""
+        if state is None:
+            raise DexCareError("The sensor resumed without its wait state; refusing to guess the report id.")
+        self._state = WaitState.from_dict(state)
+        self._request = self._resolve_request(context)
+        event = validate_event(event, self._state.report_id)
+        self.log.info("Trigger finished after %d status checks: %s", event["polls"], event["message"])
+        self._state.tracker = ReportTracker(
+            event["report_id"], float(self.failed_grace_period), event["report_status"], event["status_since"]
+        ).to_dict()
+        status = event["status"]
+        if status == "success":
+            self._save(context)
+            return self._state.report_id
+        if status == "timeout":
+            raise AirflowSensorTimeout(f"{event['message']} {self._advice_on_timeout()}")
+        if status == "error":
+            raise DexCareError(event["message"])
+        self._resubmit_or_fail(context, "was CANCELLED" if status == "cancelled" else "stayed FAILED")
+        self._defer()
+
+    # --- the wait's state ---------------------------------------------------------------------------------
+
+    def _prepare(self, context: Context) -> None:
+        """Validate, then pick up where an earlier reschedule or try left off, and tell XCom what we wait on."""
+        origin = validate_report_id(self.report_id)
+        self._request = self._resolve_request(context)
+        if self.max_resubmits and self._request is None:
+            raise DexCareValidationError(
+                f"max_resubmits={self.max_resubmits} needs the report's type and window: pass "
+                "report_id=<start task>.output, request_task_id=<start task>, or report_type/start_date/end_date."
+            )
+        store = state_store(context)
+        if store is None and not self.deferrable and self.reschedule:
+            raise DexCareValidationError(
+                "mode='reschedule' keeps the FAILED grace period and resubmissions in Airflow 3.3's task state "
+                "store, which this Airflow does not have: use deferrable=True or mode='poke'."
+            )
+        saved = store.get(STATE_KEY) if store is not None else None
+        current_try = try_number(context)
+        state = WaitState.from_dict(saved) if isinstance(saved, dict) else None
+        if state is not None and state.origin != origin:
+            state = None
+        if state is not None and state.try_number != current_try:
+            # A new try keeps waiting on the newest report of the chain, with a fresh deadline and budget.
+            self.log.info(
+                "An earlier try last waited on report %s (reports so far: %s); this try continues with it.",
+                state.report_id,
+                ", ".join(state.report_ids),
+            )
+            state = self._fresh_state(origin, current_try, state.report_id, state.report_ids)
+        elif state is not None:
+            self.log.info(
+                "Continuing the wait on report %s (%d resubmission(s) used, deadline %s).",
+                state.report_id,
+                state.resubmits,
+                format_deadline(state.deadline),
+            )
+        else:
+            state = self._fresh_state(origin, current_try, origin, [origin])
+        self._state = state
+        self._save(context)
+        self._push(context)
+
+    def _fresh_state(self, origin: str, current_try: int, report_id: str, ids: list[str]) -> WaitState:
+        return WaitState(
+            origin=origin,
+            try_number=current_try,
+            report_id=report_id,
+            deadline=time.time() + float(self.timeout),
+            tracker=ReportTracker(report_id, float(self.failed_grace_period)).to_dict(),
+            report_ids=list(ids),
+        )
+
+    def _resolve_request(self, context: Context) -> ReportRequest | None:
+        return resolve_request(
+            context,
+            report_type=self.report_type,
+            start_date=self.start_date,
+            end_date=self.end_date,
+            request_task_id=self.request_task_id,
+        )
+
+    def _save(self, context: Context) -> None:
+        store = state_store(context)
+        if store is not None and self._state is not None:
+            store.set(STATE_KEY, self._state.to_dict())
+
+    def _push(self, context: Context) -> None:
+        assert self._state is not None
+        ti = context["ti"]
+        ti.xcom_push(key=XCOM_REPORT_ID, value=self._state.report_id)
+        ti.xcom_push(key=XCOM_REPORT_IDS, value=list(self._state.report_ids))
+        if self._request is not None:
+            ti.xcom_push(key=XCOM_REQUEST, value=self._request.to_dict())
+
+    def _hook(self) -> DexCareHook:
+        from dexcare.hooks.dexcare import DexCareHook
+
+        return DexCareHook(self.dexcare_conn_id)
+
+    # --- resubmission and failure --------------------------------------------------------------------------
+
+    def _resubmit_or_fail(self, context: Context, ending: str) -> None:
+        """Request the same report again from the worker, or fail with what happened and what to do."""
+        state = self._state
+        assert state is not None
+        if state.resubmits >= self.max_resubmits or self._request is None:
+            raise DexCareReportFailedError(self._give_up_message(ending))
+        if time.time() >= state.deadline:
+            raise AirflowSensorTimeout(
+                f"DexCare report {state.report_id} {ending}, and the deadline "
+                f"{format_deadline(state.deadline)} has passed, so it is not requested again."
+            )
+        request = self._request
+        new_id = self._hook().start_report(request.report_type.value, request.start_date, request.end_date)
+        state.resubmits += 1
+        self.log.warning(
+            "Resubmission %d of %d: DexCare report %s %s; requested the same %s report for %s again as %s.",
+            state.resubmits,
+            self.max_resubmits,
+            state.report_id,
+            ending,
+            request.report_type.value,
+            _window(request),
+            new_id,
+        )
+        state.report_id = new_id
+        state.report_ids.append(new_id)
+        state.tracker = ReportTracker(new_id, float(self.failed_grace_period)).to_dict()
+        state.errors = 0
+        self._save(context)  # before anything else can fail, so a retry continues on the new report
+        self._push(context)
+
+    def _give_up_message(self, ending: str) -> str:
+        state = self._state
+        assert state is not None
+        request = self._request
+        what = f"{request.report_type.value} report for {_window(request)}" if request else "report"
+        lines = [
+            f"DexCare {what} {state.report_id} {ending}.",
+            f"Reports tried: {', '.join(state.report_ids)} ({state.resubmits} resubmission(s), "
+            f"max_resubmits={self.max_resubmits}).",
+            "What to do: ask DexCare support about report "
+            f"{state.report_id} (give them the id and the time above) and check whether DexCare is degraded. "
+            "Then clear this task: it waits on the newest report again"
+            + (
+                f" and may request it up to {self.max_resubmits} more time(s)."
+                if self.max_resubmits
+                else "; set max_resubmits to request a lost report again automatically."
+            )
+            + " Clearing the start task as well requests a brand-new report.",
+        ]
+        return " ".join(lines)
+
+    def _advice_on_timeout(self) -> str:
+        return (
+            f"Timeout was {format_seconds(float(self.timeout))}. The report may still finish: clear this task to "
+            "wait again on the same report, or raise timeout if DexCare is just slow today."
+        )
+
+    def _defer(self) -> None:
+        state = self._state
+        assert state is not None
+        tracker = ReportTracker.from_dict(state.tracker)
+        trigger = DexCareReportStatusTrigger(
+            report_id=state.report_id,
+            deadline=state.deadline,
+            dexcare_conn_id=self.dexcare_conn_id,
+            poll_interval=self.poll_interval,
+            failed_grace_period=float(self.failed_grace_period),
+            max_consecutive_errors=self.max_consecutive_errors,
+            last_status=tracker.status,
+            last_status_since=tracker.status_since,
+        )
+        # Airflow's own deferral timeout is only a backstop for a dead triggerer: the trigger itself looks
+        # one last time at the deadline and reports "timeout" with the last status it saw.
+        backstop = max(state.deadline - time.time(), 0.0) + self.poll_interval + 60.0
+        self.log.info(
+            "Deferring: waiting on DexCare report %s in the triggerer until %s.",
+            state.report_id,
+            format_deadline(state.deadline),
+        )
+        self.defer(
+            trigger=trigger,
+            method_name="execute_complete",
+            kwargs={"state": state.to_dict()},
+            timeout=timedelta(seconds=backstop),
+        )
+
+
+def _window(request: ReportRequest | None) -> str:
+    if request is None or request.start_date is None:
+        return "DexCare's default window"
+    return f"{request.start_date.isoformat()}..{request.end_date.isoformat() if request.end_date else ''}"

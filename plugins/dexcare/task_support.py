@@ -1,0 +1,75 @@
+"""Small pieces the DexCare operators and the sensor share: XCom keys, the request, per-task state.
+
+The request (type and window) travels with the report id through XCom so that every task downstream of the
+start operator knows what data it holds, and so the sensor can ask for the same report again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING, Any
+
+from dexcare.exceptions import DexCareValidationError
+from dexcare.report import ReportRequest
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+#: XCom key of the request ``{"report_type", "start_date", "end_date"}`` pushed by the start operator and
+#: forwarded by the sensor.
+XCOM_REQUEST = "request"
+#: XCom key of the report id the sensor is waiting on right now (changes on resubmission).
+XCOM_REPORT_ID = "report_id"
+#: XCom key of every report id the sensor waited on, oldest first.
+XCOM_REPORT_IDS = "report_ids"
+
+
+def is_literal(value: Any) -> bool:
+    """True when ``value`` is fixed at parse time, so it can be validated before the DAG ever runs."""
+    if value is None or isinstance(value, dt.date):
+        return True
+    return isinstance(value, str) and "{{" not in value and "{%" not in value
+
+
+def upstream_task_id(value: Any) -> str | None:
+    """The task behind ``some_task.output``, so the request can be pulled from the same task as the id."""
+    from airflow.sdk.definitions.xcom_arg import PlainXComArg
+
+    if isinstance(value, PlainXComArg):
+        return value.operator.task_id
+    return None
+
+
+def resolve_request(
+    context: Context,
+    *,
+    report_type: Any,
+    start_date: Any,
+    end_date: Any,
+    request_task_id: str | None,
+) -> ReportRequest | None:
+    """Explicit arguments win; otherwise the ``request`` XCom of ``request_task_id``; otherwise None."""
+    if report_type is not None:
+        return ReportRequest.build(report_type, start_date, end_date)
+    if start_date is not None or end_date is not None:
+        raise DexCareValidationError("start_date/end_date were given without report_type: give all three.")
+    if request_task_id is None:
+        return None
+    pulled = context["ti"].xcom_pull(task_ids=request_task_id, key=XCOM_REQUEST)
+    if pulled is None:
+        return None
+    if not isinstance(pulled, dict) or "report_type" not in pulled:
+        raise DexCareValidationError(
+            f"XCom {XCOM_REQUEST!r} of task {request_task_id!r} is not a DexCare request: {pulled!r}."
+        )
+    return ReportRequest.from_dict(pulled)
+
+
+def state_store(context: Context) -> Any | None:
+    """Airflow 3.3's per-task state store (kept across retries and reschedules), or None on older Airflow."""
+    return context.get("task_state_store")
+
+
+def try_number(context: Context) -> int:
+    ti = context.get("ti")
+    return int(getattr(ti, "try_number", 0) or 0)

@@ -1,0 +1,285 @@
+"""DexCareReportStatusTrigger: waits for a DexCare report in the triggerer, so a waiting task holds no worker slot.
+
+Trigger code only ever reads (GET status). A trigger is re-run from its stored kwargs when the triggerer
+restarts, so a POST here could start a second report (apache/airflow#67945); resubmitting is the sensor's job
+on the worker. The stored kwargs carry an absolute deadline, so a restart continues the same clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import math
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from dexcare.exceptions import DexCareError, DexCareValidationError
+from dexcare.report import ReportStatus, validate_report_id
+from dexcare.retry import RetryPolicy
+from dexcare.tracking import ReportTracker, Verdict, format_seconds
+
+CLASSPATH = "dexcare.triggers.report_status.DexCareReportStatusTrigger"
+
+#: Every event carries exactly these keys; ``validate_event`` rejects anything else.
+EVENT_KEYS = frozenset({"status", "report_id", "report_status", "status_since", "message", "error", "polls"})
+#: ``status`` of an event: success (SUCCEEDED), failed (FAILED past the grace period), cancelled,
+#: timeout (deadline passed before a final status), error (403, 404, unknown status, error budget spent...).
+EVENT_STATUSES = frozenset({"success", "failed", "cancelled", "timeout", "error"})
+
+
+def _number(name: str, value: Any, *, minimum: float = 0.0, allow_zero: bool = False) -> float:
+    """Plain finite numbers only; ``bool`` is an ``int`` in Python but never a duration."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise DexCareValidationError(f"{name} must be a finite number of seconds, got {value!r}.")
+    if value < minimum or (value == minimum and not allow_zero):
+        raise DexCareValidationError(f"{name} must be {'>=' if allow_zero else '>'} {minimum}, got {value!r}.")
+    return float(value)
+
+
+def format_deadline(deadline: float) -> str:
+    return dt.datetime.fromtimestamp(deadline, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+class DexCareReportStatusTrigger(BaseTrigger):
+    """Poll one report until it is final, the deadline passes, or an error makes waiting pointless.
+
+    :param report_id: the GUID returned by ``start_report``.
+    :param deadline: absolute wall-clock deadline, epoch seconds, computed once on the worker.
+    :param dexcare_conn_id: the DexCare connection.
+    :param poll_interval: seconds between status checks while the report is in progress.
+    :param failed_grace_period: seconds a FAILED status must last before it counts (DexCare auto-retries).
+    :param max_consecutive_errors: transient errors (5xx, 429, connection, timeout) in a row before giving
+        up; the count resets after any good poll.
+    :param last_status: the status the worker saw last (so the grace period continues across the handoff).
+    :param last_status_since: epoch seconds since ``last_status`` has held.
+    :param request_timeout: read timeout per request (default: the connection's, or 60 s).
+    :param backoff_initial: first backoff delay after a transient error, seconds (jittered, doubled).
+    :param backoff_max: ceiling of one backoff delay; a Retry-After hint can exceed it.
+    """
+
+    def __init__(
+        self,
+        report_id: str,
+        deadline: float,
+        dexcare_conn_id: str = "dexcare_default",
+        poll_interval: float = 60.0,
+        failed_grace_period: float = 600.0,
+        max_consecutive_errors: int = 10,
+        last_status: str | None = None,
+        last_status_since: float | None = None,
+        request_timeout: float | None = None,
+        backoff_initial: float = 1.0,
+        backoff_max: float = 60.0,
+    ) -> None:
+        super().__init__()
+        # Validated here, on the worker, before the task defers: a bad value must not reach the database
+        # or fail later inside the triggerer.
+        self.report_id = validate_report_id(report_id)
+        self.deadline = _number("deadline", deadline)
+        if not isinstance(dexcare_conn_id, str) or not dexcare_conn_id:
+            raise DexCareValidationError(f"dexcare_conn_id must be a non-empty string, got {dexcare_conn_id!r}.")
+        self.dexcare_conn_id = dexcare_conn_id
+        self.poll_interval = _number("poll_interval", poll_interval)
+        self.failed_grace_period = _number("failed_grace_period", failed_grace_period, allow_zero=True)
+        if isinstance(max_consecutive_errors, bool) or not isinstance(max_consecutive_errors, int) or (
+            max_consecutive_errors < 1
+        ):
+            raise DexCareValidationError(
+                f"max_consecutive_errors must be an integer >= 1, got {max_consecutive_errors!r}."
+            )
+        self.max_consecutive_errors = max_consecutive_errors
+        if last_status is not None:
+            last_status = ReportStatus(last_status).value
+        self.last_status = last_status
+        self.last_status_since = (
+            None if last_status_since is None else _number("last_status_since", last_status_since)
+        )
+        self.request_timeout = None if request_timeout is None else _number("request_timeout", request_timeout)
+        self.backoff_initial = _number("backoff_initial", backoff_initial, allow_zero=True)
+        self.backoff_max = _number("backoff_max", backoff_max)
+        if self.backoff_max < self.backoff_initial:
+            raise DexCareValidationError("backoff_max must be >= backoff_initial.")
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            CLASSPATH,
+            {
+                "report_id": self.report_id,
+                "deadline": self.deadline,
+                "dexcare_conn_id": self.dexcare_conn_id,
+                "poll_interval": self.poll_interval,
+                "failed_grace_period": self.failed_grace_period,
+                "max_consecutive_errors": self.max_consecutive_errors,
+                "last_status": self.last_status,
+                "last_status_since": self.last_status_since,
+                "request_timeout": self.request_timeout,
+                "backoff_initial": self.backoff_initial,
+                "backoff_max": self.backoff_max,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        tracker = ReportTracker(
+            self.report_id, self.failed_grace_period, self.last_status, self.last_status_since
+        )
+        self._polls = 0
+        try:
+            event = await self._wait(tracker)
+        except Exception as exc:
+            # Anything unexpected (connection missing, bad connection fields) ends the wait with a reason
+            # instead of killing the trigger with a traceback the task never sees.
+            event = self._event(
+                "error",
+                tracker,
+                f"Stopped waiting for DexCare report {self.report_id}: {type(exc).__name__}: {exc}",
+                error=type(exc).__name__,
+            )
+        self.log.info(event["message"])
+        yield TriggerEvent(event)
+
+    async def _wait(self, tracker: ReportTracker) -> dict[str, Any]:
+        from dexcare.hooks.dexcare import DexCareHook
+
+        policy = RetryPolicy(
+            max_attempts=self.max_consecutive_errors,
+            initial_delay=self.backoff_initial,
+            max_delay=self.backoff_max,
+        )
+        hook = DexCareHook(self.dexcare_conn_id, timeout=self.request_timeout)
+        failures = 0
+        self.log.info(
+            "Waiting for DexCare report %s: poll every %s, FAILED grace %s, deadline %s.",
+            self.report_id,
+            format_seconds(self.poll_interval),
+            format_seconds(self.failed_grace_period),
+            format_deadline(self.deadline),
+        )
+        async with hook.async_session() as session:
+            while True:
+                try:
+                    status = await session.get_report_status(self.report_id)
+                except DexCareError as exc:
+                    if not exc.retryable:
+                        return self._event(
+                            "error",
+                            tracker,
+                            f"Stopped waiting for DexCare report {self.report_id}: {exc}",
+                            error=type(exc).__name__,
+                        )
+                    failures += 1
+                    if failures >= self.max_consecutive_errors:
+                        return self._event(
+                            "error",
+                            tracker,
+                            f"Gave up on DexCare report {self.report_id} after {failures} transient errors in a "
+                            f"row; the last was {type(exc).__name__}: {exc} DexCare may be down: check its "
+                            "status, then clear the task to wait again on the same report.",
+                            error=type(exc).__name__,
+                        )
+                    now = time.time()
+                    if now >= self.deadline:
+                        return self._timeout(tracker, f" The last status check failed: {exc}")
+                    delay = policy.backoff(failures, getattr(exc, "retry_after", None))
+                    self.log.warning(
+                        "Status check %d of at most %d in a row failed for DexCare report %s (%s: %s); "
+                        "next check in %.1fs.",
+                        failures,
+                        self.max_consecutive_errors,
+                        self.report_id,
+                        type(exc).__name__,
+                        exc,
+                        delay,
+                    )
+                    await asyncio.sleep(min(delay, self.deadline - now))
+                    continue
+
+                self._polls += 1
+                if failures:
+                    self.log.info("DexCare answered again after %d failed status checks.", failures)
+                    failures = 0
+                now = time.time()
+                verdict, change = tracker.observe(status, now)
+                if change:
+                    self.log.info(change)
+                if verdict == Verdict.SUCCEEDED:
+                    return self._event("success", tracker, f"DexCare report {self.report_id} SUCCEEDED.")
+                if verdict == Verdict.CANCELLED:
+                    return self._event("cancelled", tracker, f"DexCare report {self.report_id} was CANCELLED.")
+                if verdict == Verdict.FAILED:
+                    return self._event(
+                        "failed",
+                        tracker,
+                        f"DexCare report {self.report_id} stayed FAILED for "
+                        f"{format_seconds(tracker.failed_for(now))} (grace period "
+                        f"{format_seconds(self.failed_grace_period)}) without DexCare retrying it.",
+                    )
+                if now >= self.deadline:
+                    return self._timeout(tracker, "")
+                # Sleep to the next poll, but wake for the end of a grace period or for one last look at
+                # the deadline, so a report that finishes just in time is not failed.
+                pause = min(self.poll_interval, self.deadline - now)
+                grace_left = tracker.grace_remaining(now)
+                if grace_left is not None:
+                    pause = min(pause, grace_left)
+                await asyncio.sleep(max(pause, 0.0))
+
+    def _timeout(self, tracker: ReportTracker, detail: str) -> dict[str, Any]:
+        now = time.time()
+        seen = (
+            f"still {tracker.status} (for {format_seconds(tracker.time_in_status(now))})"
+            if tracker.status
+            else "never seen"
+        )
+        return self._event(
+            "timeout",
+            tracker,
+            f"DexCare report {self.report_id} was {seen} at the deadline {format_deadline(self.deadline)}."
+            f"{detail}",
+        )
+
+    def _event(self, status: str, tracker: ReportTracker, message: str, *, error: str | None = None) -> dict:
+        return {
+            "status": status,
+            "report_id": self.report_id,
+            "report_status": tracker.status,
+            "status_since": tracker.status_since,
+            "message": message,
+            "error": error,
+            "polls": getattr(self, "_polls", 0),
+        }
+
+
+def validate_event(event: Any, expected_report_id: str) -> dict[str, Any]:
+    """Reject a missing, malformed or foreign event: guessing here could report a failed load as success."""
+    if event is None:
+        raise DexCareError(
+            f"The wait for DexCare report {expected_report_id} resumed without a trigger event; refusing to "
+            "guess its outcome."
+        )
+    if not isinstance(event, dict):
+        raise DexCareError(f"Trigger event must be a dict, got {type(event).__name__}.")
+    keys = set(event)
+    if keys != EVENT_KEYS:
+        missing, unknown = sorted(EVENT_KEYS - keys), sorted(keys - EVENT_KEYS)
+        raise DexCareError(f"Malformed trigger event: missing keys {missing}, unknown keys {unknown}.")
+    if event["status"] not in EVENT_STATUSES:
+        raise DexCareError(
+            f"Unknown trigger event status {event['status']!r}; expected one of {sorted(EVENT_STATUSES)}."
+        )
+    if event["report_id"] != expected_report_id:
+        raise DexCareError(
+            f"Trigger event is about report {event['report_id']!r}, but the task waits for "
+            f"{expected_report_id!r}."
+        )
+    if event["report_status"] is not None and event["report_status"] not in {s.value for s in ReportStatus}:
+        raise DexCareError(f"Trigger event has unknown report_status {event['report_status']!r}.")
+    if not isinstance(event["message"], str):
+        raise DexCareError("Trigger event message must be a string.")
+    if event["status"] == "success" and event["report_status"] != ReportStatus.SUCCEEDED:
+        raise DexCareError(
+            f"Trigger event says success but the report status is {event['report_status']!r}."
+        )
+    return event
