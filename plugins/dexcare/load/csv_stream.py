@@ -1,0 +1,153 @@
+"""Stream a report file into a COPY, validating it on the way without parsing it twice.
+
+Python reads only the header record (to name the columns); every data byte goes, in 1 MiB blocks, straight
+into PostgreSQL's own CSV parser, which is written in C and already checks what we need: ragged rows, open
+quotes and invalid UTF-8 (``ENCODING 'UTF8'``). Parsing the rows in Python first would cost several times
+the COPY itself. PostgreSQL's error names the record; we translate it into a message naming the file and
+line and carrying no value from the row.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import unquote, urlparse
+
+import psycopg
+from psycopg import sql
+
+from dexcare.load.errors import DexCareCSVError
+
+BLOCK_SIZE = 1 << 20
+#: A header larger than this is not a header: most likely a quote that never closes.
+MAX_HEADER_BYTES = 1 << 20
+_BOM = b"\xef\xbb\xbf"
+
+Opener = Callable[[str], BinaryIO]
+
+
+def open_report(uri: str) -> BinaryIO:
+    """Open a local path directly (no fsspec layer in the hot loop); anything else via ObjectStoragePath."""
+    parsed = urlparse(uri)
+    if parsed.scheme in ("", "file") or (len(parsed.scheme) == 1 and uri[1:3] in (":\\", ":/")):
+        path = unquote(parsed.path) if parsed.scheme == "file" else uri
+        return Path(path).open("rb")
+    from airflow.sdk import ObjectStoragePath
+
+    return ObjectStoragePath(uri).open("rb")
+
+
+@dataclass
+class Header:
+    """The header record as read, and the bytes already consumed past it (handed on to COPY)."""
+
+    fields: list[str]
+    rest: bytes
+
+
+def _end_of_first_record(buffer: bytes) -> int:
+    """Index of the newline that ends the first CSV record, honouring quotes; -1 if not in ``buffer``."""
+    in_quotes = False
+    start = 0
+    while True:
+        quote = buffer.find(b'"', start)
+        newline = buffer.find(b"\n", start)
+        if not in_quotes and newline != -1 and (quote == -1 or newline < quote):
+            return newline
+        if quote == -1:
+            return -1
+        in_quotes = not in_quotes
+        start = quote + 1
+
+
+def read_header(stream: BinaryIO, *, source: str) -> Header:
+    """Read just the first record; refuse an empty file and a header that is not UTF-8 or never ends."""
+    buffer = b""
+    end = -1
+    while end == -1:
+        chunk = stream.read(64 * 1024)
+        if not chunk:
+            break
+        buffer += chunk
+        end = _end_of_first_record(buffer)
+        if end == -1 and len(buffer) > MAX_HEADER_BYTES:
+            raise DexCareCSVError(
+                f"{source}: line 1: no end of the header within {MAX_HEADER_BYTES} bytes "
+                "(unterminated quoted field?)."
+            )
+    if end == -1:
+        raw, rest = buffer, b""
+    else:
+        raw, rest = buffer[:end], buffer[end + 1 :]
+    raw = raw.removeprefix(_BOM).removesuffix(b"\r")
+    if not raw.strip():
+        raise DexCareCSVError(
+            f"{source}: the file is empty (no header line); DexCare always sends a header, "
+            "so the download is probably broken: download the report again."
+        )
+    if raw.count(b'"') % 2:
+        raise DexCareCSVError(f"{source}: line 1: unterminated quoted field in the header.")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DexCareCSVError(f"{source}: line 1: invalid UTF-8 in the header (byte {exc.start}).") from None
+    fields = next(csv.reader(io.StringIO(text, newline="")))
+    return Header(fields=fields, rest=rest)
+
+
+def copy_stream(
+    cursor: psycopg.Cursor,
+    table: sql.Composable,
+    columns: list[str],
+    header: Header,
+    stream: BinaryIO,
+    *,
+    block_size: int = BLOCK_SIZE,
+    hasher: hashlib._Hash | None = None,
+) -> int:
+    """COPY the rest of ``stream`` into ``table``; returns the number of data rows PostgreSQL accepted."""
+    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv, ENCODING 'UTF8')").format(
+        table, sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+    )
+    with cursor.copy(statement) as copy:
+        if header.rest:
+            copy.write(header.rest)
+        while block := stream.read(block_size):
+            if hasher is not None:
+                hasher.update(block)
+            copy.write(block)
+    return cursor.rowcount
+
+
+_LINE = re.compile(r"\bline (\d+)")
+_REASONS = (
+    ("extra data after last expected column", "more fields than the header has columns (ragged row)"),
+    ("missing data for column", "fewer fields than the header has columns (ragged row)"),
+    ("unterminated csv quoted field", "unterminated quoted field (a quote opens and never closes)"),
+    ("invalid byte sequence", "invalid UTF-8 byte sequence"),
+    ("carriage return", "mixed line endings (a bare carriage return in an unquoted field)"),
+    ("newline found in data", "mixed line endings (a bare newline in an unquoted field)"),
+)
+
+
+def copy_error_line(exc: psycopg.Error) -> int | None:
+    """The file line (header = 1) of the record PostgreSQL's COPY rejected, if it says."""
+    match = _LINE.search(exc.diag.context or "")
+    return int(match.group(1)) + 1 if match else None
+
+
+def translate_copy_error(exc: psycopg.Error, *, source: str) -> DexCareCSVError:
+    """A message that names the file, line and problem, and drops the value PostgreSQL quotes back."""
+    primary = (exc.diag.message_primary or "").lower()
+    reason = next((text for needle, text in _REASONS if needle in primary), None)
+    if reason is None:
+        reason = f"PostgreSQL's CSV parser rejected it (SQLSTATE {exc.sqlstate})"
+    line = copy_error_line(exc)
+    where = f"line {line}" if line is not None else "somewhere in the file"
+    return DexCareCSVError(f"{source}: {where}: {reason}.")
