@@ -6,8 +6,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-
 from dexcare.sandbox import SandboxServer
+
 from tests.conftest import SANDBOX_TOKEN
 from tests.sandbox.helpers import Api
 

@@ -6,8 +6,8 @@ import time
 from typing import Any
 
 import requests
-
 from dexcare.report import REPORTS_PATH, ReportStatus
+
 from tests.conftest import SANDBOX_TOKEN
 
 

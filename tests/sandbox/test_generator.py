@@ -11,7 +11,6 @@ import tracemalloc
 import uuid
 
 import pytest
-
 from dexcare.report import ReportType
 from dexcare.sandbox import (
     COLUMNS,
