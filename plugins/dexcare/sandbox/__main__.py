@@ -7,14 +7,18 @@ so a parent process can start it with ``--port 0`` and parse the address.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
 import threading
 from collections.abc import Sequence
 
-from dexcare.sandbox.faults import FaultKind, parse_fault_spec
-from dexcare.sandbox.server import SandboxServer
+# dexcare.report imports Airflow, which may log to stdout while it loads its configuration: send any of
+# that to stderr, so the listening line stays the only thing on stdout.
+with contextlib.redirect_stdout(sys.stderr):
+    from dexcare.sandbox.faults import FaultKind, parse_fault_spec
+    from dexcare.sandbox.server import SandboxServer
 
 TOKEN_ENV = "DEXCARE_SANDBOX_TOKEN"  # noqa: S105 - the variable's name, not a secret
 DEFAULT_TOKEN = "sandbox-token"  # noqa: S105 - well-known sandbox default
