@@ -114,12 +114,15 @@ def ensure_target(
     schema: str,
     table: str,
     columns: Sequence[str],
-    keys: Sequence[str],
     configured_types: Mapping[str, str],
     *,
     source: str,
 ) -> Target:
-    """Create the table or add today's new columns; return each file column's effective type."""
+    """Create the table or add today's new columns; return each file column's effective type.
+
+    The unique index on the key comes later (:func:`ensure_key_index`), after the merge: building it once
+    over a freshly filled table is several times cheaper than maintaining it row by row.
+    """
     existing = existing_columns(cursor, schema, table)
     ident = sql.Identifier(schema, table)
     created = existing is None
@@ -162,21 +165,6 @@ def ensure_target(
                     "Column %s.%s.%s is %s but %s is configured; types are never changed automatically, "
                     "values are cast to %s", schema, table, column, existing[column], wanted, existing[column],
                 )
-    if not _has_unique_index(cursor, schema, table, keys):
-        try:
-            with cursor.connection.transaction():
-                cursor.execute(
-                    sql.SQL("CREATE UNIQUE INDEX {} ON {} ({})").format(
-                        sql.Identifier(_key_index_name(table, keys)),
-                        ident,
-                        sql.SQL(", ").join(sql.Identifier(k) for k in keys),
-                    )
-                )
-        except psycopg.errors.UniqueViolation:
-            raise DexCareSchemaError(
-                f"{schema}.{table} already holds several rows per key ({', '.join(keys)}); cannot add the "
-                "unique index the load needs: deduplicate the table or configure the key it was built with."
-            ) from None
     return Target(
         schema=schema,
         table=table,
@@ -184,3 +172,23 @@ def ensure_target(
         new_columns=new_columns,
         created=created,
     )
+
+
+def ensure_key_index(cursor: psycopg.Cursor, schema: str, table: str, keys: Sequence[str]) -> None:
+    """Add the unique index on the key if the table has none; refuse clearly if the data has duplicates."""
+    if _has_unique_index(cursor, schema, table, keys):
+        return
+    try:
+        with cursor.connection.transaction():
+            cursor.execute(
+                sql.SQL("CREATE UNIQUE INDEX {} ON {} ({})").format(
+                    sql.Identifier(_key_index_name(table, keys)),
+                    sql.Identifier(schema, table),
+                    sql.SQL(", ").join(sql.Identifier(k) for k in keys),
+                )
+            )
+    except psycopg.errors.UniqueViolation:
+        raise DexCareSchemaError(
+            f"{schema}.{table} holds several rows per key ({', '.join(keys)}); cannot add the unique index "
+            "the load needs: deduplicate the table or configure the key it was built with."
+        ) from None

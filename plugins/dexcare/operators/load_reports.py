@@ -1,0 +1,177 @@
+"""DexCareLoadReportsOperator: one DAG run's downloaded reports into PostgreSQL, all or nothing.
+
+A thin wrapper: it resolves the warehouse connection and the run's date, and hands over to
+:func:`dexcare.load.loader.load_reports`, which does not need Airflow (tests and benchmarks call it
+directly). The return value is the load summary, small and JSON-ready for XCom.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+
+from dexcare.load.errors import DexCareLoadError
+from dexcare.load.loader import DEFAULT_SCHEMA, LoadOptions, load_reports
+from dexcare.report import ReportType
+
+if TYPE_CHECKING:
+    import psycopg
+    from airflow.sdk import Context
+
+
+def _flatten(reports: Any) -> list[Mapping[str, Any]]:
+    """Accept one result, a list of them, or the lazy sequence of a mapped download task."""
+    if reports is None:
+        return []
+    if isinstance(reports, Mapping):
+        return [reports]
+    flat: list[Mapping[str, Any]] = []
+    for item in reports if isinstance(reports, Iterable) else [reports]:
+        if isinstance(item, Mapping):
+            flat.append(item)
+        elif isinstance(item, Iterable) and not isinstance(item, str | bytes):
+            flat.extend(_flatten(item))
+        else:
+            raise DexCareLoadError(
+                f"reports must be download results (dicts with uri, report_type, report_id, ...); got {item!r}."
+            )
+    return flat
+
+
+def run_date(context: Mapping[str, Any]) -> dt.date:
+    """The day a report without a window ends on: the run's data interval end, else its logical date.
+
+    Manual runs in Airflow 3 can have neither; then the run's ``run_after``, and outside Airflow today (UTC).
+    """
+    for key in ("data_interval_end", "logical_date"):
+        value = context.get(key)
+        if value is not None:
+            return value.date() if isinstance(value, dt.datetime) else value
+    dag_run = context.get("dag_run")
+    for attr in ("data_interval_end", "logical_date", "run_after"):
+        value = getattr(dag_run, attr, None)
+        if value is not None:
+            return value.date() if isinstance(value, dt.datetime) else value
+    return dt.datetime.now(dt.UTC).date()
+
+
+def connect(postgres_conn_id: str) -> psycopg.Connection:
+    """A psycopg 3 connection for the Airflow connection (PostgresHook 7 returns one when psycopg 3 and
+    SQLAlchemy 2 are installed; otherwise we connect ourselves from the same connection fields)."""
+    import psycopg
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    hook = PostgresHook(postgres_conn_id=postgres_conn_id)
+    conn = hook.get_conn()
+    if isinstance(conn, psycopg.Connection):
+        return conn
+    conn.close()
+    airflow_conn = hook.get_connection(postgres_conn_id)
+    extra = {k: v for k, v in airflow_conn.extra_dejson.items() if k not in ("cursor", "iam", "sslcert_path")}
+    return psycopg.connect(
+        host=airflow_conn.host or None,
+        port=airflow_conn.port or None,
+        user=airflow_conn.login or None,
+        password=airflow_conn.password or None,
+        dbname=airflow_conn.schema or None,
+        **extra,
+    )
+
+
+class DexCareLoadReportsOperator(BaseOperator):
+    """Load the reports of one DAG run into ``<schema>.avr_<report type>``, deduplicated, in one transaction.
+
+    :param reports: download results (templated), typically ``download.output`` or the XComArg of a
+        mapped download task: dicts with ``uri``, ``report_type``, ``report_id``, ``start_date``,
+        ``end_date`` and optionally ``sha256`` (verified while streaming) and ``rows``.
+    :param postgres_conn_id: the warehouse connection (a Postgres connection).
+    :param schema: target schema, created if missing; holds the tables and ``load_audit``.
+    :param key_columns: per report type, the columns that identify a row (header or normalised names);
+        default ``visit_id``.
+    :param version_columns: per report type, a column whose newest value wins among repeats of a key
+        within one file (default: the last row in the file wins).
+    :param column_types: per report type, ``{column: SQL type}`` for columns to cast (e.g.
+        ``{"virtual": {"updated_at": "timestamptz"}}``); everything else is text.
+    :param work_mem: PostgreSQL ``work_mem``/``maintenance_work_mem`` for this load's transaction.
+    :param verify_sha256: compare each file with the sha256 recorded at download while streaming it.
+    """
+
+    template_fields: Sequence[str] = ("reports", "postgres_conn_id", "schema")
+    ui_color = "#e3f1e0"
+
+    def __init__(
+        self,
+        *,
+        reports: Any,
+        postgres_conn_id: str = "dexcare_warehouse",
+        schema: str = DEFAULT_SCHEMA,
+        key_columns: Mapping[str, Sequence[str] | str] | None = None,
+        version_columns: Mapping[str, str] | None = None,
+        column_types: Mapping[str, Mapping[str, str]] | None = None,
+        work_mem: str | None = "256MB",
+        verify_sha256: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.reports = reports
+        self.postgres_conn_id = postgres_conn_id
+        self.schema = schema
+        self.key_columns = dict(key_columns or {})
+        self.version_columns = dict(version_columns or {})
+        self.column_types = {k: dict(v) for k, v in (column_types or {}).items()}
+        self.work_mem = work_mem
+        self.verify_sha256 = verify_sha256
+        # Fail at parse time on a typo in a report type, not at 3 a.m.
+        self._options()
+
+    def _options(self) -> LoadOptions:
+        options = LoadOptions(
+            schema=self.schema,
+            key_columns=self.key_columns,
+            version_columns=self.version_columns,
+            column_types=self.column_types,
+            work_mem=self.work_mem,
+            verify_sha256=self.verify_sha256,
+        )
+        for rtype in ReportType:
+            options.keys_for(rtype)
+            options.version_for(rtype)
+            options.types_for(rtype)
+        return options
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        reports = _flatten(self.reports)
+        if not reports:
+            raise DexCareLoadError("No reports to load: the download step returned nothing.")
+        dag = context.get("dag")
+        dag_id = getattr(dag, "dag_id", None)
+        conn = connect(self.postgres_conn_id)
+        try:
+            summary = load_reports(
+                conn,
+                reports,
+                options=self._options(),
+                run_date=run_date(context),
+                dag_id=dag_id,
+                run_id=context.get("run_id"),
+            )
+        finally:
+            conn.close()
+        for table, totals in summary["tables"].items():
+            self.log.info(
+                "Loaded %s.%s: %d report(s), %d rows in file(s), %d duplicates in file(s), %d inserted, "
+                "%d updated, %d unchanged%s",
+                summary["schema"],
+                table,
+                totals["reports"],
+                totals["rows_in_file"],
+                totals["duplicates_in_file"],
+                totals["inserted"],
+                totals["updated"],
+                totals["unchanged"],
+                f", new columns: {', '.join(totals['new_columns'])}" if totals["new_columns"] else "",
+            )
+        return summary
