@@ -73,3 +73,18 @@ def state_store(context: Context) -> Any | None:
 def try_number(context: Context) -> int:
     ti = context.get("ti")
     return int(getattr(ti, "try_number", 0) or 0)
+
+
+def refuse_task_dates_as_window(kwargs: dict[str, Any]) -> None:
+    """``start_date``/``end_date`` belong to Airflow's BaseOperator (when the *task* may run).
+
+    The report window is ``report_start_date``/``report_end_date``; a date-only value or a string here is
+    almost certainly a window meant for DexCare, and letting it through would silently reschedule the task.
+    """
+    for name in ("start_date", "end_date"):
+        value = kwargs.get(name)
+        if isinstance(value, str) or (isinstance(value, dt.date) and not isinstance(value, dt.datetime)):
+            raise DexCareValidationError(
+                f"{name}={value!r} is the Airflow task's own {name}; for the DexCare report window use "
+                f"report_{name}."
+            )

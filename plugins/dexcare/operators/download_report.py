@@ -20,7 +20,7 @@ from airflow.sdk import BaseOperator, ObjectStoragePath
 
 from dexcare.exceptions import DexCareError, DexCareValidationError
 from dexcare.report import ReportRequest, ReportStatus, validate_report_id
-from dexcare.task_support import is_literal, resolve_request, upstream_task_id
+from dexcare.task_support import is_literal, refuse_task_dates_as_window, resolve_request, upstream_task_id
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -69,10 +69,10 @@ class DexCareDownloadReportOperator(BaseOperator):
     :param destination: ObjectStoragePath URI (templated). Ending in ``/`` means a directory, and the file
         is named after the report; otherwise it is the file itself. Default:
         ``$AIRFLOW_HOME/dexcare-reports/<dag_id>/<run_id>/`` (private, local to this worker).
-    :param report_type: the report's type; with ``start_date``/``end_date`` it overrides the request
+    :param report_type: the report's type; with ``report_start_date``/``report_end_date`` it overrides the request
         pulled from XCom.
-    :param start_date: first day of the window.
-    :param end_date: last day of the window.
+    :param report_start_date: first day of the window.
+    :param report_end_date: last day of the window.
     :param request_task_id: task whose XCom ``request`` describes the report; defaults to the task behind
         ``report_id`` when that is ``some_task.output``.
     :param dexcare_conn_id: the DexCare connection.
@@ -82,8 +82,8 @@ class DexCareDownloadReportOperator(BaseOperator):
         "report_id",
         "destination",
         "report_type",
-        "start_date",
-        "end_date",
+        "report_start_date",
+        "report_end_date",
         "dexcare_conn_id",
     )
     ui_color = "#d9ecf7"
@@ -94,24 +94,25 @@ class DexCareDownloadReportOperator(BaseOperator):
         report_id: str,
         destination: str | None = None,
         report_type: str | None = None,
-        start_date: str | dt.date | None = None,
-        end_date: str | dt.date | None = None,
+        report_start_date: str | dt.date | None = None,
+        report_end_date: str | dt.date | None = None,
         request_task_id: str | None = None,
         dexcare_conn_id: str = "dexcare_default",
         **kwargs: Any,
     ) -> None:
+        refuse_task_dates_as_window(kwargs)
         super().__init__(**kwargs)
         self.report_id = report_id
         self.destination = destination
         self.report_type = report_type
-        self.start_date = start_date
-        self.end_date = end_date
+        self.report_start_date = report_start_date
+        self.report_end_date = report_end_date
         self.request_task_id = request_task_id or upstream_task_id(report_id)
         self.dexcare_conn_id = dexcare_conn_id
         if is_literal(report_id):
             validate_report_id(report_id)
-        if report_type is not None and all(is_literal(v) for v in (report_type, start_date, end_date)):
-            ReportRequest.build(report_type, start_date, end_date)
+        if report_type is not None and all(is_literal(v) for v in (report_type, report_start_date, report_end_date)):
+            ReportRequest.build(report_type, report_start_date, report_end_date)
 
     def execute(self, context: Context) -> dict[str, Any]:
         from dexcare.hooks.dexcare import DexCareHook
@@ -120,14 +121,15 @@ class DexCareDownloadReportOperator(BaseOperator):
         request = resolve_request(
             context,
             report_type=self.report_type,
-            start_date=self.start_date,
-            end_date=self.end_date,
+            start_date=self.report_start_date,
+            end_date=self.report_end_date,
             request_task_id=self.request_task_id,
         )
         if request is None:
             raise DexCareValidationError(
                 f"Cannot tell what report {report_id} covers: pass report_id=<start or sensor task>.output, "
-                "request_task_id=<task that pushed the 'request' XCom>, or report_type/start_date/end_date."
+                "request_task_id=<task that pushed the 'request' XCom>, or "
+                "report_type/report_start_date/report_end_date."
             )
         hook = DexCareHook(self.dexcare_conn_id)
         status = hook.get_report_status(report_id)

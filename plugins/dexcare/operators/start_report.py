@@ -19,7 +19,7 @@ from airflow.sdk import BaseOperator
 
 from dexcare.exceptions import DexCareNotFoundError
 from dexcare.report import ReportRequest
-from dexcare.task_support import XCOM_REQUEST, is_literal, state_store
+from dexcare.task_support import XCOM_REQUEST, is_literal, refuse_task_dates_as_window, state_store
 from dexcare.tracking import format_seconds
 
 if TYPE_CHECKING:
@@ -41,41 +41,42 @@ class DexCareStartReportOperator(BaseOperator):
     reports its default window of the past 10 days).
 
     :param report_type: ``virtual``, ``retail`` or ``provider_booking``.
-    :param start_date: first day of the window.
-    :param end_date: last day of the window.
+    :param report_start_date: first day of the window.
+    :param report_end_date: last day of the window.
     :param dexcare_conn_id: the DexCare connection.
     :param reuse_previous: on a retry, reuse the report an earlier try of this task started if it is still
         QUEUED, RUNNING or SUCCEEDED and was asked for with the same type and window. Set False to always
         start a new report.
     """
 
-    template_fields: Sequence[str] = ("report_type", "start_date", "end_date", "dexcare_conn_id")
+    template_fields: Sequence[str] = ("report_type", "report_start_date", "report_end_date", "dexcare_conn_id")
     ui_color = "#d9ecf7"
 
     def __init__(
         self,
         *,
         report_type: str,
-        start_date: str | dt.date | None = None,
-        end_date: str | dt.date | None = None,
+        report_start_date: str | dt.date | None = None,
+        report_end_date: str | dt.date | None = None,
         dexcare_conn_id: str = "dexcare_default",
         reuse_previous: bool = True,
         **kwargs: Any,
     ) -> None:
+        refuse_task_dates_as_window(kwargs)
         super().__init__(**kwargs)
         self.report_type = report_type
-        self.start_date = start_date
-        self.end_date = end_date
+        self.report_start_date = report_start_date
+        self.report_end_date = report_end_date
         self.dexcare_conn_id = dexcare_conn_id
         self.reuse_previous = reuse_previous
-        if all(is_literal(v) for v in (report_type, start_date, end_date)):
+        if all(is_literal(v) for v in (report_type, report_start_date, report_end_date)):
             # Fail when the DAG is parsed, not hours later when the task runs.
-            ReportRequest.build(report_type, start_date, end_date)
+            ReportRequest.build(report_type, report_start_date, report_end_date)
 
     def execute(self, context: Context) -> str:
         from dexcare.hooks.dexcare import DexCareHook
 
-        request = ReportRequest.build(self.report_type, self.start_date, self.end_date)
+        request = ReportRequest.build(self.report_type, self.report_start_date, self.report_end_date)
         hook = DexCareHook(self.dexcare_conn_id)
         store = state_store(context)
         report_id = self._previous_report(store, request, hook) if self.reuse_previous else None

@@ -28,6 +28,7 @@ from dexcare.task_support import (
     XCOM_REPORT_IDS,
     XCOM_REQUEST,
     is_literal,
+    refuse_task_dates_as_window,
     resolve_request,
     state_store,
     try_number,
@@ -91,15 +92,21 @@ class DexCareReportSensor(BaseSensorOperator):
         the same type and window (default 0: fail at once). Counted per task try.
     :param max_consecutive_errors: transient errors (5xx, 429, connection, timeout) in a row before the
         wait fails; any good status check resets the count.
-    :param report_type: with ``start_date``/``end_date``, the request to resubmit; by default it is pulled
+    :param report_type: with ``report_start_date``/``report_end_date``, the request to resubmit; by default it is pulled
         from the ``request`` XCom of ``request_task_id``.
-    :param start_date: first day of the window to resubmit.
-    :param end_date: last day of the window to resubmit.
+    :param report_start_date: first day of the window to resubmit.
+    :param report_end_date: last day of the window to resubmit.
     :param request_task_id: task whose XCom ``request`` describes the report; defaults to the task behind
         ``report_id`` when that is ``some_task.output``.
     """
 
-    template_fields: Sequence[str] = ("report_id", "report_type", "start_date", "end_date", "dexcare_conn_id")
+    template_fields: Sequence[str] = (
+        "report_id",
+        "report_type",
+        "report_start_date",
+        "report_end_date",
+        "dexcare_conn_id",
+    )
     ui_color = "#c9e4f2"
 
     def __init__(
@@ -113,8 +120,8 @@ class DexCareReportSensor(BaseSensorOperator):
         max_resubmits: int = 0,
         max_consecutive_errors: int = 10,
         report_type: str | None = None,
-        start_date: str | dt.date | None = None,
-        end_date: str | dt.date | None = None,
+        report_start_date: str | dt.date | None = None,
+        report_end_date: str | dt.date | None = None,
         request_task_id: str | None = None,
         **kwargs: Any,
     ) -> None:
@@ -122,6 +129,7 @@ class DexCareReportSensor(BaseSensorOperator):
             kwargs["poke_interval"] = poll_interval
         kwargs.setdefault("poke_interval", 60.0)
         kwargs.setdefault("timeout", DEFAULT_TIMEOUT)
+        refuse_task_dates_as_window(kwargs)
         super().__init__(**kwargs)
         self.report_id = report_id
         self.dexcare_conn_id = dexcare_conn_id
@@ -131,14 +139,14 @@ class DexCareReportSensor(BaseSensorOperator):
         self.max_resubmits = max_resubmits
         self.max_consecutive_errors = max_consecutive_errors
         self.report_type = report_type
-        self.start_date = start_date
-        self.end_date = end_date
+        self.report_start_date = report_start_date
+        self.report_end_date = report_end_date
         self.request_task_id = request_task_id or upstream_task_id(report_id)
         self._validate_settings()
         if is_literal(report_id):
             validate_report_id(report_id)
-        if report_type is not None and all(is_literal(v) for v in (report_type, start_date, end_date)):
-            ReportRequest.build(report_type, start_date, end_date)
+        if report_type is not None and all(is_literal(v) for v in (report_type, report_start_date, report_end_date)):
+            ReportRequest.build(report_type, report_start_date, report_end_date)
         self._state: WaitState | None = None
         self._request: ReportRequest | None = None
 
@@ -164,7 +172,7 @@ class DexCareReportSensor(BaseSensorOperator):
         first = self.poke(context)
         if first:
             return first.xcom_value
-        self._defer()
+        self._defer(context)
 
     def poke(self, context: Context) -> PokeReturnValue:
         if self._state is None:  # a subclass or test calling poke() directly
@@ -220,6 +228,11 @@ class DexCareReportSensor(BaseSensorOperator):
     ) -> str:
         """Resume after the trigger: succeed, resubmit and wait again, or fail with the trigger's reason."""
         if state is None:
+            # ``dag.test()`` runs triggers inline and replaces the resume kwargs with the event alone; the
+            # copy saved in the task state store before deferring covers that.
+            store = state_store(context)
+            state = store.get(STATE_KEY) if store is not None else None
+        if not isinstance(state, dict):
             raise DexCareError("The sensor resumed without its wait state; refusing to guess the report id.")
         self._state = WaitState.from_dict(state)
         self._request = self._resolve_request(context)
@@ -237,7 +250,7 @@ class DexCareReportSensor(BaseSensorOperator):
         if status == "error":
             raise DexCareError(event["message"])
         self._resubmit_or_fail(context, "was CANCELLED" if status == "cancelled" else "stayed FAILED")
-        self._defer()
+        self._defer(context)
 
     # --- the wait's state ---------------------------------------------------------------------------------
 
@@ -248,7 +261,8 @@ class DexCareReportSensor(BaseSensorOperator):
         if self.max_resubmits and self._request is None:
             raise DexCareValidationError(
                 f"max_resubmits={self.max_resubmits} needs the report's type and window: pass "
-                "report_id=<start task>.output, request_task_id=<start task>, or report_type/start_date/end_date."
+                "report_id=<start task>.output, request_task_id=<start task>, or "
+                "report_type/report_start_date/report_end_date."
             )
         store = state_store(context)
         if store is None and not self.deferrable and self.reschedule:
@@ -296,8 +310,8 @@ class DexCareReportSensor(BaseSensorOperator):
         return resolve_request(
             context,
             report_type=self.report_type,
-            start_date=self.start_date,
-            end_date=self.end_date,
+            start_date=self.report_start_date,
+            end_date=self.report_end_date,
             request_task_id=self.request_task_id,
         )
 
@@ -379,9 +393,10 @@ class DexCareReportSensor(BaseSensorOperator):
             "wait again on the same report, or raise timeout if DexCare is just slow today."
         )
 
-    def _defer(self) -> None:
+    def _defer(self, context: Context) -> None:
         state = self._state
         assert state is not None
+        self._save(context)  # the resume kwargs carry it too, but dag.test() drops them
         tracker = ReportTracker.from_dict(state.tracker)
         trigger = DexCareReportStatusTrigger(
             report_id=state.report_id,
