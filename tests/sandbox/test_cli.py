@@ -3,6 +3,7 @@ memory it needs to stream a big report."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import signal
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from dexcare.sandbox import visits_per_day_for
+from dexcare.sandbox.__main__ import build_parser, main, resolve_token
 
 from tests.conftest import SANDBOX_TOKEN
 from tests.sandbox.helpers import Api
@@ -54,44 +56,45 @@ def cli(*args: str, env_token: str | None = SANDBOX_TOKEN) -> Iterator[tuple[sub
         proc.stderr.close()
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_cli_serves_until_signalled(sig):
+def test_cli_serves_until_sigterm():
     with cli("--queue-seconds", "0", "--run-seconds", "0", "--visits-per-day", "3",
              "--fault", "http_500:endpoint=start", "--fault", "http_429:count=2,retry_after=1,endpoint=status"
              ) as (proc, url):
         api = Api(url)
+        assert Api(url, "sandbox-token").start().status_code == 403  # the token came from the environment
         assert api.start().status_code == 500
         report_id = api.start_id()
         assert [api.status(report_id).status_code for _ in range(3)] == [429, 429, 200]
         assert api.data(report_id).status_code == 200
         assert api.request("POST", "/_sandbox/faults", json={"kind": "http_500"}).status_code == 200
         assert api.start().status_code == 500
-        proc.send_signal(sig)
+        proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
         out, err = proc.stdout.read(), proc.stderr.read()
     assert out == ""  # the listening line was the only output
     assert SANDBOX_TOKEN not in err
 
 
-def test_cli_token_flag_and_default():
-    with cli("--token", "from-argv", env_token=None) as (proc, url):
-        assert Api(url, "from-argv").start().status_code == 200
-        assert Api(url).start().status_code == 403
-        proc.terminate()
-        assert proc.wait(15) == 0
-    with cli(env_token=None) as (proc, url):
-        assert Api(url, "sandbox-token").start().status_code == 200
-        proc.terminate()
-        assert proc.wait(15) == 0
+def test_token_comes_from_the_flag_then_the_environment_then_the_default(monkeypatch):
+    monkeypatch.setenv("DEXCARE_SANDBOX_TOKEN", "from-env")
+    assert resolve_token("from-argv") == "from-argv"
+    assert resolve_token(None) == "from-env"
+    monkeypatch.delenv("DEXCARE_SANDBOX_TOKEN")
+    assert resolve_token(None) == "sandbox-token"
 
 
-def test_cli_refuses_a_bad_fault_flag():
-    result = subprocess.run(
-        [sys.executable, "-m", "dexcare.sandbox", "--port", "0", "--fault", "meteor:count=1"],
-        capture_output=True, text=True, timeout=60,
-    )
-    assert result.returncode == 2
-    assert "Unknown fault kind 'meteor'" in result.stderr and result.stdout == ""
+def test_cli_flags(capsys):
+    args = build_parser().parse_args(["--port", "8765", "--seed", "3", "--visits-per-day", "7",
+                                      "--queue-seconds", "0.5", "--run-seconds", "1.5", "--no-content-length",
+                                      "--fault", "slow:delay=2", "--fault", "cancel"])
+    assert (args.port, args.seed, args.visits_per_day, args.queue_seconds, args.run_seconds) == (
+        8765, 3, 7, 0.5, 1.5)
+    assert args.content_length is False and args.fault == ["slow:delay=2", "cancel"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--port", "0", "--fault", "meteor:count=1"])
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    assert "Unknown fault kind 'meteor'" in captured.err and captured.out == ""
 
 
 def _memory_kib(pid: int) -> dict[str, int]:
@@ -100,13 +103,12 @@ def _memory_kib(pid: int) -> dict[str, int]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc for the server's memory")
-@pytest.mark.parametrize("length_flag", [[], ["--no-content-length"]], ids=["content-length", "chunked"])
-def test_a_300k_row_report_streams_in_constant_memory(length_flag):
+def test_a_300k_row_report_streams_in_constant_memory():
+    """Content-Length mode, the harder one: a counting pass, then the stream, and neither buffers."""
     window = {"type": "virtual", "startDate": "2026-11-01", "endDate": "2026-11-10"}
-    per_day = visits_per_day_for(300_000, __import__("datetime").date(2026, 11, 1),
-                                 __import__("datetime").date(2026, 11, 10))
+    per_day = visits_per_day_for(300_000, dt.date(2026, 11, 1), dt.date(2026, 11, 10))
     with cli("--queue-seconds", "0", "--run-seconds", "0", "--visits-per-day", str(per_day),
-             *length_flag) as (proc, url):
+             ) as (proc, url):
         api = Api(url)
         # Warm up: import-time and first-download allocations are not what we measure.
         api.data(api.start_id({"type": "virtual", "startDate": "2026-11-01", "endDate": "2026-11-01"}),
@@ -121,10 +123,9 @@ def test_a_300k_row_report_streams_in_constant_memory(length_flag):
                 received += len(chunk)
                 lines += chunk.count(b"\r\n")
         after = _memory_kib(proc.pid)
-        proc.terminate()
-        proc.wait(15)
-    if not length_flag:
-        assert received == int(response.headers["Content-Length"])
+        proc.send_signal(signal.SIGINT)  # Ctrl-C is a clean stop too
+        assert proc.wait(15) == 0
+    assert received == int(response.headers["Content-Length"])
     assert lines > 300_000 and received > 60 * 1024 * 1024
     growth_mib = (after["VmHWM"] - before["VmRSS"]) / 1024
     print(f"streamed {received / 2**20:.0f} MiB, {lines} lines; server peak RSS growth {growth_mib:.1f} MiB")

@@ -108,9 +108,9 @@ def test_drop_download_sends_full_length_then_half_the_body(make_server):
 
 
 def test_fail_then_retry_goes_failed_then_queued_again_then_succeeds(make_server):
-    server = make_server(queue_seconds=0.3, run_seconds=0.3)
+    server = make_server(queue_seconds=0.2, run_seconds=0.2)
     api = Api(server.url)
-    server.inject("fail_then_retry", failed_seconds=0.6)
+    server.inject("fail_then_retry", failed_seconds=0.4)
     report_id = api.start_id()
     assert server.reports[report_id].faults == ["fail_then_retry"]
     seen = api.statuses_until(report_id, {"SUCCEEDED"})

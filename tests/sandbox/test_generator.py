@@ -191,5 +191,5 @@ def test_streaming_memory_does_not_grow_with_the_report():
             tracemalloc.stop()
 
     next(iter_report_csv("virtual", START, START, visits_per_day=1))  # warm the lookup tables
-    small, big = peak(2_000), peak(40_000)
+    small, big = peak(1_000), peak(20_000)
     assert big < 2 * small + 512 * 1024, (small, big)

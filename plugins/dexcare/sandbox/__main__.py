@@ -68,9 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def resolve_token(flag: str | None) -> str:
+    """``--token`` wins, then the environment (kept out of ``ps`` output), then the well-known default."""
+    return flag or os.environ.get(TOKEN_ENV) or DEFAULT_TOKEN
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    token = args.token or os.environ.get(TOKEN_ENV) or DEFAULT_TOKEN
+    token = resolve_token(args.token)
     stop = threading.Event()
 
     def _on_signal(signum: int, frame: object) -> None:
