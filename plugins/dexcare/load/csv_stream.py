@@ -49,6 +49,8 @@ class Header:
 
     fields: list[str]
     rest: bytes
+    #: Physical lines the header occupies (more than one if a quoted header name holds a newline).
+    lines: int = 1
 
 
 def _end_of_first_record(buffer: bytes) -> int:
@@ -98,7 +100,7 @@ def read_header(stream: BinaryIO, *, source: str) -> Header:
     except UnicodeDecodeError as exc:
         raise DexCareCSVError(f"{source}: line 1: invalid UTF-8 in the header (byte {exc.start}).") from None
     fields = next(csv.reader(io.StringIO(text, newline="")))
-    return Header(fields=fields, rest=rest)
+    return Header(fields=fields, rest=rest, lines=raw.count(b"\n") + 1)
 
 
 def copy_stream(
@@ -136,18 +138,63 @@ _REASONS = (
 )
 
 
-def copy_error_line(exc: psycopg.Error) -> int | None:
-    """The file line (header = 1) of the record PostgreSQL's COPY rejected, if it says."""
+def copy_error_line(exc: psycopg.Error, header_lines: int = 1) -> int | None:
+    """The file line PostgreSQL's COPY stopped at, if it says.
+
+    PostgreSQL counts physical lines, newlines inside quoted fields included, from the first line it was
+    sent; we sent everything after the header, so the header's lines are added back.
+    """
     match = _LINE.search(exc.diag.context or "")
-    return int(match.group(1)) + 1 if match else None
+    return int(match.group(1)) + header_lines if match else None
 
 
-def translate_copy_error(exc: psycopg.Error, *, source: str) -> DexCareCSVError:
+def translate_copy_error(exc: psycopg.Error, *, source: str, header_lines: int = 1,
+                         reopen: Opener | None = None) -> DexCareCSVError:
     """A message that names the file, line and problem, and drops the value PostgreSQL quotes back."""
     primary = (exc.diag.message_primary or "").lower()
     reason = next((text for needle, text in _REASONS if needle in primary), None)
     if reason is None:
         reason = f"PostgreSQL's CSV parser rejected it (SQLSTATE {exc.sqlstate})"
-    line = copy_error_line(exc)
+    line = copy_error_line(exc, header_lines)
+    if "unterminated" in primary and reopen is not None:
+        # PostgreSQL notices at the end of the file; the useful line is where the quote opened.
+        with reopen(source) as stream:
+            line = unclosed_quote_line(stream) or line
     where = f"line {line}" if line is not None else "somewhere in the file"
     return DexCareCSVError(f"{source}: {where}: {reason}.")
+
+
+def unclosed_quote_line(stream: BinaryIO) -> int | None:
+    """Line on which the quoted field that never closes opens (error path only: one pass in Python)."""
+    line = 1
+    opened_at: int | None = None
+    while block := stream.read(BLOCK_SIZE):
+        position = 0
+        while True:
+            quote = block.find(b'"', position)
+            end = quote if quote != -1 else len(block)
+            line += block.count(b"\n", position, end)
+            if quote == -1:
+                break
+            opened_at = line if opened_at is None else None
+            position = quote + 1
+    return opened_at
+
+
+def record_line(stream: BinaryIO, record: int) -> int | None:
+    """Physical line on which data record ``record`` (1 = first row after the header) starts.
+
+    Error path only. Counting records is what the database can do cheaply (the stage's row order);
+    turning that into the line an editor shows needs the file, because quoted fields may span lines.
+    """
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="replace", newline="")
+    reader = csv.reader(text)
+    try:
+        next(reader)
+        for _ in range(record - 1):
+            next(reader)
+        start = reader.line_num + 1
+        next(reader)
+    except (StopIteration, csv.Error):
+        return None
+    return start

@@ -26,6 +26,7 @@ from dexcare.load.csv_stream import (
     copy_stream,
     open_report,
     read_header,
+    record_line,
     translate_copy_error,
 )
 from dexcare.load.errors import (
@@ -143,10 +144,10 @@ def _iso(value: Any) -> Any:
     return value.isoformat() if isinstance(value, dt.date | dt.datetime) else value
 
 
-def _line_of(cursor: psycopg.Cursor, stage: sql.Composable, tid: Any) -> int:
-    """File line of a staged row: its position in the stage (heap order is file order) plus the header."""
+def _record_of(cursor: psycopg.Cursor, stage: sql.Composable, tid: Any) -> int:
+    """Data record number of a staged row (1 = first after the header): heap order is file order."""
     row = cursor.execute(sql.SQL("SELECT count(*) FROM {} WHERE ctid <= %s::tid").format(stage), [tid]).fetchone()
-    return int(row[0]) + 1 if row else 0
+    return int(row[0]) if row else 0
 
 
 @dataclass
@@ -203,7 +204,8 @@ class _Run:
                 )
             except psycopg.errors.DataError as exc:
                 # Class 22: ragged row, open quote, bad byte; the file's fault, not the warehouse's.
-                raise translate_copy_error(exc, source=source) from None
+                raise translate_copy_error(exc, source=source, header_lines=header.lines,
+                                           reopen=self.opener) from None
         if hasher is not None and report.sha256 and hasher.hexdigest() != report.sha256.lower():
             raise DexCareCSVError(
                 f"{source}: sha256 of the file is not the one recorded at download ({report.sha256}); "
@@ -265,7 +267,7 @@ class _Run:
                         plan.stage, plan.empty_key()
                     )
                 ).fetchone()
-                line = _line_of(cursor, plan.stage, found[0]) if found else "?"
+                line = self._line_of(cursor, plan.stage, found[0], source) if found else "?"
                 raise DexCareSchemaError(
                     f"{source}: line {line}: empty key ({', '.join(plan.keys)}); every row needs its key "
                     "to be deduplicated and merged."
@@ -291,6 +293,16 @@ class _Run:
         except psycopg.errors.DataError as exc:
             raise self._cast_error(cursor, plan.stage, headers, plan.columns, plan.types, exc, source) from None
         return duplicates, inserted, written - inserted
+
+    def _line_of(self, cursor: psycopg.Cursor, stage: sql.Composable, tid: Any, source: str) -> int:
+        """The physical file line where a staged row starts (error path only)."""
+        record = _record_of(cursor, stage, tid)
+        try:
+            with self.opener(source) as stream:
+                line = record_line(stream, record)
+        except OSError:
+            line = None
+        return line if line is not None else record + 1
 
     @staticmethod
     def _inserted_so_far(cursor: psycopg.Cursor, table: sql.Composable) -> int:
@@ -321,7 +333,7 @@ class _Run:
             except psycopg.Error:
                 continue
             if found is not None:
-                line = _line_of(cursor, stage, found[0])
+                line = self._line_of(cursor, stage, found[0], source)
                 if worst is None or line < worst[0]:
                     worst = (line, header, sql_type)
         if worst is None:

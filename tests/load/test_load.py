@@ -1,0 +1,286 @@
+"""Dedupe, upsert, lineage, drift, guard and audit, against a real PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+
+import pytest
+from dexcare.load.errors import DexCareCastError, DexCareSchemaError
+
+from tests.load.conftest import END, report, rows, snapshot
+
+HEADER = "visitId,visitStatus,updatedAt,patientName\n"
+
+
+def test_first_load_dedupes_within_file_last_occurrence_wins(load, write_csv, admin, schema) -> None:
+    path = write_csv(
+        HEADER
+        + "v1,scheduled,2026-11-18T10:00:00Z,Ana\n"
+        + 'v2,completed,2026-11-18T11:00:00Z,"O\'Brien, ""Bud"""\n'
+        + "v1,completed,2026-11-18T09:00:00Z,Ana María\n"  # later in the file, older timestamp: still wins
+        + 'v3,cancelled,2026-11-19T08:00:00Z,"Line one\nline two"\n'
+    )
+    rep = report(path, report_id="3f2b8c1e-4d5a-4b6c-9e7f-0a1b2c3d4e5f")
+    summary = load(rep)
+    assert rows(admin, schema, "avr_virtual") == [
+        {"visit_id": "v1", "visit_status": "completed", "updated_at": "2026-11-18T09:00:00Z",
+         "patient_name": "Ana María"},
+        {"visit_id": "v2", "visit_status": "completed", "updated_at": "2026-11-18T11:00:00Z",
+         "patient_name": 'O\'Brien, "Bud"'},
+        {"visit_id": "v3", "visit_status": "cancelled", "updated_at": "2026-11-19T08:00:00Z",
+         "patient_name": "Line one\nline two"},
+    ]
+    lineage = rows(admin, schema, "avr_virtual", lineage=True)[0]
+    assert lineage["_dexcare_report_id"] == "3f2b8c1e-4d5a-4b6c-9e7f-0a1b2c3d4e5f"
+    assert lineage["_dexcare_report_type"] == "virtual"
+    assert lineage["_dexcare_window_start"] == dt.date(2026, 11, 11)
+    assert lineage["_dexcare_window_end"] == END
+    assert lineage["_dexcare_loaded_at"] is not None
+    table = summary["tables"]["avr_virtual"]
+    assert (table["rows_in_file"], table["duplicates_in_file"], table["inserted"], table["updated"],
+            table["unchanged"]) == (4, 1, 3, 0, 0)
+    json.dumps(summary)  # fit for XCom
+    assert admin.execute(
+        "SELECT indisunique FROM pg_index WHERE indrelid = %s::regclass",
+        [f'"{schema}".avr_virtual']).fetchone() == (True,)
+
+
+def test_version_column_picks_the_newest_row_not_the_last(load, write_csv, admin, schema) -> None:
+    path = write_csv(
+        HEADER
+        + "v1,completed,2026-11-18T12:00:00Z,Ana\n"
+        + "v1,scheduled,2026-11-18T09:00:00Z,Ana\n"
+        + "v1,in_progress,2026-11-18T10:00:00Z,Ana\n"
+        + "v2,scheduled,,Bo\n"
+        + "v2,completed,2026-11-18T10:00:00Z,Bo\n"
+        + "v2,no_show,,Bo\n"  # no version: never beats a row that has one
+    )
+    summary = load(report(path), version_columns={"virtual": "updatedAt"},
+                   column_types={"virtual": {"updatedAt": "timestamptz"}})
+    assert [(r["visit_id"], r["visit_status"]) for r in rows(admin, schema, "avr_virtual")] == [
+        ("v1", "completed"), ("v2", "completed")]
+    assert summary["tables"]["avr_virtual"]["duplicates_in_file"] == 4
+
+
+def test_dedupe_across_files_and_runs(load, write_csv, admin, schema) -> None:
+    day1 = write_csv(HEADER + "v1,scheduled,t1,Ana\nv2,scheduled,t1,Bo\n")
+    day2 = write_csv(HEADER + "v2,completed,t2,Bo\nv3,scheduled,t2,Cy\n")
+    # Two reports of the same type in one run, and then the next day's report in another run.
+    summary = load(report(day1, end=END), report(day2, end=END + dt.timedelta(days=1)))
+    assert [(r["visit_id"], r["visit_status"]) for r in rows(admin, schema, "avr_virtual")] == [
+        ("v1", "scheduled"), ("v2", "completed"), ("v3", "scheduled")]
+    assert [(r["inserted"], r["updated"], r["unchanged"]) for r in summary["reports"]] == [(2, 0, 0), (1, 1, 0)]
+    day3 = write_csv(HEADER + "v3,completed,t3,Cy\nv4,scheduled,t3,Di\n")
+    load(report(day3, end=END + dt.timedelta(days=2)))
+    assert rows(admin, schema, "avr_virtual")[2:] == [
+        {"visit_id": "v3", "visit_status": "completed", "updated_at": "t3", "patient_name": "Cy"},
+        {"visit_id": "v4", "visit_status": "scheduled", "updated_at": "t3", "patient_name": "Di"},
+    ]
+    assert admin.execute(f'SELECT count(*) FROM "{schema}".avr_virtual').fetchone() == (4,)
+
+
+def test_rerun_is_idempotent_and_rewrites_nothing(load, write_csv, admin, schema) -> None:
+    path = write_csv(HEADER + "v1,scheduled,t1,Ana\nv2,completed,t1,Bo\nv1,completed,t2,Ana\n")
+    load(report(path))
+    first = snapshot(admin, schema)["avr_virtual"]
+    for _ in range(2):
+        summary = load(report(path))
+        table = summary["tables"]["avr_virtual"]
+        assert (table["inserted"], table["updated"], table["unchanged"]) == (0, 0, 2)
+    # Same values, same lineage, and the same physical row versions: nothing was rewritten.
+    assert snapshot(admin, schema)["avr_virtual"] == first
+
+
+def test_old_window_never_rolls_a_visit_back(load, write_csv, admin, schema) -> None:
+    new = write_csv(HEADER + "v1,completed,t2,Ana\n")
+    old = write_csv(HEADER + "v1,scheduled,t1,Ana\nv0,completed,t0,Zed\n")
+    load(report(new, end=END))
+    summary = load(report(old, end=END - dt.timedelta(days=5)))  # a backfill of an older day
+    data = rows(admin, schema, "avr_virtual", lineage=True)
+    assert [(r["visit_id"], r["visit_status"], r["_dexcare_window_end"]) for r in data] == [
+        ("v0", "completed", END - dt.timedelta(days=5)),  # unknown visits still come in
+        ("v1", "completed", END),
+    ]
+    assert summary["reports"][0]["inserted"] == 1
+    assert summary["reports"][0]["updated"] == 0
+    # The same window may correct itself (a re-download of the same day).
+    fix = write_csv(HEADER + "v1,no_show,t3,Ana\n")
+    load(report(fix, end=END))
+    assert rows(admin, schema, "avr_virtual")[1]["visit_status"] == "no_show"
+
+
+def test_missing_window_end_defaults_to_the_run_date(load, write_csv, admin, schema) -> None:
+    path = write_csv(HEADER + "v1,completed,t2,Ana\n")
+    load(report(path, end=None, start=None), run_date=dt.date(2026, 11, 22))
+    row = rows(admin, schema, "avr_virtual", lineage=True)[0]
+    assert row["_dexcare_window_end"] == dt.date(2026, 11, 22)
+    assert row["_dexcare_window_start"] == dt.date(2026, 11, 12)
+
+
+def test_schema_drift_adds_new_columns_and_keeps_vanished_ones(load, write_csv, admin, schema, caplog) -> None:
+    load(report(write_csv(HEADER + "v1,scheduled,t1,Ana\nv2,scheduled,t1,Bo\n")))
+    day2 = write_csv("visitId,visitStatus,updatedAt,waitMinutes\nv1,completed,t2,5\nv3,scheduled,t2,\n")
+    with caplog.at_level(logging.WARNING):
+        summary = load(report(day2, end=END + dt.timedelta(days=1)))
+    assert summary["tables"]["avr_virtual"]["new_columns"] == ["wait_minutes"]
+    assert "wait_minutes" in caplog.text and "Schema drift" in caplog.text
+    assert rows(admin, schema, "avr_virtual") == [
+        # patient_name is not in today's file: yesterday's value stays.
+        {"visit_id": "v1", "visit_status": "completed", "updated_at": "t2", "patient_name": "Ana",
+         "wait_minutes": "5"},
+        {"visit_id": "v2", "visit_status": "scheduled", "updated_at": "t1", "patient_name": "Bo",
+         "wait_minutes": None},
+        {"visit_id": "v3", "visit_status": "scheduled", "updated_at": "t2", "patient_name": None,
+         "wait_minutes": None},
+    ]
+    types = dict(admin.execute(
+        "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = %s "
+        "AND table_name = 'avr_virtual'", [schema]).fetchall())
+    assert types["wait_minutes"] == "text" and types["patient_name"] == "text"
+    audit = admin.execute(f'SELECT new_columns FROM "{schema}".load_audit ORDER BY id').fetchall()
+    assert audit == [([],), (["wait_minutes"],)]
+
+
+def test_column_types_are_cast_in_sql_and_never_changed_later(load, write_csv, admin, schema) -> None:
+    path = write_csv("Visit ID,Last Updated,Wait\nv1,2026-11-18T10:00:00Z,5\nv2,,\n")
+    load(report(path, "retail"), column_types={"retail": {"Last Updated": "timestamptz", "wait": "integer"}})
+    types = dict(admin.execute(
+        "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = %s "
+        "AND table_name = 'avr_retail'", [schema]).fetchall())
+    assert types["last_updated"] == "timestamp with time zone" and types["wait"] == "integer"
+    data = rows(admin, schema, "avr_retail")
+    assert data[0]["last_updated"] == dt.datetime(2026, 11, 18, 10, tzinfo=dt.UTC) and data[0]["wait"] == 5
+    assert data[1]["last_updated"] is None and data[1]["wait"] is None
+    # Re-run with the type no longer configured: the column keeps its type, values still cast into it.
+    load(report(write_csv("Visit ID,Last Updated,Wait\nv1,2026-11-19T10:00:00Z,7\n"), "retail",
+                end=END + dt.timedelta(days=1)))
+    assert rows(admin, schema, "avr_retail")[0]["wait"] == 7
+
+
+def test_cast_failure_names_line_and_column_and_writes_nothing(load, write_csv, admin, schema) -> None:
+    load(report(write_csv("visitId,updatedAt\nv0,2026-11-18T10:00:00Z\n")),
+         column_types={"virtual": {"updatedAt": "timestamptz"}})
+    before = snapshot(admin, schema)
+    path = write_csv(
+        'visitId,note,updatedAt\nv1,"two\nlines",2026-11-18T10:00:00Z\nv2,x,2026-11-18T11:00:00Z\n'
+        "v3,y,not a date\nv4,z,also bad\n"
+    )
+    with pytest.raises(DexCareCastError) as err:
+        load(report(path), column_types={"virtual": {"updatedAt": "timestamptz"}})
+    message = str(err.value)
+    assert "line 5" in message and "'updatedAt'" in message and "timestamp with time zone" in message
+    assert "not a date" not in message  # never the value: rows hold patient data
+    assert snapshot(admin, schema) == before
+
+
+def test_unknown_configured_type_is_refused(load, write_csv) -> None:
+    with pytest.raises(DexCareSchemaError, match="not a PostgreSQL type"):
+        load(report(write_csv("visitId,a\nv1,1\n")), column_types={"virtual": {"a": "no_such_type"}})
+
+
+def test_hostile_headers_become_harmless_column_names(load, write_csv, admin, schema) -> None:
+    admin.execute(f'CREATE SCHEMA "{schema}"')
+    admin.execute(f'CREATE TABLE "{schema}".victim (id int)')
+    path = write_csv(
+        'visitId,"x""; DROP TABLE victim; --","a\'); DROP TABLE victim; --",_dexcare_report_id,"Robert\nTables"\n'
+        'v1,1,2,3,4\n'
+    )
+    load(report(path))
+    assert admin.execute("SELECT to_regclass(%s)", [f'"{schema}".victim']).fetchone()[0] is not None
+    data = rows(admin, schema, "avr_virtual", lineage=True)[0]
+    assert data["x_drop_table_victim"] == "1"
+    assert data["a_drop_table_victim"] == "2"
+    assert data["dexcare_report_id"] == "3"  # cannot shadow the lineage column
+    assert data["robert_tables"] == "4"
+    assert data["_dexcare_report_id"] != "3"
+
+
+def test_colliding_headers_fail_naming_both(load, write_csv, admin, schema) -> None:
+    with pytest.raises(DexCareSchemaError) as err:
+        load(report(write_csv("visitId,Visit ID,status\nv1,v1,x\n")))
+    assert "'visitId'" in str(err.value) and "'Visit ID'" in str(err.value)
+    assert snapshot(admin, schema) == {}
+
+
+def test_empty_header_fails(load, write_csv) -> None:
+    with pytest.raises(DexCareSchemaError, match="header column 2"):
+        load(report(write_csv("visitId,,status\nv1,a,b\n")))
+
+
+def test_missing_key_lists_the_columns_there(load, write_csv) -> None:
+    with pytest.raises(DexCareSchemaError) as err:
+        load(report(write_csv("Encounter,Status\ne1,x\n")))
+    assert "'visit_id'" in str(err.value) and "encounter, status" in str(err.value)
+
+
+def test_configured_key_by_header_name(load, write_csv, admin, schema) -> None:
+    path = write_csv("Encounter,Visit Line,Status\ne1,1,a\ne1,2,b\ne1,1,c\n")
+    load(report(path, "provider_booking"), key_columns={"provider_booking": ["Encounter", "visit_line"]})
+    data = admin.execute(
+        f'SELECT encounter, visit_line, status FROM "{schema}".avr_provider_booking ORDER BY 2').fetchall()
+    assert data == [("e1", "1", "c"), ("e1", "2", "b")]
+
+
+@pytest.mark.parametrize("empty", ["", '""'])
+def test_empty_key_fails_naming_its_line(load, write_csv, admin, schema, empty) -> None:
+    path = write_csv(HEADER + 'v1,a,t,"multi\nline"\nv2,a,t,b\n' + f"{empty},a,t,c\nv4,a,t,d\n")
+    with pytest.raises(DexCareSchemaError) as err:
+        load(report(path))
+    assert "line 5:" in str(err.value) and "empty key" in str(err.value)
+    assert snapshot(admin, schema) == {}
+
+
+def test_only_key_column(load, write_csv, admin, schema) -> None:
+    path = write_csv("visitId\nv1\nv2\nv1\n")
+    load(report(path))
+    summary = load(report(path))
+    assert summary["tables"]["avr_virtual"]["unchanged"] == 2
+    assert [r["visit_id"] for r in rows(admin, schema, "avr_virtual")] == ["v1", "v2"]
+
+
+def test_audit_rows(load, write_csv, admin, schema) -> None:
+    import hashlib
+
+    body = HEADER + "v1,a,t,x\nv1,b,t,x\nv2,a,t,y\n"
+    path = write_csv(body)
+    sha = hashlib.sha256(body.encode()).hexdigest()
+    retail = write_csv("Visit ID,Status\nr1,open\n")
+    rid = "0b0e7a3c-2d1f-4c5e-8a9b-1c2d3e4f5a6b"
+    summary = load(report(path, report_id=rid, sha256=sha), report(retail, "retail"),
+                   dag_id="dexcare_daily", run_id="scheduled__2026-11-20T00:00:00+00:00")
+    load(report(path, sha256=sha), dag_id="dexcare_daily", run_id="manual__2")
+    from psycopg.rows import dict_row
+
+    with admin.cursor(row_factory=dict_row) as cur:
+        audit = cur.execute(f'SELECT * FROM "{schema}".load_audit ORDER BY id').fetchall()
+    assert len(audit) == 3
+    first = audit[0]
+    assert first["dag_id"] == "dexcare_daily" and first["run_id"] == "scheduled__2026-11-20T00:00:00+00:00"
+    assert (first["report_id"], first["report_type"], first["target_table"]) == (rid, "virtual", "avr_virtual")
+    assert first["file_uri"] == str(path) and first["file_sha256"] == sha
+    assert (first["window_start"], first["window_end"]) == (dt.date(2026, 11, 11), END)
+    assert (first["rows_in_file"], first["duplicates_in_file"], first["inserted"], first["updated"],
+            first["unchanged"]) == (3, 1, 2, 0, 0)
+    assert first["started_at"] <= first["finished_at"]
+    assert audit[1]["target_table"] == "avr_retail" and audit[1]["inserted"] == 1
+    assert (audit[2]["inserted"], audit[2]["updated"], audit[2]["unchanged"]) == (0, 0, 2)
+    # The returned summary carries the same figures as the audit rows.
+    assert summary["reports"][0]["duplicates_in_file"] == 1
+    assert summary["reports"][0]["window_end"] == "2026-11-20"
+
+
+def test_sha256_mismatch_fails(load, write_csv, admin, schema) -> None:
+    from dexcare.load.errors import DexCareCSVError
+
+    path = write_csv(HEADER + "v1,a,t,x\n")
+    with pytest.raises(DexCareCSVError, match="sha256"):
+        load(report(path, sha256="0" * 64))
+    assert snapshot(admin, schema) == {}
+
+
+def test_file_uri_is_opened(load, write_csv, admin, schema) -> None:
+    path = write_csv(HEADER + "v1,a,t,x\n")
+    load(report(path.as_uri()))
+    assert len(rows(admin, schema, "avr_virtual")) == 1

@@ -1,0 +1,76 @@
+"""Broken files fail with a message naming file and line, and never leave a partial write."""
+
+from __future__ import annotations
+
+import pytest
+from dexcare.load.errors import DexCareCSVError
+
+from tests.load.conftest import report, rows, snapshot
+
+HEADER = b"visitId,visitStatus,patientName\r\n"
+GOOD = HEADER + b"v0,done,Zed\r\n"
+
+
+@pytest.fixture
+def existing(load, write_csv, admin, schema):
+    """A table that already holds a row, so 'untouched' means more than 'not created'."""
+    load(report(write_csv(GOOD)))
+    return snapshot(admin, schema)
+
+
+@pytest.mark.parametrize(
+    ("body", "line", "reason"),
+    [
+        (HEADER + b"v1,a,b\r\nv2,a,b,EXTRA\r\nv3,a,b\r\n", 3, "more fields than the header"),
+        (HEADER + b"v1,a,b\r\nv2,a,b\r\nv3,a\r\n", 4, "fewer fields than the header"),
+        (HEADER + b'v1,a,"multi\r\nline"\r\nv2,a,"bad \xff byte"\r\n', 4, "invalid UTF-8"),
+        (HEADER + b'v1,a,b\r\nv2,a,"never closed\r\nv3,a,b\r\n', 3, "unterminated quoted field"),
+        (HEADER + b"v1,a,b\r\n\r\nv3,a,b\r\n", 3, "fewer fields"),  # a blank line is a ragged row
+    ],
+    ids=["extra-field", "missing-field", "invalid-utf8", "unterminated-quote", "blank-line"],
+)
+def test_malformed_rows(load, write_csv, admin, schema, existing, body, line, reason) -> None:
+    path = write_csv(body)
+    with pytest.raises(DexCareCSVError) as err:
+        load(report(path))
+    message = str(err.value)
+    assert str(path) in message and f"line {line}:" in message and reason in message
+    assert "bad" not in message.replace(str(path), "")  # no values echoed back
+    assert snapshot(admin, schema) == existing
+
+
+@pytest.mark.parametrize(
+    ("body", "match"),
+    [
+        (b"", "empty"),
+        (b"\xef\xbb\xbf\r\n", "empty"),
+        (b'visitId,"open header\r\nv1,a\r\n', "line 1: unterminated quoted field in the header"),
+        (b"visitId,stat\xfcs\r\nv1,a\r\n", "line 1: invalid UTF-8"),
+    ],
+    ids=["zero-bytes", "bom-only", "header-quote", "header-utf8"],
+)
+def test_broken_files(load, write_csv, admin, schema, existing, body, match) -> None:
+    with pytest.raises(DexCareCSVError, match=match):
+        load(report(write_csv(body)))
+    assert snapshot(admin, schema) == existing
+
+
+@pytest.mark.parametrize("body", [HEADER, HEADER.rstrip(b"\r\n"), b"\xef\xbb\xbf" + HEADER])
+def test_header_only_is_a_clean_zero_row_load(load, write_csv, admin, schema, body) -> None:
+    summary = load(report(write_csv(body)))
+    table = summary["tables"]["avr_virtual"]
+    assert (table["rows_in_file"], table["inserted"], table["updated"], table["unchanged"]) == (0, 0, 0, 0)
+    assert rows(admin, schema, "avr_virtual") == []
+    cols = [r[0] for r in admin.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = "
+        "'avr_virtual' ORDER BY ordinal_position", [schema]).fetchall()]
+    assert cols[:3] == ["visit_id", "visit_status", "patient_name"]
+    assert admin.execute(f'SELECT rows_in_file FROM "{schema}".load_audit').fetchall() == [(0,)]
+
+
+def test_missing_file_is_a_clear_error(load, tmp_path, admin, schema) -> None:
+    from dexcare.load.errors import DexCareLoadError
+
+    with pytest.raises(DexCareLoadError, match="cannot open"):
+        load(report(tmp_path / "nope.csv"))
+    assert snapshot(admin, schema) == {}
