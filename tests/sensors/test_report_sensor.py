@@ -237,3 +237,37 @@ def test_output_of_the_start_task_is_where_the_request_comes_from():
         op = DexCareStartReportOperator(task_id="start_it", report_type="retail")
         wait = DexCareReportSensor(task_id="wait", report_id=op.output)
     assert wait.request_task_id == "start_it"
+
+
+# --- handoff and transient errors ------------------------------------------------------------------------
+
+
+async def test_failed_seen_on_the_worker_keeps_its_clock_in_the_trigger(dexcare_conn_id, sandbox):
+    sandbox.inject("fail")
+    rt = Runtime()
+    report_id = start(rt)
+    await asyncio.sleep(0.5)  # FAILED by now
+    started = time.time()
+    with pytest.raises(DexCareReportFailedError, match="stayed FAILED"):
+        await rt.run_deferrable(sensor(report_id, failed_grace_period=1.0))
+    _classpath, kwargs, _ = rt.deferrals[0]
+    assert kwargs["last_status"] == "FAILED" and started <= kwargs["last_status_since"] < started + 0.5
+    assert time.time() - started < 1.8  # grace counted from the worker's first sight, not restarted
+
+
+def test_poke_mode_counts_consecutive_transient_errors(dexcare_conn_id, sandbox, monkeypatch):
+    from tests.hook.helpers import fast_hook
+
+    # One attempt per poke, so the sensor's own budget is what is tested (the hook's retries are tested
+    # with the hook).
+    monkeypatch.setattr(DexCareReportSensor, "_hook", lambda self: fast_hook(attempts=1))
+    rt = Runtime()
+    report_id = start(rt)
+    sandbox.inject("http_500", count=2, endpoint="status")
+    assert rt.run(sensor(report_id, deferrable=False, max_consecutive_errors=3, timeout=20)) == report_id
+
+    rt = Runtime()
+    report_id = start(rt)
+    sandbox.inject("http_500", count=3, endpoint="status")
+    with pytest.raises(DexCareError, match="3 failed status checks in a row"):
+        rt.run(sensor(report_id, deferrable=False, max_consecutive_errors=3, timeout=20))

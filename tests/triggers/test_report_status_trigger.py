@@ -228,3 +228,22 @@ async def test_restart_keeps_the_same_deadline(slow_sandbox):
     assert event["status"] == "timeout"
     assert 1.1 <= elapsed < 1.6, elapsed  # not 0.5 + 1.2: the clock did not restart
     assert posts(slow_sandbox) == 1
+
+
+def test_classpath_imports_in_a_fresh_interpreter():
+    """What the triggerer does in its own process: import by classpath, build from stored kwargs."""
+    import subprocess
+    import sys
+
+    trigger = make(str(uuid.uuid4()))
+    classpath, kwargs = trigger.serialize()
+    code = (
+        "import json, sys\n"
+        "from airflow.sdk._shared.module_loading import import_string\n"
+        f"t = import_string({classpath!r})(**json.loads(sys.argv[1]))\n"
+        "print(json.dumps(t.serialize()[1]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(kwargs)], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == kwargs
