@@ -75,14 +75,15 @@ def test_timeout_is_retried_then_reported(dexcare_conn_id, sandbox):
         hook.get_report_status(report_id)
 
 
-def test_unreachable_endpoint_is_a_connection_error_after_retries(monkeypatch, caplog):
+def test_unreachable_endpoint_is_a_connection_error_after_retries(monkeypatch, caplog, capfd):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again on exit: nothing listens there
     set_connection(monkeypatch, "dexcare_default", f"http://127.0.0.1:{port}", "k-12345")
     with pytest.raises(DexCareConnectionError, match="Connection refused"):
         fast_hook(attempts=3).get_report_status("3f2b8c1e-4d5a-4b6c-9e7f-0a1b2c3d4e5f")
-    assert "attempt 2 of 3 failed" in caplog.text
+    # Airflow's structlog setup writes to stdout once configured, to the logging module before: read both.
+    assert "attempt 2 of 3 failed" in caplog.text + capfd.readouterr().out
 
 
 @pytest.mark.parametrize(
