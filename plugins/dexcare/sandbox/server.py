@@ -36,7 +36,7 @@ from dexcare.report import (
     validate_report_id,
 )
 from dexcare.sandbox.faults import OUTCOME_FAULTS, Fault, FaultBook, FaultKind
-from dexcare.sandbox.generator import iter_report_csv, report_size
+from dexcare.sandbox.generator import iter_report_csv
 
 __all__ = ["FAULTS_PATH", "Report", "SandboxServer"]
 
@@ -48,7 +48,8 @@ _DATA_RE = re.compile(rf"^{re.escape(REPORTS_PATH)}/([^/]+)/data$")
 _AUTH_FAILED = {"message": "Authorization failed: bad service token"}
 _TYPE_ERROR = "'type' must be one of [" + ", ".join(sorted(t.value for t in ReportType)) + "]"
 _BAD_JSON = object()
-_MAX_BODY = 1 << 20  # a start request is a few dozen bytes; refuse to buffer anything silly
+_MAX_BODY = 1 << 20
+_MAX_LOG = 200_000  # a start request is a few dozen bytes; refuse to buffer anything silly
 
 
 @dataclass
@@ -68,7 +69,6 @@ class Report:
     expire_seconds: float | None = None
     faults: list[str] = field(default_factory=list)
     size: int | None = None  # Content-Length, once a counting pass has measured it
-    size_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def status_at(self, now: float) -> ReportStatus:
         """The status DexCare would report ``now``: a pure function of the elapsed time."""
@@ -134,6 +134,8 @@ class SandboxServer:
         self.reports: dict[str, Report] = {}
         self.request_log: list[tuple[str, str, int]] = []
         self._lock = threading.Lock()
+        self._sizes: dict[tuple[ReportType, dt.date, dt.date], int] = {}
+        self._size_locks: dict[tuple[ReportType, dt.date, dt.date], threading.Lock] = {}
         self._stopping = threading.Event()
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -214,6 +216,8 @@ class SandboxServer:
     def _record(self, method: str, path: str, status: int) -> None:
         with self._lock:
             self.request_log.append((method, path, status))
+            if len(self.request_log) > _MAX_LOG:  # a sandbox left running for days stays small
+                del self.request_log[: _MAX_LOG // 2]
 
     def _create_report(self, request: ReportRequest) -> Report:
         now = time.monotonic()
@@ -238,21 +242,40 @@ class SandboxServer:
             report.faults.append(expire.kind.value)
         with self._lock:
             self.reports[report.id] = report
+        if self.content_length:
+            # Measure the body while the report is QUEUED/RUNNING, so a big download starts at once.
+            threading.Thread(target=self._presize, args=(report,), name="dexcare-sandbox-size",
+                             daemon=True).start()
         return report
+
+    def _presize(self, report: Report) -> None:
+        with contextlib.suppress(ConnectionAbortedError):
+            self._report_size(report)
 
     def _find_report(self, report_id: str) -> Report | None:
         with self._lock:
             return self.reports.get(report_id)
 
     def _report_size(self, report: Report) -> int:
-        """Content-Length by a counting pass, once per report, so nothing ever holds the body."""
-        with report.size_lock:
-            if report.size is None:
-                report.size = report_size(
-                    report.report_type, report.start_date, report.end_date, seed=self.seed,
-                    visits_per_day=self.visits_per_day,
-                )
-            return report.size
+        """Content-Length by a counting pass of the deterministic generator, so nothing holds the body.
+
+        Cached per window rather than per report: every report over the same window has the same bytes.
+        """
+        key = (report.report_type, report.start_date, report.end_date)
+        with self._lock:
+            lock = self._size_locks.setdefault(key, threading.Lock())
+        with lock:
+            size = self._sizes.get(key)
+            if size is None:
+                size = 0
+                for chunk in iter_report_csv(*key, seed=self.seed, visits_per_day=self.visits_per_day,
+                                             chunk_size=1 << 20):
+                    if self._stopping.is_set():
+                        raise ConnectionAbortedError("the sandbox is stopping")
+                    size += len(chunk)
+                self._sizes[key] = size
+        report.size = size
+        return size
 
     def _body(self, report: Report) -> Iterable[bytes]:
         return iter_report_csv(report.report_type, report.start_date, report.end_date, seed=self.seed,
@@ -344,7 +367,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._start(body)
             else:
                 self._report_endpoint(route, report_id or "")
-        except (BrokenPipeError, ConnectionResetError):
+        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
             self.close_connection = True
         except Exception:
             log.exception("DexCare sandbox: unexpected error answering %s %s", method, self.path)
