@@ -302,6 +302,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "DexCareSandbox/1.0"
     timeout = 60  # idle keep-alive connections do not pin a thread forever
     server: _HTTPServer
+    _streaming = False  # True once a CSV's headers are out: errors after that can only hang up
 
     def setup(self) -> None:
         super().setup()
@@ -340,6 +341,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         sandbox = self.server.sandbox
+        self._streaming = False
         try:
             body = self._read_body()
             if body is None:
@@ -371,6 +373,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         except Exception:
             log.exception("DexCare sandbox: unexpected error answering %s %s", method, self.path)
+            if self._streaming:  # headers already left: a JSON error would corrupt the body, so hang up
+                self.close_connection = True
+                return
             try:
                 self._json(500, {"error": "Unknown error"})
             except OSError:
@@ -393,7 +398,12 @@ class _Handler(BaseHTTPRequestHandler):
                 parts.append(self.rfile.read(size))
                 self.rfile.readline(1024)
         else:
-            length = int(self.headers.get("Content-Length") or 0)
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                self.close_connection = True
+                self._json(400, {"error": "Content-Length is not a number"})
+                return None
             if length <= _MAX_BODY:
                 return self.rfile.read(length) if length > 0 else b""
         self.close_connection = True
@@ -491,6 +501,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(size))
         else:
             self.send_header("Transfer-Encoding", "chunked")
+        self._streaming = True
         self.end_headers()
         write = self.wfile.write
         if drop:
