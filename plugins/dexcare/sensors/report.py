@@ -238,9 +238,10 @@ class DexCareReportSensor(BaseSensorOperator):
         self._request = self._resolve_request(context)
         event = validate_event(event, self._state.report_id)
         self.log.info("Trigger finished after %d status checks: %s", event["polls"], event["message"])
-        self._state.tracker = ReportTracker(
+        tracker = ReportTracker(
             event["report_id"], float(self.failed_grace_period), event["report_status"], event["status_since"]
-        ).to_dict()
+        )
+        self._state.tracker = tracker.to_dict()
         status = event["status"]
         if status == "success":
             self._save(context)
@@ -249,7 +250,8 @@ class DexCareReportSensor(BaseSensorOperator):
             raise AirflowSensorTimeout(f"{event['message']} {self._advice_on_timeout()}")
         if status == "error":
             raise DexCareError(event["message"])
-        self._resubmit_or_fail(context, "was CANCELLED" if status == "cancelled" else "stayed FAILED")
+        failed_for = format_seconds(tracker.failed_for(time.time()))
+        self._resubmit_or_fail(context, "was CANCELLED" if status == "cancelled" else f"stayed FAILED for {failed_for}")
         self._defer(context)
 
     # --- the wait's state ---------------------------------------------------------------------------------
