@@ -1,0 +1,150 @@
+"""Daily DexCare All Visits Reports into the warehouse: start, wait, download per report type, then one load.
+
+Parsing this file touches no network and no database: everything that needs a connection happens in tasks.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from airflow.sdk import DAG, Asset, Param, task, task_group
+from dexcare.dag_support import RUNBOOK, failure_callbacks, plan_reports
+from dexcare.operators.download_report import DexCareDownloadReportOperator
+from dexcare.operators.load_reports import DexCareLoadReportsOperator
+from dexcare.operators.start_report import DexCareStartReportOperator
+from dexcare.report import DEFAULT_LOOKBACK_DAYS, ReportType
+from dexcare.sensors.report import DexCareReportSensor
+
+DAG_ID = "dexcare_all_visits_report"
+TABLE_ASSETS = [Asset(name=f"dexcare.avr_{t.value}", uri=f"dexcare://warehouse/avr_{t.value}") for t in ReportType]
+
+with DAG(
+    dag_id=DAG_ID,
+    description="DexCare All Visits Reports (virtual, retail, provider booking), deduplicated into PostgreSQL",
+    schedule="@daily",
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+    catchup=False,
+    # Runs of this DAG load the same tables; one at a time keeps backfills in date order and the advisory
+    # lock uncontended. Raise it if your windows are independent.
+    max_active_runs=1,
+    render_template_as_native_obj=True,
+    doc_md=RUNBOOK,
+    tags=["dexcare"],
+    on_failure_callback=failure_callbacks(),
+    default_args={
+        "retries": 3,
+        "retry_delay": dt.timedelta(minutes=1),
+        "retry_exponential_backoff": 2.0,
+        "max_retry_delay": dt.timedelta(minutes=30),
+    },
+    params={
+        "report_types": Param(
+            ["virtual", "retail"],
+            type="array",
+            items={"type": "string", "enum": [t.value for t in ReportType]},
+            minItems=1,
+            uniqueItems=True,
+            description="Report types to fetch; each is started, awaited and downloaded in parallel.",
+        ),
+        "lookback_days": Param(
+            DEFAULT_LOOKBACK_DAYS,
+            type="integer",
+            minimum=0,
+            maximum=366,
+            description="The window starts this many days before its end, so daily runs overlap and late "
+            "changes to a visit are picked up.",
+        ),
+        "start_date": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            description="Override the window's first day (YYYY-MM-DD) for a manual run; give end_date too.",
+        ),
+        "end_date": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            description="Override the window's last day (YYYY-MM-DD). Default: the run's data interval end.",
+        ),
+        "key_columns": Param(
+            {},
+            type="object",
+            description='Dedupe key per report type, e.g. {"retail": ["visit_id"]}. Default visit_id.',
+        ),
+        "poll_interval": Param(60, type="number", minimum=1, description="Seconds between status checks."),
+        "sensor_timeout_hours": Param(
+            12, type="number", minimum=0.01, description="Give up waiting for a report after this many hours."
+        ),
+        "failed_grace_minutes": Param(
+            10,
+            type="number",
+            minimum=0,
+            description="A FAILED report is final only after this long: DexCare retries failed reports itself.",
+        ),
+        "max_resubmits": Param(
+            1, type="integer", minimum=0, description="Request a report again this often if it is lost."
+        ),
+        "dexcare_conn_id": Param("dexcare_default", type="string", description="DexCare connection id."),
+        "warehouse_conn_id": Param("dexcare_warehouse", type="string", description="PostgreSQL connection id."),
+        "schema": Param("dexcare", type="string", description="Target schema for the avr_* tables."),
+        "storage": Param(
+            None,
+            type=["null", "string"],
+            description="Where the CSVs go, as a directory URI ending in / (file:///shared/dexcare/, "
+            "s3://bucket/dexcare/); default a private directory on the worker.",
+        ),
+        "delete_downloads": Param(True, type="boolean", description="Delete the CSVs after a successful load."),
+    },
+) as dag:
+
+    @task
+    def plan(**context: Any) -> list[dict[str, Any]]:
+        """The window and one entry per report type; validated here so a bad override fails first."""
+        return plan_reports(context)
+
+    @task_group
+    def fetch(report_type: str, report_start_date: str, report_end_date: str) -> Any:
+        window = {
+            "report_type": report_type,
+            "report_start_date": report_start_date,
+            "report_end_date": report_end_date,
+        }
+        start = DexCareStartReportOperator(
+            task_id="start_report",
+            dexcare_conn_id="{{ params.dexcare_conn_id }}",
+            map_index_template="{{ task.report_type }}",
+            **window,
+        )
+        wait = DexCareReportSensor(
+            task_id="wait_for_report",
+            report_id=start.output,
+            dexcare_conn_id="{{ params.dexcare_conn_id }}",
+            poll_interval="{{ params.poll_interval }}",
+            timeout="{{ params.sensor_timeout_hours * 3600 }}",
+            failed_grace_period="{{ params.failed_grace_minutes * 60 }}",
+            max_resubmits="{{ params.max_resubmits }}",
+            map_index_template="{{ task.report_type }}",
+            retries=1,
+            **window,
+        )
+        return DexCareDownloadReportOperator(
+            task_id="download_report",
+            report_id=wait.output,
+            destination="{{ params.storage }}",
+            dexcare_conn_id="{{ params.dexcare_conn_id }}",
+            map_index_template="{{ task.report_type }}",
+            **window,
+        ).output
+
+    downloads = fetch.expand_kwargs(plan())
+
+    DexCareLoadReportsOperator(
+        task_id="load_reports",
+        reports=downloads,
+        postgres_conn_id="{{ params.warehouse_conn_id }}",
+        schema="{{ params.schema }}",
+        key_columns="{{ params.key_columns }}",
+        delete_files="{{ params.delete_downloads }}",
+        outlets=TABLE_ASSETS,
+    )

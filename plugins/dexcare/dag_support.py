@@ -1,0 +1,122 @@
+"""Pieces of the daily DAG that are code rather than wiring: the window plan, the runbook, the paging hook.
+
+Kept out of the DAG file so the file stays a readable picture of the pipeline, and so these can be tested
+without parsing a DAG.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from dexcare.exceptions import DexCareValidationError
+from dexcare.report import ReportRequest
+
+#: ``module.path:ClassName`` or ``module.path.ClassName`` of an Airflow notifier to call when a run fails.
+NOTIFIER_ENV = "DEXCARE_FAILURE_NOTIFIER"
+#: JSON object of keyword arguments for that notifier.
+NOTIFIER_KWARGS_ENV = "DEXCARE_FAILURE_NOTIFIER_KWARGS"
+
+
+def window_end(context: Mapping[str, Any]) -> dt.date:
+    """The run's data interval end; manual runs in Airflow 3 may have none, then when the run was due."""
+    for key in ("data_interval_end", "logical_date"):
+        value = context.get(key)
+        if value is not None:
+            return value.date() if isinstance(value, dt.datetime) else value
+    run_after = getattr(context.get("dag_run"), "run_after", None)
+    if run_after is not None:
+        return run_after.date()
+    return dt.datetime.now(dt.UTC).date()
+
+
+def plan_reports(context: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One ``{report_type, report_start_date, report_end_date}`` per requested type, validated up front."""
+    params = context["params"]
+    start, end = params.get("start_date"), params.get("end_date")
+    if start and not end:
+        raise DexCareValidationError(
+            f"params.start_date is {start!r} but params.end_date is empty: give both to override the window."
+        )
+    end_date = dt.date.fromisoformat(end) if end else window_end(context)
+    start_date = dt.date.fromisoformat(start) if start else end_date - dt.timedelta(days=int(params["lookback_days"]))
+    plan = []
+    for report_type in params["report_types"]:
+        request = ReportRequest.build(report_type, start_date, end_date)
+        plan.append(
+            {
+                "report_type": request.report_type.value,
+                "report_start_date": request.start_date.isoformat(),
+                "report_end_date": request.end_date.isoformat(),
+            }
+        )
+    return plan
+
+
+def failure_callbacks(environ: Mapping[str, str] | None = None) -> list[Any]:
+    """Notifiers named in the environment, so on-call paging is configured per deployment, not in the DAG.
+
+    Reading two environment variables is the only work done at parse time; the notifier class is imported
+    here so a typo fails the DAG import visibly instead of silently never paging anyone.
+    """
+    environ = os.environ if environ is None else environ
+    target = environ.get(NOTIFIER_ENV, "").strip()
+    if not target:
+        return []
+    module_name, _, attr = target.partition(":") if ":" in target else target.rpartition(".")
+    try:
+        notifier_cls = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise DexCareValidationError(
+            f"{NOTIFIER_ENV}={target!r} does not name an importable notifier class ({exc})."
+        ) from None
+    try:
+        kwargs = json.loads(environ.get(NOTIFIER_KWARGS_ENV) or "{}")
+    except ValueError as exc:
+        raise DexCareValidationError(f"{NOTIFIER_KWARGS_ENV} is not a JSON object: {exc}") from None
+    if not isinstance(kwargs, dict):
+        raise DexCareValidationError(f"{NOTIFIER_KWARGS_ENV} must be a JSON object, got {type(kwargs).__name__}.")
+    return [notifier_cls(**kwargs)]
+
+
+RUNBOOK = """
+# DexCare All Visits Reports — runbook
+
+**What it does.** Every day, for each report type in `params.report_types` (default virtual and retail), in
+parallel: `fetch.start_report` asks DexCare for the report covering `end - lookback_days .. end` (end = the
+run's data interval end), `fetch.wait_for_report` waits for it in the triggerer (deferred, no worker slot),
+and `fetch.download_report` streams the CSV to storage. When **every** download succeeded,
+`load_reports` deduplicates and upserts all of them into `<schema>.avr_<type>` in **one transaction** and
+writes `<schema>.load_audit`. Daily windows overlap on purpose: a visit that changed is updated, never
+duplicated, and an older window never overwrites newer data.
+
+**Mapped tasks** are named by report type in the UI (`fetch.wait_for_report [retail]`).
+
+## When something fails
+
+| task | what it means | what to do |
+|---|---|---|
+| `plan` | bad trigger params (window override, report type) | fix the params, trigger again |
+| `start_report` 403 | DexCare refused the reporting service key | fix connection `dexcare_default` (password), clear the task |
+| `start_report` 5xx / 429 / network | DexCare unavailable beyond the retry budget | clear the task when DexCare is back; a retry reuses a report already started |
+| `wait_for_report` FAILED / CANCELLED | DexCare lost the report and resubmissions (`max_resubmits`) ran out | clear `start_report` of that type (a new report is requested) |
+| `wait_for_report` 404 | the report expired or the id is wrong | clear `start_report` of that type |
+| `wait_for_report` timeout | the report did not finish within `sensor_timeout_hours` | check DexCare status; clear `start_report` to request again |
+| `download_report` | network or storage problem; no partial file is left | clear the task (the report can be downloaded again) |
+| `load_reports` | bad CSV (message names file, line, column), warehouse down, key column missing | nothing was written (one transaction): fix the cause, clear `load_reports` |
+
+A run whose load failed wrote nothing, so clearing and re-running it is always safe; so is re-running a
+successful day (rows unchanged are not rewritten). Backfills (`airflow backfill create --dag-id
+dexcare_all_visits_report --from-date ... --to-date ...`) load each day's own window.
+
+**Paging.** Set `DEXCARE_FAILURE_NOTIFIER` (an Airflow notifier class, e.g.
+`airflow.providers.smtp.notifications.smtp.SmtpNotifier`) and `DEXCARE_FAILURE_NOTIFIER_KWARGS` (JSON) in
+the scheduler's environment; no DAG edit needed.
+
+**Data.** CSVs hold patient data: they are private files, deleted after a successful load
+(`params.delete_downloads`), and never logged. Logs show ids, counts and timings only.
+"""

@@ -1,0 +1,217 @@
+"""The whole job end to end: two consecutive days of ``dexcare_all_visits_report`` through real Airflow.
+
+On embedded defaults it starts its own DexCare sandbox and an embedded PostgreSQL (the ``pgserver`` wheel),
+so it needs no system service and no credentials. Give ``AIRFLOW_CONN_DEXCARE_DEFAULT`` and/or
+``AIRFLOW_CONN_DEXCARE_WAREHOUSE`` in the environment and it uses real DexCare and/or a real warehouse
+instead. It stops everything it started and removes its private working directory, also on failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import datetime as dt
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+REPO = Path(__file__).resolve().parent.parent
+DAG_ID = "dexcare_all_visits_report"
+BIN = Path(sys.executable).parent
+
+
+def start_sandbox(stack: ExitStack, env: dict[str, str]) -> str:
+    token = secrets.token_urlsafe(24)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dexcare.sandbox",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--visits-per-day",
+            "40",
+            "--queue-seconds",
+            "1",
+            "--run-seconds",
+            "2",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**env, "DEXCARE_SANDBOX_TOKEN": token},
+    )
+    stack.callback(_stop, proc)
+    line = proc.stdout.readline() if proc.stdout else ""
+    if "listening on" not in line:
+        raise SystemExit(f"The DexCare sandbox did not start (it printed {line!r}).")
+    url = line.rsplit(" ", 1)[1].strip()
+    print(f"DexCare sandbox: {url} (no credentials needed)")
+    return json.dumps({"conn_type": "dexcare", "host": url, "password": token})
+
+
+def start_postgres(stack: ExitStack, workdir: Path) -> str:
+    import pgserver
+
+    server = pgserver.get_server(workdir / "pgdata", cleanup_mode="stop")
+    stack.callback(server.cleanup)
+    atexit.unregister(server._cleanup)  # stopped above; pgserver's own exit hook would only repeat it
+    uri = urlparse(server.get_uri())
+    host = parse_qs(uri.query).get("host", [uri.hostname])[0]
+    print("Warehouse: embedded PostgreSQL (pgserver), private to this run")
+    return json.dumps(
+        {"conn_type": "postgres", "host": host, "port": uri.port, "login": uri.username, "schema": uri.path.lstrip("/")}
+    )
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def airflow(env: dict[str, str], *args: str, log: Path) -> None:
+    with log.open("a") as out:
+        done = subprocess.run([str(BIN / "airflow"), *args], env=env, stdout=out, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        tail = log.read_text(errors="replace").splitlines()[-40:]
+        raise SystemExit(f"`airflow {' '.join(args)}` failed; last lines of its log:\n" + "\n".join(tail))
+
+
+def warehouse_connection(conn_json: str):
+    """A psycopg connection from the same Airflow connection the DAG uses."""
+    import psycopg
+    from airflow.sdk import Connection
+
+    conn = (
+        Connection.from_json(conn_json, conn_id="dexcare_warehouse")
+        if conn_json.lstrip().startswith("{")
+        else Connection.from_uri(conn_json, conn_id="dexcare_warehouse")
+    )
+    return psycopg.connect(
+        host=conn.host,
+        port=conn.port or None,
+        user=conn.login or None,
+        password=conn.password or None,
+        dbname=conn.schema or None,
+    )
+
+
+def summarise(conn_json: str, schema: str, since_id: int) -> tuple[int, list[dict[str, Any]], dict[str, int]]:
+    from psycopg import sql
+    from psycopg.rows import dict_row
+
+    with warehouse_connection(conn_json) as conn, conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            sql.SQL("SELECT * FROM {}.load_audit WHERE id > %s ORDER BY id").format(sql.Identifier(schema)),
+            (since_id,),
+        )
+        audit = cur.fetchall()
+        totals = {}
+        for table in sorted({row["target_table"] for row in audit}):
+            cur.execute(
+                sql.SQL("SELECT count(*) AS n FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table))
+            )
+            totals[table] = cur.fetchone()["n"]
+    last = max([since_id, *(row["id"] for row in audit)])
+    return last, audit, totals
+
+
+def print_day(day: dt.date, audit: list[dict[str, Any]], totals: dict[str, int]) -> None:
+    print(f"\n== {DAG_ID} for {day} ==")
+    header = (
+        f"{'table':<22}{'window':<25}{'rows in report':>15}{'dups removed':>13}{'inserted':>10}"
+        f"{'updated':>9}{'unchanged':>11}{'rows in table':>15}"
+    )
+    print(header)
+    for row in audit:
+        window = f"{row['window_start']}..{row['window_end']}"
+        print(
+            f"{row['target_table']:<22}{window:<25}{row['rows_in_file']:>15}{row['duplicates_in_file']:>13}"
+            f"{row['inserted']:>10}{row['updated']:>9}{row['unchanged']:>11}{totals[row['target_table']]:>15}"
+        )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--day",
+        type=dt.date.fromisoformat,
+        default=dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1),
+        help="first day to run (default: yesterday, UTC); the second run is the day after",
+    )
+    parser.add_argument("--schema", default="dexcare")
+    parser.add_argument("--keep", action="store_true", help="keep the working directory (logs, AIRFLOW_HOME)")
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="dexcare-demo-"))
+    workdir.chmod(0o700)
+    log = workdir / "airflow.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__")}
+    env.update(
+        {
+            "AIRFLOW_HOME": str(workdir / "airflow"),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "PATH": f"{BIN}:{env.get('PATH', '')}",
+        }
+    )
+    try:
+        with ExitStack() as stack:
+            if "AIRFLOW_CONN_DEXCARE_DEFAULT" not in env:
+                env["AIRFLOW_CONN_DEXCARE_DEFAULT"] = start_sandbox(stack, env)
+            else:
+                print("DexCare: connection dexcare_default from the environment")
+            if "AIRFLOW_CONN_DEXCARE_WAREHOUSE" not in env:
+                env["AIRFLOW_CONN_DEXCARE_WAREHOUSE"] = start_postgres(stack, workdir)
+            else:
+                print("Warehouse: connection dexcare_warehouse from the environment")
+            print(f"Airflow: private AIRFLOW_HOME, log in {log if args.keep else 'a temporary file'}")
+            airflow(env, "db", "migrate", log=log)
+            since = summarise_baseline(env["AIRFLOW_CONN_DEXCARE_WAREHOUSE"], args.schema)
+            for day in (args.day, args.day + dt.timedelta(days=1)):
+                airflow(env, "dags", "test", DAG_ID, day.isoformat(), log=log)
+                since, audit, totals = summarise(env["AIRFLOW_CONN_DEXCARE_WAREHOUSE"], args.schema, since)
+                if not audit:
+                    raise SystemExit(f"The run for {day} loaded nothing: see {log}")
+                print_day(day, audit, totals)
+        print(
+            "\nThe second day's report overlaps the first: visits it shares were updated or left unchanged, "
+            "not duplicated."
+        )
+        return 0
+    finally:
+        if args.keep:
+            print(f"Kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def summarise_baseline(conn_json: str, schema: str) -> int:
+    """The newest audit id before this demo, so a real warehouse's history is not reported as ours."""
+    from psycopg import sql
+
+    with warehouse_connection(conn_json) as conn:
+        exists = conn.execute("SELECT to_regclass(%s)", (f"{schema}.load_audit",)).fetchone()[0]
+        if not exists:
+            return 0
+        return conn.execute(
+            sql.SQL("SELECT coalesce(max(id), 0) FROM {}.load_audit").format(sql.Identifier(schema))
+        ).fetchone()[0]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
