@@ -130,3 +130,9 @@ def test_a_300k_row_report_streams_in_constant_memory():
     growth_mib = (after["VmHWM"] - before["VmRSS"]) / 1024
     print(f"streamed {received / 2**20:.0f} MiB, {lines} lines; server peak RSS growth {growth_mib:.1f} MiB")
     assert growth_mib < 20, growth_mib  # a buffered body would cost more than 60 MiB
+
+
+def test_cli_reports_a_busy_port(fast, capsys):
+    assert main(["--port", str(fast.port)]) == 1
+    captured = capsys.readouterr()
+    assert "cannot listen on 127.0.0.1:" in captured.err and captured.out == ""

@@ -75,23 +75,31 @@ def resolve_token(flag: str | None) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    token = resolve_token(args.token)
+    server = SandboxServer(
+        args.host, args.port, resolve_token(args.token), seed=args.seed, visits_per_day=args.visits_per_day,
+        queue_seconds=args.queue_seconds, run_seconds=args.run_seconds, content_length=args.content_length,
+        faults=args.fault,
+    )
+    try:
+        server.start()
+    except OSError as exc:
+        print(f"DexCare sandbox cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     stop = threading.Event()
 
     def _on_signal(signum: int, frame: object) -> None:
         stop.set()
 
-    signal.signal(signal.SIGINT, _on_signal)
-    signal.signal(signal.SIGTERM, _on_signal)
-    server = SandboxServer(
-        args.host, args.port, token, seed=args.seed, visits_per_day=args.visits_per_day,
-        queue_seconds=args.queue_seconds, run_seconds=args.run_seconds, content_length=args.content_length,
-        faults=args.fault,
-    )
-    with server:
-        print(f"DexCare sandbox listening on {server.url}", flush=True)
-        while not stop.wait(0.5):
-            pass
+    # Handlers go in before the line is printed: a parent may signal as soon as it has read it.
+    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with server:
+            print(f"DexCare sandbox listening on {server.url}", flush=True)
+            while not stop.wait(0.5):
+                pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0
 
 
