@@ -284,3 +284,24 @@ def test_file_uri_is_opened(load, write_csv, admin, schema) -> None:
     path = write_csv(HEADER + "v1,a,t,x\n")
     load(report(path.as_uri()))
     assert len(rows(admin, schema, "avr_virtual")) == 1
+
+
+def test_cast_failure_on_a_first_load_names_line_and_column(load, write_csv, admin, schema) -> None:
+    # A new table is filled by COPY directly, so here PostgreSQL's COPY does the cast.
+    path = write_csv('visitId,note,Wait Minutes\nv1,"a\nb",5\nv2,x,""\nv3,y,five\n')
+    with pytest.raises(DexCareCastError) as err:
+        load(report(path), column_types={"virtual": {"waitMinutes": "integer"}})
+    message = str(err.value)
+    assert "line 5" in message and "'Wait Minutes'" in message and "integer" in message
+    assert "five" not in message
+    assert snapshot(admin, schema) == {}
+
+
+def test_text_keys_of_new_tables_compare_bytewise(load, write_csv, admin, schema) -> None:
+    load(report(write_csv(HEADER + "a,x,t,n\nB,x,t,n\n")))
+    collation = admin.execute(
+        "SELECT collation_name FROM information_schema.columns WHERE table_schema = %s "
+        "AND table_name = 'avr_virtual' AND column_name = 'visit_id'", [schema]).fetchone()
+    assert collation == ("C",)
+    summary = load(report(write_csv(HEADER + "a,y,t,n\nb,x,t,n\n"), end=END + dt.timedelta(days=1)))
+    assert (summary["reports"][0]["inserted"], summary["reports"][0]["updated"]) == (1, 1)

@@ -18,18 +18,24 @@ def existing(load, write_csv, admin, schema):
     return snapshot(admin, schema)
 
 
+# The first record spans two lines (a quoted newline), the case where PostgreSQL's own line count drifts.
+FIRST = b'v1,a,"multi{eol}line"{eol}'
+
+
+@pytest.mark.parametrize("eol", [b"\r\n", b"\n"], ids=["crlf", "lf"])
 @pytest.mark.parametrize(
-    ("body", "line", "reason"),
+    ("rest", "line", "reason"),
     [
-        (HEADER + b"v1,a,b\r\nv2,a,b,EXTRA\r\nv3,a,b\r\n", 3, "more fields than the header"),
-        (HEADER + b"v1,a,b\r\nv2,a,b\r\nv3,a\r\n", 4, "fewer fields than the header"),
-        (HEADER + b'v1,a,"multi\r\nline"\r\nv2,a,"bad \xff byte"\r\n', 4, "invalid UTF-8"),
-        (HEADER + b'v1,a,b\r\nv2,a,"never closed\r\nv3,a,b\r\n', 3, "unterminated quoted field"),
-        (HEADER + b"v1,a,b\r\n\r\nv3,a,b\r\n", 3, "fewer fields"),  # a blank line is a ragged row
+        (b"v2,a,b{eol}v3,a,b,EXTRA{eol}v4,a,b{eol}", 5, "more fields than the header"),
+        (b"v2,a,b{eol}v3,a{eol}", 5, "fewer fields than the header"),
+        (b'v2,a,b{eol}v3,a,"bad \xff byte"{eol}', 5, "invalid UTF-8"),
+        (b'v2,a,b{eol}v3,a,"never closed{eol}v4,a,b{eol}', 5, "unterminated quoted field"),
+        (b"v2,a,b{eol}{eol}v4,a,b{eol}", 5, "fewer fields"),  # a blank line is a ragged row
     ],
     ids=["extra-field", "missing-field", "invalid-utf8", "unterminated-quote", "blank-line"],
 )
-def test_malformed_rows(load, write_csv, admin, schema, existing, body, line, reason) -> None:
+def test_malformed_rows(load, write_csv, admin, schema, existing, rest, line, reason, eol) -> None:
+    body = (HEADER.replace(b"\r\n", eol) + FIRST + rest).replace(b"{eol}", eol)
     path = write_csv(body)
     with pytest.raises(DexCareCSVError) as err:
         load(report(path))
@@ -37,6 +43,13 @@ def test_malformed_rows(load, write_csv, admin, schema, existing, body, line, re
     assert str(path) in message and f"line {line}:" in message and reason in message
     assert "bad" not in message.replace(str(path), "")  # no values echoed back
     assert snapshot(admin, schema) == existing
+
+
+def test_malformed_row_on_a_first_load(load, write_csv, admin, schema) -> None:
+    """A new table is filled by COPY directly: same message, and nothing created."""
+    with pytest.raises(DexCareCSVError, match="line 4: more fields"):
+        load(report(write_csv(HEADER + FIRST.replace(b"{eol}", b"\r\n") + b"v2,a,b,c\r\n")))
+    assert snapshot(admin, schema) == {}
 
 
 @pytest.mark.parametrize(

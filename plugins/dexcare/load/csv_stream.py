@@ -9,11 +9,11 @@ line and carrying no value from the row.
 
 from __future__ import annotations
 
+import codecs
 import csv
-import hashlib
 import io
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -111,18 +111,24 @@ def copy_stream(
     stream: BinaryIO,
     *,
     block_size: int = BLOCK_SIZE,
-    hasher: hashlib._Hash | None = None,
+    force_null: Sequence[str] = (),
 ) -> int:
-    """COPY the rest of ``stream`` into ``table``; returns the number of data rows PostgreSQL accepted."""
-    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv, ENCODING 'UTF8')").format(
-        table, sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+    """COPY the rest of ``stream`` into ``table``; returns the number of data rows PostgreSQL accepted.
+
+    ``force_null`` columns read a quoted empty field as NULL too (typed columns: "" is no timestamp).
+    """
+    options = sql.SQL("FORMAT csv, ENCODING 'UTF8'")
+    if force_null:
+        options = sql.SQL("{}, FORCE_NULL ({})").format(
+            options, sql.SQL(", ").join(sql.Identifier(c) for c in force_null)
+        )
+    statement = sql.SQL("COPY {} ({}) FROM STDIN ({})").format(
+        table, sql.SQL(", ").join(sql.Identifier(c) for c in columns), options
     )
     with cursor.copy(statement) as copy:
         if header.rest:
             copy.write(header.rest)
         while block := stream.read(block_size):
-            if hasher is not None:
-                hasher.update(block)
             copy.write(block)
     return cursor.rowcount
 
@@ -148,20 +154,61 @@ def copy_error_line(exc: psycopg.Error, header_lines: int = 1) -> int | None:
     return int(match.group(1)) + header_lines if match else None
 
 
-def translate_copy_error(exc: psycopg.Error, *, source: str, header_lines: int = 1,
+def translate_copy_error(exc: psycopg.Error, *, source: str, columns: int, header_lines: int = 1,
                          reopen: Opener | None = None) -> DexCareCSVError:
-    """A message that names the file, line and problem, and drops the value PostgreSQL quotes back."""
+    """A message that names the file, line and problem, and drops the value PostgreSQL quotes back.
+
+    PostgreSQL's line number is a hint only: it counts newlines inside quoted fields or not depending on
+    what it has seen of the file so far. So on this (error) path the file is read once more in Python to
+    find the physical line an editor would show.
+    """
     primary = (exc.diag.message_primary or "").lower()
     reason = next((text for needle, text in _REASONS if needle in primary), None)
     if reason is None:
         reason = f"PostgreSQL's CSV parser rejected it (SQLSTATE {exc.sqlstate})"
     line = copy_error_line(exc, header_lines)
-    if "unterminated" in primary and reopen is not None:
-        # PostgreSQL notices at the end of the file; the useful line is where the quote opened.
-        with reopen(source) as stream:
-            line = unclosed_quote_line(stream) or line
+    if reopen is not None:
+        try:
+            with reopen(source) as stream:
+                if "unterminated" in primary:
+                    found = unclosed_quote_line(stream)
+                elif "byte sequence" in primary:
+                    found = invalid_utf8_line(stream)
+                elif "data" in primary and "column" in primary:
+                    found = ragged_record_line(stream, columns)
+                else:
+                    found = None
+        except (OSError, csv.Error, UnicodeDecodeError):
+            found = None
+        line = found or line
     where = f"line {line}" if line is not None else "somewhere in the file"
     return DexCareCSVError(f"{source}: {where}: {reason}.")
+
+
+def invalid_utf8_line(stream: BinaryIO) -> int | None:
+    """Line of the first byte that is not UTF-8 (error path only)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    line = 1
+    while block := stream.read(BLOCK_SIZE):
+        try:
+            decoder.decode(block)
+        except UnicodeDecodeError as exc:
+            return line + block.count(b"\n", 0, exc.start)
+        line += block.count(b"\n")
+    return None
+
+
+def ragged_record_line(stream: BinaryIO, columns: int) -> int | None:
+    """Line where the first record with a field count other than the header's starts (error path only)."""
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="replace", newline="")
+    reader = csv.reader(text)
+    next(reader, None)
+    start = reader.line_num + 1
+    for record in reader:
+        if len(record) != columns:
+            return start
+        start = reader.line_num + 1
+    return None
 
 
 def unclosed_quote_line(stream: BinaryIO) -> int | None:

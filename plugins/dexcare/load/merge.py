@@ -54,7 +54,9 @@ class MergePlan:
 
     def empty_key(self, alias: str | None = None) -> sql.Composable:
         return sql.SQL(" OR ").join(
-            sql.SQL("{k} IS NULL OR {k} = ''").format(k=sql.Identifier(alias, k) if alias else sql.Identifier(k))
+            sql.SQL("{k} IS NULL OR {k}::text = ''").format(
+                k=sql.Identifier(alias, k) if alias else sql.Identifier(k)
+            )
             for k in self.keys
         )
 
@@ -117,13 +119,17 @@ class MergePlan:
         )
 
     def _match(self) -> sql.Composed:
-        return sql.SQL(" AND ").join(sql.SQL("t.{k} = s.{k}").format(k=sql.Identifier(k)) for k in self.keys)
-
-    def insert_all(self, with_losers: bool) -> sql.Composed:
-        """For a table created by this load: nothing to compare with, so a plain INSERT ... SELECT."""
-        return sql.SQL("WITH src AS ({src}) {insert}").format(
-            src=self._source(with_losers), insert=self._insert(match_existing=False)
+        """Key equality; text keys compare bytewise, whatever collation either side was created with."""
+        return sql.SQL(" AND ").join(
+            sql.SQL("t.{k} = s.{k}{c}").format(
+                k=sql.Identifier(k), c=sql.SQL(' COLLATE "C"' if self.types[k] == TEXT else "")
+            )
+            for k in self.keys
         )
+
+    def delete_losers(self) -> sql.Composed:
+        """Direct path (the file was copied straight into a new table): drop the superseded rows."""
+        return sql.SQL("DELETE FROM {} WHERE ctid IN (SELECT tid FROM {})").format(self.stage, self.losers)
 
     def merge_statement(self, with_losers: bool) -> sql.Composed:
         """PostgreSQL 15+: one ``MERGE``, one hash join of the file against the table.

@@ -116,12 +116,15 @@ def ensure_target(
     columns: Sequence[str],
     configured_types: Mapping[str, str],
     *,
+    keys: Sequence[str] = (),
     source: str,
 ) -> Target:
     """Create the table or add today's new columns; return each file column's effective type.
 
     The unique index on the key comes later (:func:`ensure_key_index`), after the merge: building it once
-    over a freshly filled table is several times cheaper than maintaining it row by row.
+    over a freshly filled table is several times cheaper than maintaining it row by row. Text key
+    columns of a new table get ``COLLATE "C"``: ids need byte equality, not linguistic order, and the
+    index then builds twice as fast.
     """
     existing = existing_columns(cursor, schema, table)
     ident = sql.Identifier(schema, table)
@@ -133,7 +136,12 @@ def ensure_target(
         cursor.execute(
             sql.SQL("CREATE TABLE {} ({})").format(
                 ident,
-                sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(t)) for c, t in defs),
+                sql.SQL(", ").join(
+                    sql.SQL("{} {}{}").format(
+                        sql.Identifier(c), sql.SQL(t), sql.SQL(' COLLATE "C"' if c in keys and t == TEXT else "")
+                    )
+                    for c, t in defs
+                ),
             )
         )
         log.info("Created table %s.%s with %d columns from the header of %s", schema, table,
