@@ -33,6 +33,7 @@ with DAG(
     start_date=dt.datetime(2026, 11, 1, tzinfo=dt.UTC),
     catchup=False,
     tags=["dexcare", "test"],
+    params={"poll_seconds": 0.3, "grace_minutes": 0.05},
 ):
     start = WorkerDiesAfterStart(
         task_id="start_report",
@@ -45,10 +46,10 @@ with DAG(
     wait = DexCareReportSensor(
         task_id="wait_for_report",
         report_id=start.output,
-        poll_interval=0.3,
-        failed_grace_period=3.0,
-        max_resubmits=1,
-        timeout=120,
+        poll_interval="{{ params.poll_seconds }}",
+        failed_grace_period="{{ params.grace_minutes * 60 }}",
+        max_resubmits="{{ 1 }}",
+        timeout="{{ 120 }}",
     )
     download = DexCareDownloadReportOperator(
         task_id="download_report",

@@ -271,3 +271,32 @@ def test_poke_mode_counts_consecutive_transient_errors(dexcare_conn_id, sandbox,
     sandbox.inject("http_500", count=3, endpoint="status")
     with pytest.raises(DexCareError, match="3 failed status checks in a row"):
         rt.run(sensor(report_id, deferrable=False, max_consecutive_errors=3, timeout=20))
+
+
+def test_settings_can_be_templates_rendered_at_run_time(dexcare_conn_id, sandbox):
+    sandbox.inject("cancel", count=1)
+    rt = Runtime()
+    first = start(rt)
+    wait = DexCareReportSensor(
+        task_id="wait",
+        report_id=first,
+        request_task_id="start",
+        deferrable=False,
+        poll_interval="{{ params.poll }}",
+        timeout="{{ params.hours * 3600 }}",
+        failed_grace_period="{{ params.grace }}",
+        max_resubmits="{{ params.resubmits }}",
+    )
+    ctx = rt.context("wait")
+    ctx["params"] = {"poll": 0.05, "hours": 1, "grace": 0.2, "resubmits": 1}
+    wait.render_template_fields(ctx)
+    result = wait.execute(ctx)
+    assert result != first and posts(sandbox) == 2
+    assert (wait.poke_interval, wait.timeout, wait.max_resubmits) == (0.05, 3600.0, 1)
+
+    bad = DexCareReportSensor(task_id="wait", report_id=first, max_resubmits="{{ params.resubmits }}")
+    ctx["params"] = {"resubmits": "two"}
+    bad.render_template_fields(ctx)
+    with pytest.raises(DexCareValidationError, match="max_resubmits must be an integer"):
+        bad.execute(ctx)
+    assert posts(sandbox) == 2

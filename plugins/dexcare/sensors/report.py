@@ -106,6 +106,11 @@ class DexCareReportSensor(BaseSensorOperator):
         "report_start_date",
         "report_end_date",
         "dexcare_conn_id",
+        "poll_interval",
+        "wait_timeout",
+        "failed_grace_period",
+        "max_resubmits",
+        "max_consecutive_errors",
     )
     ui_color = "#c9e4f2"
 
@@ -115,34 +120,41 @@ class DexCareReportSensor(BaseSensorOperator):
         report_id: str,
         dexcare_conn_id: str = "dexcare_default",
         deferrable: bool = True,
-        poll_interval: float | None = None,
-        failed_grace_period: float = 600.0,
-        max_resubmits: int = 0,
-        max_consecutive_errors: int = 10,
+        poll_interval: float | str | None = None,
+        failed_grace_period: float | timedelta | str = 600.0,
+        max_resubmits: int | str = 0,
+        max_consecutive_errors: int | str = 10,
         report_type: str | None = None,
         report_start_date: str | dt.date | None = None,
         report_end_date: str | dt.date | None = None,
         request_task_id: str | None = None,
         **kwargs: Any,
     ) -> None:
-        if poll_interval is not None:
+        # poll_interval and timeout may be templates (e.g. from DAG params). BaseSensorOperator coerces
+        # poke_interval/timeout to numbers in its constructor, so it gets defaults here and the real values
+        # are applied once the templates are rendered (``_apply_settings``).
+        timeout = kwargs.pop("timeout", DEFAULT_TIMEOUT)
+        kwargs["timeout"] = DEFAULT_TIMEOUT if isinstance(timeout, str) else timeout
+        if poll_interval is not None and not isinstance(poll_interval, str):
             kwargs["poke_interval"] = poll_interval
         kwargs.setdefault("poke_interval", 60.0)
-        kwargs.setdefault("timeout", DEFAULT_TIMEOUT)
         refuse_task_dates_as_window(kwargs)
         super().__init__(**kwargs)
         self.report_id = report_id
         self.dexcare_conn_id = dexcare_conn_id
         self.deferrable = deferrable
-        self.poll_interval = float(self.poke_interval)
-        self.failed_grace_period = failed_grace_period
-        self.max_resubmits = max_resubmits
-        self.max_consecutive_errors = max_consecutive_errors
+        self.poll_interval: Any = poll_interval if isinstance(poll_interval, str) else self.poke_interval
+        self.wait_timeout: Any = timeout if isinstance(timeout, str) else self.timeout
+        self.failed_grace_period: Any = failed_grace_period
+        self.max_resubmits: Any = max_resubmits
+        self.max_consecutive_errors: Any = max_consecutive_errors
         self.report_type = report_type
         self.report_start_date = report_start_date
         self.report_end_date = report_end_date
         self.request_task_id = request_task_id or upstream_task_id(report_id)
-        self._validate_settings()
+        settings = (poll_interval, timeout, failed_grace_period, max_resubmits, max_consecutive_errors)
+        if all(not isinstance(v, str) or is_literal(v) for v in settings):
+            self._apply_settings()  # fail when the DAG is parsed, not when the report is hours old
         if is_literal(report_id):
             validate_report_id(report_id)
         if report_type is not None and all(is_literal(v) for v in (report_type, report_start_date, report_end_date)):
@@ -150,22 +162,20 @@ class DexCareReportSensor(BaseSensorOperator):
         self._state: WaitState | None = None
         self._request: ReportRequest | None = None
 
-    def _validate_settings(self) -> None:
-        """Checked when the DAG is parsed, so a bad setting never gets as far as starting a report."""
-        if self.poll_interval <= 0:
-            raise DexCareValidationError(f"poll_interval must be > 0 seconds, got {self.poll_interval!r}.")
-        grace = self.failed_grace_period
-        if isinstance(grace, bool) or not isinstance(grace, (int, float)) or grace < 0:
-            raise DexCareValidationError(f"failed_grace_period must be >= 0 seconds, got {grace!r}.")
-        for name in ("max_resubmits", "max_consecutive_errors"):
-            value = getattr(self, name)
-            least = 0 if name == "max_resubmits" else 1
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise DexCareValidationError(f"{name} must be an integer >= {least}, got {value!r}.")
+    def _apply_settings(self) -> None:
+        """Turn the (rendered) settings into numbers, checked before any request is made."""
+        self.poll_interval = _seconds("poll_interval", self.poll_interval, allow_zero=False)
+        self.poke_interval = self.poll_interval
+        self.wait_timeout = _seconds("timeout", self.wait_timeout)
+        self.timeout = self.wait_timeout
+        self.failed_grace_period = _seconds("failed_grace_period", self.failed_grace_period)
+        self.max_resubmits = _count("max_resubmits", self.max_resubmits, least=0)
+        self.max_consecutive_errors = _count("max_consecutive_errors", self.max_consecutive_errors, least=1)
 
     # --- entry points ------------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> Any:
+        self._apply_settings()
         self._prepare(context)
         if not self.deferrable:
             return super().execute(context)
@@ -176,6 +186,7 @@ class DexCareReportSensor(BaseSensorOperator):
 
     def poke(self, context: Context) -> PokeReturnValue:
         if self._state is None:  # a subclass or test calling poke() directly
+            self._apply_settings()
             self._prepare(context)
         state = self._state
         assert state is not None
@@ -227,6 +238,7 @@ class DexCareReportSensor(BaseSensorOperator):
         self, context: Context, event: dict[str, Any] | None = None, state: dict[str, Any] | None = None
     ) -> str:
         """Resume after the trigger: succeed, resubmit and wait again, or fail with the trigger's reason."""
+        self._apply_settings()
         if state is None:
             # ``dag.test()`` runs triggers inline and replaces the resume kwargs with the event alone; the
             # copy saved in the task state store before deferring covers that.
@@ -424,6 +436,32 @@ class DexCareReportSensor(BaseSensorOperator):
             kwargs={"state": state.to_dict()},
             timeout=timedelta(seconds=backstop),
         )
+
+
+def _seconds(name: str, value: Any, *, allow_zero: bool = True) -> float:
+    """A number of seconds from a number, a timedelta or a rendered template such as ``"600"``."""
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    elif isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise DexCareValidationError(f"{name} must be a number of seconds, got {value!r}.") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        raise DexCareValidationError(f"{name} must be a number of seconds, got {value!r}.")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise DexCareValidationError(f"{name} must be {'>=' if allow_zero else '>'} 0 seconds, got {value!r}.")
+    return float(value)
+
+
+def _count(name: str, value: Any, *, least: int) -> int:
+    """An integer from an int or a rendered template such as ``"2"``; ``2.5`` or ``True`` is a mistake."""
+    if isinstance(value, str):
+        text = value.strip()
+        value = int(text) if text.lstrip("-").isdigit() else text
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise DexCareValidationError(f"{name} must be an integer >= {least}, got {value!r}.")
+    return value
 
 
 def _window(request: ReportRequest | None) -> str:
