@@ -83,7 +83,12 @@ class DexCareReportSensor(BaseSensorOperator):
     :param report_id: the report GUID (templated; usually ``start.output``).
     :param dexcare_conn_id: the DexCare connection.
     :param deferrable: wait in the triggerer (default). False: poke in ``mode="poke"`` or ``"reschedule"``.
-    :param poll_interval: seconds between status checks (also the poke interval).
+    :param poll_interval: seconds between status checks (also the poke interval). Default 60.
+
+    ``poll_interval``, ``timeout``, ``failed_grace_period``, ``max_resubmits`` and
+    ``max_consecutive_errors`` may be Jinja templates (e.g. ``"{{ params.max_resubmits }}"``); they are
+    checked when the DAG is parsed if they are plain values, otherwise after rendering and before any request.
+
     :param timeout: seconds (or timedelta) from the first check of this try to giving up; it is an absolute
         deadline, so a triggerer restart does not restart the clock. Default 24 hours.
     :param failed_grace_period: seconds a FAILED status must last before it is final; DexCare retries a
@@ -92,8 +97,8 @@ class DexCareReportSensor(BaseSensorOperator):
         the same type and window (default 0: fail at once). Counted per task try.
     :param max_consecutive_errors: transient errors (5xx, 429, connection, timeout) in a row before the
         wait fails; any good status check resets the count.
-    :param report_type: with ``report_start_date``/``report_end_date``, the request to resubmit; by default it is pulled
-        from the ``request`` XCom of ``request_task_id``.
+    :param report_type: with ``report_start_date``/``report_end_date``, the request to resubmit; by default
+        it is pulled from the ``request`` XCom of ``request_task_id``.
     :param report_start_date: first day of the window to resubmit.
     :param report_end_date: last day of the window to resubmit.
     :param request_task_id: task whose XCom ``request`` describes the report; defaults to the task behind
