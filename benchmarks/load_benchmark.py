@@ -107,7 +107,7 @@ def run_case(case: str, uri: str, path: str, end: dt.date) -> dict[str, Any]:
         with engine.begin() as conn:
             frame.head(0).to_sql("target", conn, schema="bench_pandas", index=False)
             conn.exec_driver_sql(f"CREATE UNIQUE INDEX ON bench_pandas.target ({key})")
-            frame.to_sql("stage", conn, schema="bench_pandas", index=False, chunksize=10_000)
+            frame.to_sql("stage", conn, schema="bench_pandas", index=False)
             cols = ", ".join(frame.columns)
             sets = ", ".join(f"{c} = excluded.{c}" for c in frame.columns[1:])
             conn.exec_driver_sql(

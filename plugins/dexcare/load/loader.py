@@ -300,11 +300,14 @@ class _Run:
             # The planner knows nothing of a fresh temp table; without statistics it guesses a million
             # duplicate keys and picks a merge join that sorts the whole stage (3x slower).
             cursor.execute(sql.SQL("ANALYZE {}").format(plan.dup_keys))
-            cursor.execute(plan.find_losers())
+            try:
+                with self.conn.transaction():  # the version column may be cast here
+                    cursor.execute(plan.delete_losers() if direct else plan.find_losers())
+            except psycopg.errors.DataError as exc:
+                raise self._cast_error(cursor, plan.stage, headers, plan.columns, plan.types, exc,
+                                       source) from None
             duplicates = cursor.rowcount
         if direct:
-            if duplicates:
-                cursor.execute(plan.delete_losers())
             return duplicates, rows_in_file - duplicates, 0
         try:
             with self.conn.transaction():
@@ -468,6 +471,8 @@ def load_reports(
                 entries.append(run.load_one(cursor, report, index))
             current = "(commit)"
             committing = True
+    except DexCareLoadError:
+        raise
     except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
         if committing:
             raise DexCareWarehouseError(
@@ -479,6 +484,15 @@ def load_reports(
             f"{(exc.diag.message_primary if isinstance(exc, psycopg.Error) else None) or 'connection closed'}); "
             "the transaction was not committed, nothing was written. Retry the task."
         ) from exc
+    except psycopg.Error as exc:
+        # Anything else PostgreSQL refused (permissions, a constraint someone added, a full disk). Its
+        # detail and context can quote row values, so only the SQLSTATE and, outside data errors, the
+        # primary message are kept, and the original is not chained.
+        primary = "" if (exc.sqlstate or "").startswith("22") else f": {exc.diag.message_primary}"
+        raise DexCareLoadError(
+            f"PostgreSQL refused the load of {current} (SQLSTATE {exc.sqlstate}, {type(exc).__name__}{primary}); "
+            "the transaction was rolled back, nothing was written."
+        ) from None
     finished = dt.datetime.now(dt.UTC)
     return _summary(options.schema, dag_id, run_id, started, finished, entries)
 

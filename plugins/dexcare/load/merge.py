@@ -74,23 +74,32 @@ class MergePlan:
     def has_empty_key(self) -> sql.Composed:
         return sql.SQL("SELECT EXISTS (SELECT FROM {} WHERE {})").format(self.dup_keys, self.empty_key())
 
-    def find_losers(self) -> sql.Composed:
+    def _losers_query(self) -> sql.Composed:
         """Rows superseded within the file: all but the newest (by version) or last row of each key."""
         order = []
         if self.version:
             order.append(sql.SQL("{} DESC NULLS LAST").format(typed(self.version, self.types[self.version], "s")))
-        # ctid is the file order: the stage is a fresh temp table filled by one COPY, so its heap is
-        # written front to back and a later row always has a larger ctid (no sequence column needed).
+        # ctid is the file order: the stage is a fresh table filled by one COPY, so its heap is written
+        # front to back and a later row always has a larger ctid (no sequence column needed).
         order.append(sql.SQL("s.ctid DESC"))
         match = sql.SQL(" AND ").join(sql.SQL("s.{k} = d.{k}").format(k=sql.Identifier(k)) for k in self.keys)
         return sql.SQL(
-            "CREATE TEMP TABLE {losers} ON COMMIT DROP AS SELECT tid FROM ("
-            "SELECT s.ctid AS tid, row_number() OVER (PARTITION BY {skeys} ORDER BY {order}) AS rn "
-            "FROM {stage} s JOIN {dup} d ON {match}) x WHERE rn > 1"
-        ).format(
-            losers=self.losers, skeys=self._keys("s"), order=sql.SQL(", ").join(order), stage=self.stage,
-            dup=self.dup_keys, match=match,
-        )
+            "SELECT tid FROM (SELECT s.ctid AS tid, row_number() OVER (PARTITION BY {skeys} ORDER BY {order}) "
+            "AS rn FROM {stage} s JOIN {dup} d ON {match}) x WHERE rn > 1"
+        ).format(skeys=self._keys("s"), order=sql.SQL(", ").join(order), stage=self.stage, dup=self.dup_keys,
+                 match=match)
+
+    def find_losers(self) -> sql.Composed:
+        """Merge path: remember the superseded rows, so the merge's source can skip them."""
+        return sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS {}").format(self.losers, self._losers_query())
+
+    def delete_losers(self) -> sql.Composed:
+        """Direct path (the file was copied straight into a new table): delete the superseded rows.
+
+        ``ctid = ANY(ARRAY(...))`` is a TID scan: the few losers are fetched by address, not by another
+        pass over the table.
+        """
+        return sql.SQL("DELETE FROM {} WHERE ctid = ANY (ARRAY({}))").format(self.stage, self._losers_query())
 
     def _source(self, with_losers: bool) -> sql.Composed:
         exprs = sql.SQL(", ").join(
@@ -126,10 +135,6 @@ class MergePlan:
             )
             for k in self.keys
         )
-
-    def delete_losers(self) -> sql.Composed:
-        """Direct path (the file was copied straight into a new table): drop the superseded rows."""
-        return sql.SQL("DELETE FROM {} WHERE ctid IN (SELECT tid FROM {})").format(self.stage, self.losers)
 
     def merge_statement(self, with_losers: bool) -> sql.Composed:
         """PostgreSQL 15+: one ``MERGE``, one hash join of the file against the table.
