@@ -7,7 +7,7 @@ import json
 import logging
 
 import pytest
-from dexcare.load.errors import DexCareCastError, DexCareSchemaError
+from dexcare.load.errors import DexCareCastError, DexCareLoadError, DexCareSchemaError
 
 from tests.load.conftest import END, report, rows, snapshot
 
@@ -305,3 +305,31 @@ def test_text_keys_of_new_tables_compare_bytewise(load, write_csv, admin, schema
     assert collation == ("C",)
     summary = load(report(write_csv(HEADER + "a,y,t,n\nb,x,t,n\n"), end=END + dt.timedelta(days=1)))
     assert (summary["reports"][0]["inserted"], summary["reports"][0]["updated"]) == (1, 1)
+
+
+def test_object_storage_uri_is_streamed_through_object_storage_path(load, write_csv, admin, schema) -> None:
+    path = write_csv(HEADER + "v1,a,t,x\nv2,a,t,y\n")
+    load(report(f"local://{path}"))  # not a plain path: opened with airflow.sdk.ObjectStoragePath
+    assert len(rows(admin, schema, "avr_virtual")) == 2
+
+
+def test_version_that_will_not_cast_names_line_and_column(load, write_csv, admin, schema) -> None:
+    types = {"virtual": {"updatedAt": "timestamptz"}}
+    load(report(write_csv("visitId,updatedAt\nv0,2026-11-18T10:00:00Z\n")), column_types=types)  # then: merge path
+    before = snapshot(admin, schema)
+    path = write_csv("visitId,updatedAt\nv1,2026-11-18T10:00:00Z\nv1,yesterday-ish\n")
+    with pytest.raises(DexCareCastError, match=r"line 3, column 'updatedAt'"):
+        load(report(path), version_columns={"virtual": "updatedAt"},
+             column_types={"virtual": {"updatedAt": "timestamptz"}})
+    assert snapshot(admin, schema) == before
+
+
+def test_other_postgres_errors_never_quote_row_values(load, write_csv, admin, schema) -> None:
+    load(report(write_csv(HEADER + "v1,a,t,x\n")))
+    admin.execute(f'ALTER TABLE "{schema}".avr_virtual ADD CONSTRAINT no_secret CHECK (patient_name <> \'SECRET-9\')')
+    before = snapshot(admin, schema)
+    with pytest.raises(DexCareLoadError) as err:
+        load(report(write_csv(HEADER + "v2,a,t,SECRET-9\n"), end=END + dt.timedelta(days=1)))
+    assert "23514" in str(err.value) and "SECRET-9" not in str(err.value)
+    assert err.value.__cause__ is None and err.value.__suppress_context__
+    assert snapshot(admin, schema) == before
