@@ -207,32 +207,17 @@ class _Run:
                 "window_end": report.window_end,
                 "loaded_at": self.loaded_at,
             }
-            # A table this load creates has nothing to merge with: the file goes straight into it (one COPY
-            # instead of COPY + INSERT), and the few superseded repeats are deleted afterwards.
-            direct = existing_columns(cursor, schema, table) is None
             temp = [sql.Identifier("pg_temp", f"_dexcare_{what}_{index}") for what in ("stage", "dup_keys", "losers")]
-            if direct:
-                target: Target | None = ensure_target(cursor, schema, table, columns, configured, keys=keys,
-                                                      source=source)
-                into: sql.Composable = sql.Identifier(schema, table)
-                types = {c: TEXT for c in columns}  # already typed by the table itself
-                self._lineage_defaults(cursor, into, params)
-            else:
-                target = None
-                into = temp[0]
-                types = {}
-                cursor.execute(
-                    sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(
-                        into, sql.SQL(", ").join(sql.SQL("{} text").format(sql.Identifier(c)) for c in columns)
-                    )
-                )
-            typed_columns = [c for c in columns if direct and target and target.column_types[c] != TEXT]
+            direct = existing_columns(cursor, schema, table) is None
+            target, into, types = self._prepare(cursor, direct, table, columns, configured, keys, temp[0], params,
+                                                source)
             try:
                 # A savepoint, so that after a cast error the transaction can still find the row at fault.
                 with self.conn.transaction():
                     rows_in_file = copy_stream(
                         cursor, into, columns, header, stream,  # type: ignore[arg-type]
-                        block_size=self.options.block_size, force_null=typed_columns,
+                        block_size=self.options.block_size,
+                        force_null=[c for c in columns if target and target.column_types[c] != TEXT],
                     )
             except psycopg.errors.DataError as exc:
                 # Class 22: ragged row, open quote, bad byte, or (direct path) a value of the wrong type.
@@ -322,6 +307,27 @@ class _Run:
         except psycopg.errors.DataError as exc:
             raise self._cast_error(cursor, plan.stage, headers, plan.columns, plan.types, exc, source) from None
         return duplicates, inserted, written - inserted
+
+    def _prepare(self, cursor: psycopg.Cursor, direct: bool, table: str, columns: Sequence[str],
+                 configured: Mapping[str, str], keys: Sequence[str], stage: sql.Composable,
+                 params: dict[str, Any], source: str) -> tuple[Target | None, sql.Composable, dict[str, str]]:
+        """Where the COPY goes: (target if created now, the table to COPY into, types for the plan).
+
+        A table this load creates has nothing to merge with, so the file goes straight into it (one COPY
+        instead of COPY + INSERT ... SELECT, about 40% of a first load) and the few repeats are deleted
+        afterwards. An existing table gets a temp stage, all text, dropped with the transaction.
+        """
+        if direct:
+            target = ensure_target(cursor, self.options.schema, table, columns, configured, keys=keys,
+                                   source=source)
+            self._lineage_defaults(cursor, target.ident, params)
+            return target, target.ident, {c: TEXT for c in columns}  # the table itself holds the types
+        cursor.execute(
+            sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(
+                stage, sql.SQL(", ").join(sql.SQL("{} text").format(sql.Identifier(c)) for c in columns)
+            )
+        )
+        return None, stage, {}
 
     @staticmethod
     def _lineage_defaults(cursor: psycopg.Cursor, table: sql.Composable, params: dict[str, Any] | None) -> None:
