@@ -1,0 +1,100 @@
+"""What to load and how: the download results and the per-report-type settings, checked up front.
+
+Kept apart from the loader so the operator can validate its arguments at DAG parse time without
+touching the database.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from dexcare.load.csv_stream import BLOCK_SIZE
+from dexcare.load.errors import DexCareLoadError, DexCareSchemaError
+from dexcare.load.identifiers import normalize_identifier
+from dexcare.report import DEFAULT_LOOKBACK_DAYS, ReportType, parse_iso_date, validate_report_id
+
+DEFAULT_SCHEMA = "dexcare"
+DEFAULT_KEY = ("visit_id",)
+
+
+def table_for(report_type: ReportType) -> str:
+    """One table per report type: their columns differ, and a key is only unique within a type."""
+    return f"avr_{report_type.value}"
+
+
+@dataclass(frozen=True)
+class ReportFile:
+    """One downloaded report, as the download operator hands it over through XCom."""
+
+    uri: str
+    report_type: ReportType
+    report_id: str
+    window_start: dt.date
+    window_end: dt.date
+    sha256: str | None = None
+    rows: int | None = None
+
+    @classmethod
+    def from_download(cls, result: Mapping[str, Any], *, run_date: dt.date) -> ReportFile:
+        """Accept the download result dict; a missing window means DexCare's default 10 days up to the run."""
+        try:
+            uri = str(result["uri"])
+            report_type = ReportType.parse(result["report_type"])
+            report_id = validate_report_id(result["report_id"])
+        except KeyError as exc:
+            raise DexCareLoadError(
+                f"Download result is missing {exc.args[0]!r}; expected uri, report_type and report_id "
+                f"(got keys: {', '.join(sorted(map(str, result)))})."
+            ) from None
+        end = parse_iso_date(result.get("end_date"), "end_date") or run_date
+        start = parse_iso_date(result.get("start_date"), "start_date") or end - dt.timedelta(
+            days=DEFAULT_LOOKBACK_DAYS
+        )
+        rows = result.get("rows")
+        return cls(uri, report_type, report_id, start, end, result.get("sha256") or None,
+                   int(rows) if rows is not None else None)
+
+
+def _by_type(mapping: Mapping[str, Any] | None, what: str) -> dict[ReportType, Any]:
+    out: dict[ReportType, Any] = {}
+    for key, value in (mapping or {}).items():
+        try:
+            out[ReportType.parse(key)] = value
+        except ValueError:
+            raise DexCareSchemaError(f"{what}: {key!r} is not a report type.") from None
+    return out
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How to load; every mapping is keyed by report type (``"virtual"``, ``"retail"``, ...)."""
+
+    schema: str = DEFAULT_SCHEMA
+    #: Dedupe/upsert key per report type, header names or normalised names; default ``visit_id``.
+    key_columns: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    #: Within one file the newest row by this column wins (instead of the last one), per report type.
+    version_columns: Mapping[str, str] = field(default_factory=dict)
+    #: ``{"virtual": {"updated_at": "timestamptz"}}``: cast in SQL; everything else stays text.
+    column_types: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    #: Server memory for the hash joins and the key index build of this transaction only (``SET LOCAL``
+    #: of work_mem and maintenance_work_mem); too little makes them spill to disk, not fail.
+    work_mem: str | None = "256MB"
+    #: Server memory for the staging temp table (``temp_buffers``; a bigger file spills to disk).
+    temp_buffers: str | None = "512MB"
+    #: Check the file against the download's sha256 while streaming it (costs ~0.3 s per 300 MB).
+    verify_sha256: bool = True
+    block_size: int = BLOCK_SIZE
+
+    def keys_for(self, report_type: ReportType) -> Sequence[str]:
+        keys = _by_type(self.key_columns, "key_columns").get(report_type, DEFAULT_KEY)
+        return [keys] if isinstance(keys, str) else list(keys)
+
+    def version_for(self, report_type: ReportType) -> str | None:
+        return _by_type(self.version_columns, "version_columns").get(report_type)
+
+    def types_for(self, report_type: ReportType) -> dict[str, str]:
+        types = _by_type(self.column_types, "column_types").get(report_type, {})
+        return {normalize_identifier(c): t for c, t in types.items()}
