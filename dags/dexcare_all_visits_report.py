@@ -6,6 +6,7 @@ Parsing this file touches no network and no database: everything that needs a co
 from __future__ import annotations
 
 import datetime as dt
+import os
 from typing import Any
 
 from airflow.sdk import DAG, Asset, Param, task, task_group
@@ -17,6 +18,9 @@ from dexcare.report import DEFAULT_LOOKBACK_DAYS, ReportType
 from dexcare.sensors.report import DexCareReportSensor
 
 DAG_ID = "dexcare_all_visits_report"
+# Deployment knobs read from the environment (no I/O at parse time); tests shorten them.
+RETRIES = int(os.environ.get("DEXCARE_DAG_RETRIES", "3"))
+RETRY_DELAY = dt.timedelta(seconds=float(os.environ.get("DEXCARE_DAG_RETRY_DELAY_SECONDS", "60")))
 TABLE_ASSETS = [Asset(name=f"dexcare.avr_{t.value}", uri=f"dexcare://warehouse/avr_{t.value}") for t in ReportType]
 
 with DAG(
@@ -33,8 +37,8 @@ with DAG(
     tags=["dexcare"],
     on_failure_callback=failure_callbacks(),
     default_args={
-        "retries": 3,
-        "retry_delay": dt.timedelta(minutes=1),
+        "retries": RETRIES,
+        "retry_delay": RETRY_DELAY,
         "retry_exponential_backoff": 2.0,
         "max_retry_delay": dt.timedelta(minutes=30),
     },
@@ -125,7 +129,7 @@ with DAG(
             failed_grace_period="{{ params.failed_grace_minutes * 60 }}",
             max_resubmits="{{ params.max_resubmits }}",
             map_index_template="{{ task.report_type }}",
-            retries=1,
+            retries=min(RETRIES, 1),  # a retry waits on the same report again; losses are resubmitted instead
             **window,
         )
         return DexCareDownloadReportOperator(

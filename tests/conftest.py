@@ -1,11 +1,19 @@
-"""Test-wide setup: a private AIRFLOW_HOME before Airflow is imported, and the DexCare sandbox fixtures."""
+"""Test-wide setup: a private AIRFLOW_HOME before Airflow is imported, the DexCare sandbox, and PostgreSQL.
+
+PostgreSQL is an embedded server from the ``pgserver`` wheel (PostgreSQL 16, starts in about a second, also
+as root), shared by the session; set ``DEXCARE_TEST_POSTGRES_URI`` to run against another server instead.
+"""
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
 
+import psycopg
 import pytest
 
 _AIRFLOW_HOME = tempfile.mkdtemp(prefix="dexcare-test-airflow-home-")
@@ -34,3 +42,29 @@ def dexcare_conn_id(sandbox, monkeypatch) -> str:
         json.dumps({"conn_type": "dexcare", "host": sandbox.url, "password": SANDBOX_TOKEN}),
     )
     return "dexcare_default"
+
+
+@pytest.fixture(scope="session")
+def pg_uri() -> Iterator[str]:
+    uri = os.environ.get("DEXCARE_TEST_POSTGRES_URI")
+    if uri:
+        yield uri
+        return
+    import pgserver
+
+    datadir = tempfile.mkdtemp(prefix="dexcare-test-pg-")
+    server = pgserver.get_server(datadir, cleanup_mode="stop")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+        # pgserver registers the same cleanup at exit; it would log to pytest's closed streams.
+        atexit.unregister(server._cleanup)
+        shutil.rmtree(datadir, ignore_errors=True)
+
+
+@pytest.fixture
+def admin(pg_uri: str) -> Iterator[psycopg.Connection]:
+    """An autocommit connection for setup, inspection and sabotage."""
+    with psycopg.connect(pg_uri, autocommit=True) as conn:
+        yield conn

@@ -15,23 +15,12 @@ from typing import Any
 
 from dexcare.exceptions import DexCareValidationError
 from dexcare.report import ReportRequest
+from dexcare.task_support import run_end_date
 
 #: ``module.path:ClassName`` or ``module.path.ClassName`` of an Airflow notifier to call when a run fails.
 NOTIFIER_ENV = "DEXCARE_FAILURE_NOTIFIER"
 #: JSON object of keyword arguments for that notifier.
 NOTIFIER_KWARGS_ENV = "DEXCARE_FAILURE_NOTIFIER_KWARGS"
-
-
-def window_end(context: Mapping[str, Any]) -> dt.date:
-    """The run's data interval end; manual runs in Airflow 3 may have none, then when the run was due."""
-    for key in ("data_interval_end", "logical_date"):
-        value = context.get(key)
-        if value is not None:
-            return value.date() if isinstance(value, dt.datetime) else value
-    run_after = getattr(context.get("dag_run"), "run_after", None)
-    if run_after is not None:
-        return run_after.date()
-    return dt.datetime.now(dt.UTC).date()
 
 
 def plan_reports(context: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -42,7 +31,7 @@ def plan_reports(context: Mapping[str, Any]) -> list[dict[str, Any]]:
         raise DexCareValidationError(
             f"params.start_date is {start!r} but params.end_date is empty: give both to override the window."
         )
-    end_date = dt.date.fromisoformat(end) if end else window_end(context)
+    end_date = dt.date.fromisoformat(end) if end else run_end_date(context)
     start_date = dt.date.fromisoformat(start) if start else end_date - dt.timedelta(days=int(params["lookback_days"]))
     plan = []
     for report_type in params["report_types"]:

@@ -7,6 +7,7 @@ start operator knows what data it holds, and so the sensor can ask for the same 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from dexcare.exceptions import DexCareValidationError
@@ -63,6 +64,23 @@ def resolve_request(
             f"XCom {XCOM_REQUEST!r} of task {request_task_id!r} is not a DexCare request: {pulled!r}."
         )
     return ReportRequest.from_dict(pulled)
+
+
+def run_end_date(context: Mapping[str, Any]) -> dt.date:
+    """The day a run's report window ends: its data interval end, else its logical date.
+
+    Manual runs in Airflow 3 can have neither; then the run's ``run_after``, and outside Airflow today (UTC).
+    """
+    for key in ("data_interval_end", "logical_date"):
+        value = context.get(key)
+        if value is not None:
+            return value.date() if isinstance(value, dt.datetime) else value
+    dag_run = context.get("dag_run")
+    for attr in ("data_interval_end", "logical_date", "run_after"):
+        value = getattr(dag_run, attr, None)
+        if value is not None:
+            return value.date() if isinstance(value, dt.datetime) else value
+    return dt.datetime.now(dt.UTC).date()
 
 
 def state_store(context: Context) -> Any | None:

@@ -7,11 +7,7 @@ schema, dropped afterwards, so tests never see each other's tables.
 
 from __future__ import annotations
 
-import atexit
 import datetime as dt
-import os
-import shutil
-import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,32 +18,6 @@ import pytest
 from dexcare.load.loader import LoadOptions, load_reports
 
 END = dt.date(2026, 11, 20)
-
-
-@pytest.fixture(scope="session")
-def pg_uri() -> Iterator[str]:
-    uri = os.environ.get("DEXCARE_TEST_POSTGRES_URI")
-    if uri:
-        yield uri
-        return
-    import pgserver
-
-    datadir = tempfile.mkdtemp(prefix="dexcare-test-pg-")
-    server = pgserver.get_server(datadir, cleanup_mode="stop")
-    try:
-        yield server.get_uri()
-    finally:
-        server.cleanup()
-        # pgserver registers the same cleanup at exit; it would log to pytest's closed streams.
-        atexit.unregister(server._cleanup)
-        shutil.rmtree(datadir, ignore_errors=True)
-
-
-@pytest.fixture
-def admin(pg_uri: str) -> Iterator[psycopg.Connection]:
-    """An autocommit connection for setup, inspection and sabotage."""
-    with psycopg.connect(pg_uri, autocommit=True) as conn:
-        yield conn
 
 
 @pytest.fixture
@@ -76,8 +46,15 @@ def write_csv(tmp_path: Path) -> Callable[..., Path]:
     return write
 
 
-def report(path: Path | str, report_type: str = "virtual", *, end: dt.date | str | None = END,
-           start: dt.date | str | None = None, report_id: str | None = None, **extra: Any) -> dict[str, Any]:
+def report(
+    path: Path | str,
+    report_type: str = "virtual",
+    *,
+    end: dt.date | str | None = END,
+    start: dt.date | str | None = None,
+    report_id: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
     """A download result as DexCareDownloadReportOperator returns it."""
     if isinstance(end, dt.date):
         end = end.isoformat()
@@ -121,14 +98,22 @@ def rows(admin: psycopg.Connection, schema: str, table: str, *, lineage: bool = 
 
 def snapshot(admin: psycopg.Connection, schema: str) -> dict[str, Any]:
     """Every table of the schema with row contents and physical identity (ctid, xmin), for 'untouched'."""
-    tables = [r[0] for r in admin.execute(
-        "SELECT tablename FROM pg_tables WHERE schemaname = %s ORDER BY 1", [schema]).fetchall()]
+    tables = [
+        r[0]
+        for r in admin.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s ORDER BY 1", [schema]).fetchall()
+    ]
     out: dict[str, Any] = {}
     for table in tables:
-        cols = [r[0] for r in admin.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s "
-            "ORDER BY ordinal_position", [schema, table]).fetchall()]
+        cols = [
+            r[0]
+            for r in admin.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s "
+                "ORDER BY ordinal_position",
+                [schema, table],
+            ).fetchall()
+        ]
         data = admin.execute(
-            f'SELECT ctid::text, xmin::text, t::text FROM "{schema}"."{table}" t ORDER BY ctid').fetchall()
+            f'SELECT ctid::text, xmin::text, t::text FROM "{schema}"."{table}" t ORDER BY ctid'
+        ).fetchall()
         out[table] = (cols, data)
     return out

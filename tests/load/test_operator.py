@@ -9,7 +9,8 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 from dexcare.load.errors import DexCareLoadError
-from dexcare.operators.load_reports import DexCareLoadReportsOperator, run_date
+from dexcare.operators.load_reports import DexCareLoadReportsOperator
+from dexcare.task_support import run_end_date as run_date
 
 from tests.load.conftest import report, rows
 

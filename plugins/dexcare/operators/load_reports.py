@@ -7,7 +7,6 @@ directly). The return value is the load summary, small and JSON-ready for XCom.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +15,7 @@ from airflow.sdk import BaseOperator
 from dexcare.load.errors import DexCareLoadError
 from dexcare.load.loader import DEFAULT_SCHEMA, LoadOptions, load_reports
 from dexcare.report import ReportType
+from dexcare.task_support import is_literal, run_end_date
 
 if TYPE_CHECKING:
     import psycopg
@@ -39,23 +39,6 @@ def _flatten(reports: Any) -> list[Mapping[str, Any]]:
                 f"reports must be download results (dicts with uri, report_type, report_id, ...); got {item!r}."
             )
     return flat
-
-
-def run_date(context: Mapping[str, Any]) -> dt.date:
-    """The day a report without a window ends on: the run's data interval end, else its logical date.
-
-    Manual runs in Airflow 3 can have neither; then the run's ``run_after``, and outside Airflow today (UTC).
-    """
-    for key in ("data_interval_end", "logical_date"):
-        value = context.get(key)
-        if value is not None:
-            return value.date() if isinstance(value, dt.datetime) else value
-    dag_run = context.get("dag_run")
-    for attr in ("data_interval_end", "logical_date", "run_after"):
-        value = getattr(dag_run, attr, None)
-        if value is not None:
-            return value.date() if isinstance(value, dt.datetime) else value
-    return dt.datetime.now(dt.UTC).date()
 
 
 def connect(postgres_conn_id: str) -> psycopg.Connection:
@@ -97,9 +80,14 @@ class DexCareLoadReportsOperator(BaseOperator):
         ``{"virtual": {"updated_at": "timestamptz"}}``); everything else is text.
     :param work_mem: PostgreSQL ``work_mem``/``maintenance_work_mem`` for this load's transaction.
     :param verify_sha256: compare each file with the sha256 recorded at download while streaming it.
+    :param delete_files: delete the downloaded files once the load has committed (templated). The CSVs hold
+        patient data; they are kept only when the load fails, so a cleared task can load them again.
+
+    Every outlet Asset named ``<anything>.avr_<type>`` gets an asset event whose extra is that table's
+    summary, so downstream DAGs scheduled on it see what changed.
     """
 
-    template_fields: Sequence[str] = ("reports", "postgres_conn_id", "schema")
+    template_fields: Sequence[str] = ("reports", "postgres_conn_id", "schema", "key_columns", "delete_files")
     ui_color = "#e3f1e0"
 
     def __init__(
@@ -113,24 +101,32 @@ class DexCareLoadReportsOperator(BaseOperator):
         column_types: Mapping[str, Mapping[str, str]] | None = None,
         work_mem: str | None = "256MB",
         verify_sha256: bool = True,
+        delete_files: bool | str = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.reports = reports
         self.postgres_conn_id = postgres_conn_id
         self.schema = schema
-        self.key_columns = dict(key_columns or {})
+        # A template (e.g. "{{ params.key_columns }}") is kept as is and checked once rendered.
+        self.key_columns = key_columns if isinstance(key_columns, str) else dict(key_columns or {})
+        self.delete_files = delete_files
         self.version_columns = dict(version_columns or {})
         self.column_types = {k: dict(v) for k, v in (column_types or {}).items()}
         self.work_mem = work_mem
         self.verify_sha256 = verify_sha256
         # Fail at parse time on a typo in a report type, not at 3 a.m.
-        self._options()
+        if is_literal(self.key_columns) or isinstance(self.key_columns, dict):
+            self._options()
 
     def _options(self) -> LoadOptions:
+        if not isinstance(self.key_columns, Mapping):
+            raise DexCareLoadError(
+                f"key_columns must be a mapping of report type to columns, got {self.key_columns!r}."
+            )
         options = LoadOptions(
             schema=self.schema,
-            key_columns=self.key_columns,
+            key_columns=dict(self.key_columns),
             version_columns=self.version_columns,
             column_types=self.column_types,
             work_mem=self.work_mem,
@@ -154,7 +150,7 @@ class DexCareLoadReportsOperator(BaseOperator):
                 conn,
                 reports,
                 options=self._options(),
-                run_date=run_date(context),
+                run_date=run_end_date(context),
                 dag_id=dag_id,
                 run_id=context.get("run_id"),
             )
@@ -174,4 +170,44 @@ class DexCareLoadReportsOperator(BaseOperator):
                 totals["unchanged"],
                 f", new columns: {', '.join(totals['new_columns'])}" if totals["new_columns"] else "",
             )
+        self._publish_asset_events(context, summary)
+        if _truthy(self.delete_files):
+            for report in reports:
+                _delete(str(report["uri"]))
+            self.log.info("Deleted %d downloaded file(s) after the committed load.", len(reports))
         return summary
+
+    def _publish_asset_events(self, context: Context, summary: dict[str, Any]) -> None:
+        events = context.get("outlet_events")
+        if events is None:
+            return
+        for outlet in self.outlets or []:
+            table = str(getattr(outlet, "name", "")).rsplit(".", 1)[-1]
+            totals = summary["tables"].get(table)
+            events[outlet].extra = {
+                "schema": summary["schema"],
+                "table": table,
+                "loaded": totals is not None,
+                **(totals or {}),
+                "report_ids": [r["report_id"] for r in summary["reports"] if r.get("target_table") == table],
+            }
+
+
+def _truthy(value: bool | str) -> bool:
+    return value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+def _delete(uri: str) -> None:
+    """Local paths and ``file://`` URIs directly; anything else through ObjectStoragePath."""
+    from pathlib import Path
+    from urllib.parse import urlparse
+
+    parsed = urlparse(uri)
+    if parsed.scheme in ("", "file", "local"):
+        Path(parsed.path if parsed.scheme else uri).unlink(missing_ok=True)
+        return
+    from airflow.sdk import ObjectStoragePath
+
+    path = ObjectStoragePath(uri)
+    if path.exists():
+        path.unlink()

@@ -1,0 +1,139 @@
+"""The daily DAG as the scheduler sees it: imports cleanly, the graph and params the runbook describes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+from dexcare.dag_support import failure_callbacks, plan_reports
+from dexcare.exceptions import DexCareValidationError
+
+DAGS = Path(__file__).resolve().parents[2] / "dags"
+DAG_ID = "dexcare_all_visits_report"
+
+
+@pytest.fixture(scope="module")
+def dag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        bag = DagBag(dag_folder=str(DAGS))
+    assert bag.import_errors == {}
+    ours = [w for w in caught if "dexcare" in str(w.filename) or "dags/" in str(w.filename)]
+    assert ours == [], [str(w.message) for w in ours]
+    return bag.dags[DAG_ID]
+
+
+def test_task_graph(dag):
+    assert sorted(dag.task_ids) == [
+        "fetch.download_report",
+        "fetch.start_report",
+        "fetch.wait_for_report",
+        "load_reports",
+        "plan",
+    ]
+    edges = {(t.task_id, d) for t in dag.tasks for d in t.downstream_task_ids}
+    assert edges == {
+        # every task of the mapped group reads its report type and window from plan
+        ("plan", "fetch.start_report"),
+        ("plan", "fetch.wait_for_report"),
+        ("plan", "fetch.download_report"),
+        ("fetch.start_report", "fetch.wait_for_report"),
+        ("fetch.wait_for_report", "fetch.download_report"),
+        ("fetch.download_report", "load_reports"),
+    }
+    assert dag.get_task("fetch.wait_for_report").deferrable is True
+    assert dag.max_active_runs == 1
+    assert all(t.retries >= 1 for t in dag.tasks)
+    assert all(t.retry_exponential_backoff for t in dag.tasks if t.task_id != "fetch.wait_for_report")
+    outlets = {a.name for a in dag.get_task("load_reports").outlets}
+    assert outlets == {"dexcare.avr_virtual", "dexcare.avr_retail", "dexcare.avr_provider_booking"}
+
+
+def test_runbook_names_every_task(dag):
+    for task_id in ("start_report", "wait_for_report", "download_report", "load_reports", "plan"):
+        assert f"`{task_id}`" in dag.doc_md or f"fetch.{task_id}" in dag.doc_md
+
+
+def test_params_have_descriptions_and_validate(dag):
+    from airflow.sdk.definitions.param import ParamsDict
+    from airflow.sdk.exceptions import ParamValidationError
+
+    for name, param in dag.params.items():
+        assert param.description, name
+    dag.params.validate()
+    bad = ParamsDict({k: v for k, v in dag.params.items()})
+    with pytest.raises(ParamValidationError, match="'telehealth' is not one of"):
+        bad["report_types"] = ["telehealth"]
+    with pytest.raises(ParamValidationError, match="lookback_days"):
+        bad["lookback_days"] = -1
+
+
+def context(**params):
+    import datetime as dt
+
+    base = {"report_types": ["virtual", "retail"], "lookback_days": 10, "start_date": None, "end_date": None}
+    return {"params": {**base, **params}, "data_interval_end": dt.datetime(2026, 11, 21, tzinfo=dt.UTC)}
+
+
+def test_window_ends_at_the_data_interval_end_and_looks_back():
+    assert plan_reports(context()) == [
+        {"report_type": "virtual", "report_start_date": "2026-11-11", "report_end_date": "2026-11-21"},
+        {"report_type": "retail", "report_start_date": "2026-11-11", "report_end_date": "2026-11-21"},
+    ]
+    override = plan_reports(context(start_date="2026-10-01", end_date="2026-10-05", report_types=["retail"]))
+    assert override == [{"report_type": "retail", "report_start_date": "2026-10-01", "report_end_date": "2026-10-05"}]
+    with pytest.raises(DexCareValidationError, match="give both"):
+        plan_reports(context(start_date="2026-10-01"))
+    with pytest.raises(DexCareValidationError, match="is after end_date"):
+        plan_reports(context(start_date="2026-10-09", end_date="2026-10-05"))
+
+
+def test_failure_notifier_is_configured_from_the_environment():
+    assert failure_callbacks({}) == []
+    (notifier,) = failure_callbacks(
+        {
+            "DEXCARE_FAILURE_NOTIFIER": "airflow.providers.smtp.notifications.smtp.SmtpNotifier",
+            "DEXCARE_FAILURE_NOTIFIER_KWARGS": json.dumps({"to": "oncall@example.com"}),
+        }
+    )
+    assert type(notifier).__name__ == "SmtpNotifier"
+    with pytest.raises(DexCareValidationError, match="importable notifier"):
+        failure_callbacks({"DEXCARE_FAILURE_NOTIFIER": "nowhere.Notifier"})
+
+
+PARSE_PROBE = r"""
+import json, sys, time
+events = []
+def audit(event, args):
+    if event in ("socket.connect", "socket.getaddrinfo", "sqlite3.connect", "sqlite3.connect/handle"):
+        events.append(event)
+import airflow.sdk, dexcare  # the cost of Airflow itself is not the DAG's
+from airflow.dag_processing.dagbag import DagBag
+started = time.perf_counter()
+sys.addaudithook(audit)
+bag = DagBag(dag_folder=sys.argv[1])
+elapsed = time.perf_counter() - started
+print(json.dumps({"events": events, "errors": {str(k): str(v) for k, v in bag.import_errors.items()},
+                  "dags": list(bag.dags), "seconds": elapsed}))
+"""
+
+
+def test_parsing_touches_no_network_or_database_and_is_cheap(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-c", PARSE_PROBE, str(DAGS)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"AIRFLOW_HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "AIRFLOW__CORE__LOAD_EXAMPLES": "False"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["errors"] == {} and result["dags"] == [DAG_ID]
+    assert result["events"] == []
+    print(f"DAG parse time: {result['seconds'] * 1000:.0f} ms")

@@ -1,0 +1,212 @@
+"""The daily DAG end to end with ``airflow dags test``: sandbox over loopback, real PostgreSQL, real Airflow.
+
+Each run is a separate ``airflow dags test`` process, as an on-call engineer would run it; the warehouse is
+checked against what the sandbox's generator says each visit's newest state is.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+from dexcare.sandbox import iter_report_csv
+from psycopg import sql
+
+from tests.conftest import SANDBOX_TOKEN
+
+REPO = Path(__file__).resolve().parents[2]
+AIRFLOW = str(Path(sys.executable).with_name("airflow"))
+DAG_ID = "dexcare_all_visits_report"
+SEED, VISITS_PER_DAY = 0, 20
+
+
+@pytest.fixture(scope="module")
+def airflow_home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("airflow-home")
+    env = airflow_env(home)
+    subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True, timeout=240)
+    return home
+
+
+def airflow_env(home: Path, **extra: str) -> dict[str, str]:
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")},
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "DEXCARE_DAG_RETRIES": "0",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        **extra,
+    }
+
+
+@pytest.fixture
+def sandbox():
+    from dexcare.sandbox import SandboxServer
+
+    with SandboxServer(
+        token=SANDBOX_TOKEN, seed=SEED, visits_per_day=VISITS_PER_DAY, queue_seconds=0.3, run_seconds=0.5
+    ) as server:
+        yield server
+
+
+@pytest.fixture
+def warehouse(pg_uri, admin):
+    schema = f"dexcare_dag_{uuid.uuid4().hex[:10]}"
+    yield schema
+    admin.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+class Runner:
+    def __init__(self, home: Path, sandbox, pg_uri: str, schema: str, tmp_path: Path) -> None:
+        parsed = urlparse(pg_uri)
+        conn = {
+            "conn_type": "postgres",
+            "host": parse_qs(parsed.query).get("host", [parsed.hostname])[0],
+            "port": parsed.port,
+            "login": parsed.username,
+            "schema": parsed.path.lstrip("/"),
+        }
+        self.env = airflow_env(
+            home,
+            AIRFLOW_CONN_DEXCARE_DEFAULT=json.dumps(
+                {"conn_type": "dexcare", "host": sandbox.url, "password": SANDBOX_TOKEN}
+            ),
+            AIRFLOW_CONN_DEXCARE_WAREHOUSE=json.dumps(conn),
+        )
+        self.schema, self.storage = schema, f"{tmp_path}/csv/"
+
+    def run(self, day: str, **params) -> subprocess.CompletedProcess:
+        conf = {
+            "schema": self.schema,
+            "poll_interval": 0.2,
+            "failed_grace_minutes": 0.01,
+            "storage": self.storage,
+            **params,
+        }
+        return subprocess.run(
+            [AIRFLOW, "dags", "test", DAG_ID, day, "--conf", json.dumps(conf)],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+
+
+@pytest.fixture
+def runner(airflow_home, sandbox, pg_uri, warehouse, tmp_path):
+    return Runner(airflow_home, sandbox, pg_uri, warehouse, tmp_path)
+
+
+def table(admin, schema: str, name: str) -> dict[str, dict]:
+    from psycopg.rows import dict_row
+
+    if admin.execute("SELECT to_regclass(%s)", (f"{schema}.{name}",)).fetchone()[0] is None:
+        return {}
+    with admin.cursor(row_factory=dict_row) as cur:
+        cur.execute(sql.SQL("SELECT * FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(name)))
+        rows = cur.fetchall()
+    by_id = {r["visit_id"]: r for r in rows}
+    assert len(by_id) == len(rows), "a visit is in the table twice"
+    return by_id
+
+
+def audit(admin, schema: str) -> list[tuple]:
+    if admin.execute("SELECT to_regclass(%s)", (f"{schema}.load_audit",)).fetchone()[0] is None:
+        return []
+    return admin.execute(
+        sql.SQL(
+            "SELECT report_type, rows_in_file, duplicates_in_file, inserted, updated, unchanged "
+            "FROM {}.load_audit ORDER BY id"
+        ).format(sql.Identifier(schema))
+    ).fetchall()
+
+
+def newest_states(report_type: str, *windows: tuple[dt.date, dt.date]) -> dict[str, dict[str, str]]:
+    """What the warehouse must hold: per visit, its last row in the newest window that covers it."""
+    state: dict[str, dict[str, str]] = {}
+    for start, end in windows:  # oldest window first, so newer windows overwrite
+        body = b"".join(iter_report_csv(report_type, start, end, seed=SEED, visits_per_day=VISITS_PER_DAY))
+        reader = csv.reader(io.StringIO(body.decode("utf-8"), newline=""))
+        header = next(reader)
+        for row in reader:
+            state[row[0]] = dict(zip(header, row, strict=True))
+    return state
+
+
+def window(end: str, days: int = 10) -> tuple[dt.date, dt.date]:
+    end_date = dt.date.fromisoformat(end)
+    return end_date - dt.timedelta(days=days), end_date
+
+
+def assert_matches(rows: dict[str, dict], expected: dict[str, dict[str, str]], status_column: str, status_header: str):
+    assert set(rows) == set(expected)
+    assert all(rows[v][status_column] == expected[v][status_header] for v in expected)
+
+
+def test_two_overlapping_days_then_a_rerun(runner, admin, warehouse, sandbox):
+    first = runner.run("2026-11-20")
+    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
+    virtual_1 = table(admin, warehouse, "avr_virtual")
+    assert len(virtual_1) == 11 * VISITS_PER_DAY
+    assert_matches(virtual_1, newest_states("virtual", window("2026-11-20")), "visit_status", "visitStatus")
+
+    second = runner.run("2026-11-21")
+    assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-4000:]
+    virtual_2 = table(admin, warehouse, "avr_virtual")
+    retail_2 = table(admin, warehouse, "avr_retail")
+    assert len(virtual_2) == len(retail_2) == 12 * VISITS_PER_DAY  # one new day, no duplicates
+    expected = newest_states("virtual", window("2026-11-20"), window("2026-11-21"))
+    assert_matches(virtual_2, expected, "visit_status", "visitStatus")
+    changed = [v for v in virtual_1 if virtual_1[v]["visit_status"] != virtual_2[v]["visit_status"]]
+    assert changed, "the overlapping day changed no visit status: the test data would prove nothing"
+
+    log = audit(admin, warehouse)
+    assert len(log) == 4 and sorted(r[0] for r in log[:2]) == sorted(r[0] for r in log[2:]) == ["retail", "virtual"]
+    day2 = next(r for r in log[2:] if r[0] == "virtual")
+    _, rows_in_file, dups, inserted, updated, unchanged = day2
+    assert inserted == VISITS_PER_DAY and updated > 0 and inserted + updated + unchanged == rows_in_file - dups
+
+    rerun = runner.run("2026-11-21")
+    assert rerun.returncode == 0, rerun.stdout[-4000:] + rerun.stderr[-4000:]
+    assert table(admin, warehouse, "avr_virtual") == virtual_2
+    assert table(admin, warehouse, "avr_retail") == retail_2
+    for report_type, rows_in_file, dups, inserted, updated, unchanged in audit(admin, warehouse)[4:]:
+        assert (inserted, updated, unchanged) == (0, 0, rows_in_file - dups), report_type
+    assert SANDBOX_TOKEN not in first.stdout + first.stderr + second.stdout + rerun.stdout
+
+
+def test_a_failed_report_type_loads_nothing(runner, admin, warehouse, sandbox):
+    sandbox.inject("fail", report_type="retail", count=5)
+    run = runner.run("2026-11-20", max_resubmits=0)
+    assert run.returncode != 0
+    assert "FAILED" in run.stdout + run.stderr
+    assert table(admin, warehouse, "avr_virtual") == {}
+    assert audit(admin, warehouse) == []
+
+
+def test_a_lost_report_is_recovered_by_resubmission(runner, admin, warehouse, sandbox):
+    sandbox.inject("cancel", report_type="virtual", count=1)
+    run = runner.run("2026-11-20", max_resubmits=1, report_types=["virtual"])
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    posts = [r for r in sandbox.request_log if r[0] == "POST"]
+    assert len(posts) == 2
+    assert len(table(admin, warehouse, "avr_virtual")) == 11 * VISITS_PER_DAY
+    assert table(admin, warehouse, "avr_retail") == {}
+
+
+def test_a_manual_window_override(runner, admin, warehouse, sandbox):
+    run = runner.run("2026-11-20", start_date="2026-10-01", end_date="2026-10-02", report_types=["retail"])
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    report = next(iter(sandbox.reports.values()))
+    assert (str(report.start_date), str(report.end_date)) == ("2026-10-01", "2026-10-02")
+    assert len(table(admin, warehouse, "avr_retail")) == 2 * VISITS_PER_DAY
