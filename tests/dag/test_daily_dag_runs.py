@@ -88,7 +88,7 @@ class Runner:
     def run(self, day: str, **params) -> subprocess.CompletedProcess:
         conf = {
             "schema": self.schema,
-            "poll_interval": 0.2,
+            "poll_interval": 1,
             "failed_grace_minutes": 0.01,
             "storage": self.storage,
             **params,
@@ -159,6 +159,8 @@ def test_two_overlapping_days_then_a_rerun(runner, admin, warehouse, sandbox):
     virtual_1 = table(admin, warehouse, "avr_virtual")
     assert len(virtual_1) == 11 * VISITS_PER_DAY
     assert_matches(virtual_1, newest_states("virtual", window("2026-11-20")), "visit_status", "visitStatus")
+    assert "download_report" in first.stdout + first.stderr
+    assert not list(Path(runner.storage).rglob("*.csv")), "downloads must be deleted after the load"
 
     second = runner.run("2026-11-21")
     assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-4000:]
