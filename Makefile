@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 
-.PHONY: test lint sandbox bench clean
+.PHONY: test lint sandbox bench demo clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python >= 3.11 is required" or 0)'
@@ -34,3 +34,7 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+## demo: the whole job end to end (sandbox + embedded PostgreSQL, two consecutive days through Airflow)
+demo: $(STAMP)
+	$(BIN)/python scripts/demo.py $(DEMO_ARGS)

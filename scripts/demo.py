@@ -12,12 +12,14 @@ import argparse
 import atexit
 import datetime as dt
 import json
+import logging
 import os
 import secrets
 import shutil
 import subprocess
 import sys
 import tempfile
+import warnings
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -62,6 +64,7 @@ def start_sandbox(stack: ExitStack, env: dict[str, str]) -> str:
 def start_postgres(stack: ExitStack, workdir: Path) -> str:
     import pgserver
 
+    logging.getLogger("pgserver").setLevel(logging.WARNING)  # its start/stop chatter is not the demo
     server = pgserver.get_server(workdir / "pgdata", cleanup_mode="stop")
     stack.callback(server.cleanup)
     atexit.unregister(server._cleanup)  # stopped above; pgserver's own exit hook would only repeat it
@@ -146,6 +149,7 @@ def print_day(day: dt.date, audit: list[dict[str, Any]], totals: dict[str, int])
 
 
 def main() -> int:
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")  # pgserver; harmless here
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--day",
@@ -171,8 +175,10 @@ def main() -> int:
     )
     try:
         with ExitStack() as stack:
+            conf: dict[str, Any] = {"schema": args.schema}
             if "AIRFLOW_CONN_DEXCARE_DEFAULT" not in env:
                 env["AIRFLOW_CONN_DEXCARE_DEFAULT"] = start_sandbox(stack, env)
+                conf["poll_interval"] = 1  # the sandbox builds a report in 3 s; real DexCare keeps the default
             else:
                 print("DexCare: connection dexcare_default from the environment")
             if "AIRFLOW_CONN_DEXCARE_WAREHOUSE" not in env:
@@ -183,7 +189,7 @@ def main() -> int:
             airflow(env, "db", "migrate", log=log)
             since = summarise_baseline(env["AIRFLOW_CONN_DEXCARE_WAREHOUSE"], args.schema)
             for day in (args.day, args.day + dt.timedelta(days=1)):
-                airflow(env, "dags", "test", DAG_ID, day.isoformat(), log=log)
+                airflow(env, "dags", "test", DAG_ID, day.isoformat(), "--conf", json.dumps(conf), log=log)
                 since, audit, totals = summarise(env["AIRFLOW_CONN_DEXCARE_WAREHOUSE"], args.schema, since)
                 if not audit:
                     raise SystemExit(f"The run for {day} loaded nothing: see {log}")
