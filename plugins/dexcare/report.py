@@ -134,9 +134,12 @@ class ReportRequest:
 
 @dataclass(frozen=True)
 class DownloadResult:
+    """Where the CSV went and what it holds; ``rows`` counts data records (quoted newlines included)."""
+
     path: str
     bytes: int
     sha256: str
+    rows: int
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

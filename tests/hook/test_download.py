@@ -43,6 +43,7 @@ def test_download_writes_a_private_verified_csv(dexcare_conn_id, sandbox, tmp_pa
     assert sorted(p.name for p in target.parent.iterdir()) == ["retail.csv"]
     rows = list(csv.reader(io.StringIO(data.decode("utf-8"), newline="")))
     assert len(rows) > 1 and len({len(r) for r in rows}) == 1
+    assert result.rows == len(rows) - 1
 
 
 def test_download_is_retried_after_a_dropped_connection(dexcare_conn_id, sandbox, tmp_path):

@@ -20,6 +20,7 @@ import requests
 from airflow.providers.http.hooks.http import HttpHook
 from airflow.sdk.log import mask_secret
 
+from dexcare.csv_records import CsvRecordCounter
 from dexcare.exceptions import (
     DexCareAuthError,
     DexCareConnectionError,
@@ -327,6 +328,7 @@ def _as_target(destination: Any) -> Any:
 def _write_atomically(response: requests.Response, target: Any, what: str) -> DownloadResult:
     expected = _content_length(response)
     digest = hashlib.sha256()
+    records = CsvRecordCounter()
     written = 0
     local = isinstance(target, Path)
     if local:
@@ -338,6 +340,7 @@ def _write_atomically(response: requests.Response, target: Any, what: str) -> Do
                 for chunk in response.iter_content(chunk_size=DOWNLOAD_CHUNK_BYTES):
                     out.write(chunk)
                     digest.update(chunk)
+                    records.feed(chunk)
                     written += len(chunk)
             except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
                 raise DexCareIncompleteDownloadError(
@@ -356,7 +359,7 @@ def _write_atomically(response: requests.Response, target: Any, what: str) -> Do
     except BaseException:
         _remove_quietly(partial)
         raise
-    return DownloadResult(path=str(target), bytes=written, sha256=digest.hexdigest())
+    return DownloadResult(path=str(target), bytes=written, sha256=digest.hexdigest(), rows=records.data_rows)
 
 
 def _reason(exc: requests.RequestException) -> str:

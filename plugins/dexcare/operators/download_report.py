@@ -8,8 +8,6 @@ works when the loading task runs on the same machine.
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 import re
 from collections.abc import Sequence
@@ -50,14 +48,6 @@ def _private_dir(path: Path) -> Path:
     for directory in reversed(missing):
         directory.mkdir(mode=0o700, exist_ok=True)
     return path
-
-
-def count_csv_rows(path: Path | ObjectStoragePath) -> int:
-    """Data records after the header, counted with the csv module so quoted newlines are one record."""
-    with path.open("rb") as raw:
-        text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
-        records = sum(1 for _ in csv.reader(text))
-    return max(records - 1, 0)
 
 
 class DexCareDownloadReportOperator(BaseOperator):
@@ -144,7 +134,7 @@ class DexCareDownloadReportOperator(BaseOperator):
             )
         target = self._target(context, report_id, request)
         result = hook.download_report(report_id, target)
-        rows = count_csv_rows(target)
+        rows = result.rows
         uri = target.resolve().as_uri() if isinstance(target, Path) else str(target)
         self.log.info(
             "Report %s (%s) is at %s: %d rows, %d bytes, sha256 %s.",

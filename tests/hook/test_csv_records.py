@@ -1,0 +1,42 @@
+"""The streaming record count agrees with the csv module, however the bytes are chunked."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+
+import pytest
+from dexcare.csv_records import CsvRecordCounter
+from dexcare.sandbox import iter_report_csv
+
+TRICKY = (
+    'id,note,name\r\n'
+    '1,"line one\r\nline two",José\r\n'
+    '2,"say ""hi"", then\nleave",O\'Brien\r\n'
+    '3,plain,"Zürich, ""Main"" St"\r\n'
+    '4,"",last-without-newline'
+).encode()
+
+
+def csv_module_rows(body: bytes) -> int:
+    return max(sum(1 for _ in csv.reader(io.StringIO(body.decode("utf-8"), newline=""))) - 1, 0)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 2, 3, 7, 64, 1 << 20])
+def test_count_matches_the_csv_module_for_any_chunking(chunk_size):
+    for body in (TRICKY, TRICKY + b"\r\n", b"id,x\n", b"id,x", b""):
+        counter = CsvRecordCounter()
+        for i in range(0, len(body), chunk_size):
+            counter.feed(body[i : i + chunk_size])
+        assert counter.data_rows == csv_module_rows(body), (body, chunk_size)
+
+
+@pytest.mark.parametrize("report_type", ["virtual", "retail", "provider_booking"])
+def test_count_matches_on_generated_reports(report_type):
+    counter = CsvRecordCounter()
+    chunks = list(iter_report_csv(report_type, dt.date(2026, 11, 1), dt.date(2026, 11, 5), visits_per_day=300))
+    for chunk in chunks:
+        counter.feed(chunk)
+    body = b"".join(chunks)
+    assert b'"' in body and counter.data_rows == csv_module_rows(body) > 1500
