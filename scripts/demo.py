@@ -31,34 +31,13 @@ BIN = Path(sys.executable).parent
 
 
 def start_sandbox(stack: ExitStack, env: dict[str, str]) -> str:
+    from dexcare.sandbox.process import SandboxProcess
+
     token = secrets.token_urlsafe(24)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dexcare.sandbox",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--visits-per-day",
-            "40",
-            "--queue-seconds",
-            "1",
-            "--run-seconds",
-            "2",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**env, "DEXCARE_SANDBOX_TOKEN": token},
-    )
-    stack.callback(_stop, proc)
-    line = proc.stdout.readline() if proc.stdout else ""
-    if "listening on" not in line:
-        raise SystemExit(f"The DexCare sandbox did not start (it printed {line!r}).")
-    url = line.rsplit(" ", 1)[1].strip()
-    print(f"DexCare sandbox: {url} (no credentials needed)")
-    return json.dumps({"conn_type": "dexcare", "host": url, "password": token})
+    args = ["--visits-per-day", "40", "--queue-seconds", "1", "--run-seconds", "2"]
+    sandbox = stack.enter_context(SandboxProcess(token=token, args=args, env=env))
+    print(f"DexCare sandbox: {sandbox.url} (no credentials needed)")
+    return json.dumps({"conn_type": "dexcare", "host": sandbox.url, "password": token})
 
 
 def start_postgres(stack: ExitStack, workdir: Path) -> str:
@@ -74,16 +53,6 @@ def start_postgres(stack: ExitStack, workdir: Path) -> str:
     return json.dumps(
         {"conn_type": "postgres", "host": host, "port": uri.port, "login": uri.username, "schema": uri.path.lstrip("/")}
     )
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def airflow(env: dict[str, str], *args: str, log: Path) -> None:

@@ -3,30 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from dexcare.get_provider_info import get_provider_info
 
+from tests.airflow_cli import AIRFLOW, airflow_env, migrate
 from tests.conftest import SANDBOX_TOKEN
-
-AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 
 
 @pytest.fixture(scope="module")
-def airflow_env(tmp_path_factory):
-    home = tmp_path_factory.mktemp("airflow-home")
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")},
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-    }
-    subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True, timeout=240)
+def cli_env(tmp_path_factory):
+    env = airflow_env(tmp_path_factory.mktemp("airflow-home"), AIRFLOW__CORE__TEST_CONNECTION="Enabled")
+    migrate(env)
     return env
 
 
@@ -46,16 +35,16 @@ def test_provider_info_is_declarative():
     assert conn["ui-field-behaviour"]["placeholders"]["host"].startswith("https://")
 
 
-def test_airflow_lists_the_provider_and_its_connection_type(airflow_env):
-    providers = json.loads(airflow(airflow_env, "providers", "list", "--output", "json"))
+def test_airflow_lists_the_provider_and_its_connection_type(cli_env):
+    providers = json.loads(airflow(cli_env, "providers", "list", "--output", "json"))
     assert any(p["package_name"] == "airflow-provider-dexcare" for p in providers)
-    hooks = airflow(airflow_env, "providers", "hooks", "--output", "json")
+    hooks = airflow(cli_env, "providers", "hooks", "--output", "json")
     assert "dexcare.hooks.dexcare.DexCareHook" in hooks
 
 
-def test_connections_add_and_test_against_the_sandbox(airflow_env, sandbox):
+def test_connections_add_and_test_against_the_sandbox(cli_env, sandbox):
     airflow(
-        airflow_env,
+        cli_env,
         "connections",
         "add",
         "dexcare_default",
@@ -66,9 +55,9 @@ def test_connections_add_and_test_against_the_sandbox(airflow_env, sandbox):
         "--conn-password",
         SANDBOX_TOKEN,
     )
-    shown = airflow(airflow_env, "connections", "get", "dexcare_default", "--output", "json")
+    shown = airflow(cli_env, "connections", "get", "dexcare_default", "--output", "json")
     assert "dexcare" in shown
-    tested = airflow(airflow_env, "connections", "test", "dexcare_default")
+    tested = airflow(cli_env, "connections", "test", "dexcare_default")
     assert "success" in tested.lower(), tested
     assert SANDBOX_TOKEN not in tested
     assert not any(method == "POST" for method, _, _ in sandbox.request_log)

@@ -10,21 +10,18 @@ import csv
 import datetime as dt
 import io
 import json
-import os
 import subprocess
-import sys
 import uuid
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
 
 import pytest
 from dexcare.sandbox import iter_report_csv
 from psycopg import sql
 
+from tests.airflow_cli import AIRFLOW, airflow_env, migrate, postgres_connection
 from tests.conftest import SANDBOX_TOKEN
 
 REPO = Path(__file__).resolve().parents[2]
-AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 DAG_ID = "dexcare_all_visits_report"
 SEED, VISITS_PER_DAY = 0, 20
 
@@ -32,21 +29,12 @@ SEED, VISITS_PER_DAY = 0, 20
 @pytest.fixture(scope="module")
 def airflow_home(tmp_path_factory):
     home = tmp_path_factory.mktemp("airflow-home")
-    env = airflow_env(home)
-    subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True, timeout=240)
+    migrate(dag_env(home))
     return home
 
 
-def airflow_env(home: Path, **extra: str) -> dict[str, str]:
-    return {
-        **{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")},
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "DEXCARE_DAG_RETRIES": "0",
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-        **extra,
-    }
+def dag_env(home: Path, **extra: str) -> dict[str, str]:
+    return airflow_env(home, REPO / "dags", DEXCARE_DAG_RETRIES="0", **extra)
 
 
 @pytest.fixture
@@ -68,20 +56,12 @@ def warehouse(pg_uri, admin):
 
 class Runner:
     def __init__(self, home: Path, sandbox, pg_uri: str, schema: str, tmp_path: Path) -> None:
-        parsed = urlparse(pg_uri)
-        conn = {
-            "conn_type": "postgres",
-            "host": parse_qs(parsed.query).get("host", [parsed.hostname])[0],
-            "port": parsed.port,
-            "login": parsed.username,
-            "schema": parsed.path.lstrip("/"),
-        }
-        self.env = airflow_env(
+        self.env = dag_env(
             home,
             AIRFLOW_CONN_DEXCARE_DEFAULT=json.dumps(
                 {"conn_type": "dexcare", "host": sandbox.url, "password": SANDBOX_TOKEN}
             ),
-            AIRFLOW_CONN_DEXCARE_WAREHOUSE=json.dumps(conn),
+            AIRFLOW_CONN_DEXCARE_WAREHOUSE=postgres_connection(pg_uri),
         )
         self.schema, self.storage = schema, f"{tmp_path}/csv/"
 

@@ -11,17 +11,16 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
 
+from tests.airflow_cli import AIRFLOW, airflow_env, migrate
 from tests.conftest import SANDBOX_TOKEN
 
 DAG_FILE = Path(__file__).with_name("dexcare_e2e_dag.py")
-AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 
 
 @pytest.fixture
@@ -38,20 +37,16 @@ def test_start_wait_download_with_airflow_dags_test(e2e_sandbox, tmp_path):
     dags.mkdir()
     shutil.copy(DAG_FILE, dags / DAG_FILE.name)
     result_file = tmp_path / "result.json"
-    env = {
-        **os.environ,
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-        "AIRFLOW_CONN_DEXCARE_DEFAULT": json.dumps(
+    env = airflow_env(
+        home,
+        dags,
+        AIRFLOW_CONN_DEXCARE_DEFAULT=json.dumps(
             {"conn_type": "dexcare", "host": e2e_sandbox.url, "password": SANDBOX_TOKEN}
         ),
-        "DEXCARE_E2E_RESULT": str(result_file),
-        "DEXCARE_E2E_DESTINATION": f"{tmp_path}/reports/",
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
-    subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True, timeout=120)
+        DEXCARE_E2E_RESULT=str(result_file),
+        DEXCARE_E2E_DESTINATION=f"{tmp_path}/reports/",
+    )
+    migrate(env)
     # DexCare fails the report once and retries it on its own: the sensor must ride that out, not resubmit.
     e2e_sandbox.inject("fail_then_retry", failed_seconds=1.0)
     started = time.monotonic()

@@ -5,10 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import os
 import stat
-import subprocess
-import sys
 import time
 import tracemalloc
 
@@ -16,6 +13,7 @@ import pytest
 from dexcare.exceptions import DexCareIncompleteDownloadError
 from dexcare.hooks.dexcare import DexCareHook
 from dexcare.report import ReportStatus
+from dexcare.sandbox.process import SandboxProcess
 
 from tests.hook.helpers import fast_hook, set_connection
 
@@ -78,37 +76,12 @@ def test_an_existing_file_survives_a_failed_download(dexcare_conn_id, sandbox, t
 
 
 @pytest.fixture
-def big_sandbox(tmp_path):
+def big_sandbox():
     """A sandbox in its own process, so its memory is not counted with the client's."""
     token = "big-download-key-1"
-    env = {**os.environ, "DEXCARE_SANDBOX_TOKEN": token}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dexcare.sandbox",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--visits-per-day",
-            "25000",
-            "--queue-seconds",
-            "0",
-            "--run-seconds",
-            "0",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
-        line = proc.stdout.readline()
-        assert "listening on" in line, line
-        yield line.rsplit(" ", 1)[1].strip(), token
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    args = ["--visits-per-day", "25000", "--queue-seconds", "0", "--run-seconds", "0"]
+    with SandboxProcess(token=token, args=args) as sandbox:
+        yield sandbox.url, token
 
 
 def test_peak_memory_of_a_large_download_stays_flat(big_sandbox, monkeypatch, tmp_path):

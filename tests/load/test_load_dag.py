@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
-from tests.load.test_operator import _airflow_conn
+from tests.airflow_cli import AIRFLOW, airflow_env, migrate, postgres_connection
 
 DAG_FILE = Path(__file__).with_name("load_dag.py")
-AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 
 
 def test_load_operator_with_airflow_dags_test(pg_uri, tmp_path, admin, schema) -> None:
@@ -21,19 +18,15 @@ def test_load_operator_with_airflow_dags_test(pg_uri, tmp_path, admin, schema) -
     data.mkdir()
     shutil.copy(DAG_FILE, dags / DAG_FILE.name)
     result = tmp_path / "result.json"
-    env = {
-        **os.environ,
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-        "AIRFLOW_CONN_DEXCARE_WAREHOUSE": _airflow_conn(pg_uri),
-        "DEXCARE_LOAD_DIR": str(data),
-        "DEXCARE_LOAD_SCHEMA": schema,
-        "DEXCARE_LOAD_RESULT": str(result),
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
-    subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True, timeout=120)
+    env = airflow_env(
+        home,
+        dags,
+        AIRFLOW_CONN_DEXCARE_WAREHOUSE=postgres_connection(pg_uri),
+        DEXCARE_LOAD_DIR=str(data),
+        DEXCARE_LOAD_SCHEMA=schema,
+        DEXCARE_LOAD_RESULT=str(result),
+    )
+    migrate(env)
     run = subprocess.run([AIRFLOW, "dags", "test", "dexcare_load_e2e", "2026-11-23"], env=env,
                          capture_output=True, text=True, timeout=180)
     output = run.stdout + run.stderr

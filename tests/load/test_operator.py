@@ -5,33 +5,19 @@ from __future__ import annotations
 import datetime as dt
 import json
 from types import SimpleNamespace
-from urllib.parse import parse_qs, urlparse
 
 import pytest
 from dexcare.load.errors import DexCareLoadError
 from dexcare.operators.load_reports import DexCareLoadReportsOperator
 from dexcare.task_support import run_end_date as run_date
 
+from tests.airflow_cli import postgres_connection
 from tests.load.conftest import report, rows
-
-
-def _airflow_conn(pg_uri: str) -> str:
-    """The test server as users give a connection: JSON in AIRFLOW_CONN_<ID>."""
-    parsed = urlparse(pg_uri)
-    host = parse_qs(parsed.query).get("host", [parsed.hostname])[0]
-    return json.dumps({
-        "conn_type": "postgres",
-        "host": host,
-        "port": parsed.port,
-        "login": parsed.username,
-        "password": parsed.password or None,
-        "schema": parsed.path.lstrip("/"),
-    })
 
 
 @pytest.fixture
 def warehouse(pg_uri, monkeypatch) -> str:
-    monkeypatch.setenv("AIRFLOW_CONN_DEXCARE_WAREHOUSE", _airflow_conn(pg_uri))
+    monkeypatch.setenv("AIRFLOW_CONN_DEXCARE_WAREHOUSE", postgres_connection(pg_uri))
     return "dexcare_warehouse"
 
 
