@@ -139,7 +139,11 @@ def test_two_overlapping_days_then_a_rerun(runner, admin, warehouse, sandbox):
     virtual_1 = table(admin, warehouse, "avr_virtual")
     assert len(virtual_1) == 11 * VISITS_PER_DAY
     assert_matches(virtual_1, newest_states("virtual", window("2026-11-20")), "visit_status", "visitStatus")
-    assert "download_report" in first.stdout + first.stderr
+    first_log = first.stdout + first.stderr
+    # every task ends its log with a summary line: ids, waits, bytes and rows, loaded counts
+    assert "Summary: DexCare virtual report" in first_log and "SUCCEEDED after waiting" in first_log
+    assert "rows," in first_log and "bytes, sha256" in first_log
+    assert f"Loaded {runner.schema}.avr_virtual: 1 report(s)" in first_log
     assert not list(Path(runner.storage).rglob("*.csv")), "downloads must be deleted after the load"
 
     second = runner.run("2026-11-21")

@@ -65,6 +65,7 @@ class WaitState:
     report_ids: list[str] = field(default_factory=list)
     resubmits: int = 0
     errors: int = 0
+    started: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -226,6 +227,7 @@ class DexCareReportSensor(BaseSensorOperator):
         state.tracker = tracker.to_dict()
         if verdict == Verdict.SUCCEEDED:
             self._save(context)
+            self._log_summary()
             return PokeReturnValue(True, state.report_id)
         if verdict == Verdict.WAIT:
             if changed:
@@ -262,6 +264,7 @@ class DexCareReportSensor(BaseSensorOperator):
         status = event["status"]
         if status == "success":
             self._save(context)
+            self._log_summary()
             return self._state.report_id
         if status == "timeout":
             raise AirflowSensorTimeout(f"{event['message']} {self._advice_on_timeout()}")
@@ -315,6 +318,24 @@ class DexCareReportSensor(BaseSensorOperator):
         self._save(context)
         self._push(context)
 
+    def _log_summary(self) -> None:
+        """The last line of the task log: what an on-call engineer needs without scrolling."""
+        state = self._state
+        assert state is not None
+        request = self._request
+        what = f"{request.report_type.value} report " if request else "report "
+        window = f" for {request.start_date}..{request.end_date}" if request and request.start_date else ""
+        waited = format_seconds(time.time() - state.started) if state.started else "an unknown time"
+        self.log.info(
+            "Summary: DexCare %s%s%s SUCCEEDED after waiting %s; reports tried: %s (%d resubmission(s)).",
+            what,
+            state.report_id,
+            window,
+            waited,
+            ", ".join(state.report_ids),
+            state.resubmits,
+        )
+
     def _fresh_state(self, origin: str, current_try: int, report_id: str, ids: list[str]) -> WaitState:
         return WaitState(
             origin=origin,
@@ -323,6 +344,7 @@ class DexCareReportSensor(BaseSensorOperator):
             deadline=time.time() + float(self.timeout),
             tracker=ReportTracker(report_id, float(self.failed_grace_period)).to_dict(),
             report_ids=list(ids),
+            started=time.time(),
         )
 
     def _resolve_request(self, context: Context) -> ReportRequest | None:
