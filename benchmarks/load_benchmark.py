@@ -24,6 +24,7 @@ import argparse
 import csv
 import datetime as dt
 import json
+import logging
 import os
 import resource
 import shutil
@@ -166,6 +167,7 @@ def main() -> None:
         if not uri:
             import pgserver
 
+            logging.getLogger("pgserver").setLevel(logging.WARNING)  # keep the figures readable
             server = pgserver.get_server(workdir / "pg", cleanup_mode="stop")
             uri = server.get_uri()
         day0, day1 = workdir / "day0.csv", workdir / "day1.csv"

@@ -1,0 +1,20 @@
+"""The benchmark script still runs and prints its ratios (tiny size; no timing is asserted here)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "load_benchmark.py"
+
+
+def test_benchmark_runs_every_case_and_prints_ratios(pg_uri):
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--rows", "3000", "--pandas-rows", "3000", "--uri", pg_uri],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for case in ("raw_copy", "first_load", "reload", "next_day", "pandas"):
+        assert case in done.stdout, case
+    assert "×" in done.stdout or "x" in done.stdout
