@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,4 +18,6 @@ def test_benchmark_runs_every_case_and_prints_ratios(pg_uri):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     for case in ("raw_copy", "first_load", "reload", "next_day", "pandas"):
         assert case in done.stdout, case
-    assert "×" in done.stdout or "x" in done.stdout
+    for ratio in ("first load / raw COPY", "re-load    / raw COPY", "pandas baseline / first load"):
+        assert re.search(re.escape(ratio) + r".*: \d+\.\d+x", done.stdout), ratio
+    assert re.search(r"load peak RSS: \d+ MiB", done.stdout)
