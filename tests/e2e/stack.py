@@ -70,7 +70,7 @@ def airflow_env(home: Path, api_port: int, extra: Mapping[str, str]) -> dict[str
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__CORE__PARALLELISM": "3",
         # Without this, tasks on a non-default API port die with "Connection refused".
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
         "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{api_port}",
