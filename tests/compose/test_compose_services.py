@@ -1,0 +1,208 @@
+"""The stack the daily DAG needs: every component, wired in the right order, on the right config, with the
+DAGs and the package mounted and the connections pointing at the sandbox service unless told otherwise."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+
+from tests.compose import compose_support as cs
+
+POSTGRES = "postgres"
+INIT = "airflow-init"
+API_SERVER = "airflow-api-server"
+SCHEDULER = "airflow-scheduler"
+DAG_PROCESSOR = "airflow-dag-processor"
+TRIGGERER = "airflow-triggerer"
+SANDBOX = "dexcare-sandbox"
+# Components that run Airflow processes and so need its config, the DAGs and the package.
+AIRFLOW_SERVICES = (INIT, API_SERVER, SCHEDULER, DAG_PROCESSOR, TRIGGERER)
+LONG_RUNNING_AIRFLOW = (API_SERVER, SCHEDULER, DAG_PROCESSOR, TRIGGERER)
+IMAGE_SERVICES = (*AIRFLOW_SERVICES, SANDBOX)
+
+
+def _command(service: dict[str, Any]) -> list[str]:
+    command = service.get("command", [])
+    return command.split() if isinstance(command, str) else list(command)
+
+
+def _depends_on(service: dict[str, Any]) -> dict[str, str]:
+    deps = service.get("depends_on", {})
+    if isinstance(deps, list):
+        return dict.fromkeys(deps, "service_started")
+    return {name: spec["condition"] for name, spec in deps.items()}
+
+
+def test_every_service_the_dag_needs_is_defined(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert set(services) == {POSTGRES, INIT, API_SERVER, SCHEDULER, DAG_PROCESSOR, TRIGGERER, SANDBOX}
+    assert services[POSTGRES]["image"].startswith("postgres:")
+    assert _command(services[INIT]) == ["dexcare-airflow-init"]
+    assert _command(services[API_SERVER])[:2] == ["airflow", "api-server"]
+    assert _command(services[SCHEDULER]) == ["airflow", "scheduler"]
+    assert _command(services[DAG_PROCESSOR]) == ["airflow", "dag-processor"]
+    assert _command(services[SANDBOX])[:3] == ["python", "-m", "dexcare.sandbox"]
+
+
+def test_triggerer_runs_airflow_triggerer(compose: dict[str, Any]) -> None:
+    """Without a triggerer, the deferred sensors never resume: the run hangs until its timeout."""
+    triggerer = compose["services"][TRIGGERER]
+    assert _command(triggerer) == ["airflow", "triggerer"]
+    assert triggerer["image"] == compose["services"][SCHEDULER]["image"]
+    assert triggerer["restart"] == "unless-stopped"
+    assert "TriggererJob" in " ".join(triggerer["healthcheck"]["test"])
+    assert _depends_on(triggerer)[SANDBOX] == "service_healthy"
+
+
+def test_one_image_holds_airflow_and_the_package(compose: dict[str, Any]) -> None:
+    images = {compose["services"][name]["image"] for name in IMAGE_SERVICES}
+    builds = {json.dumps(compose["services"][name]["build"], sort_keys=True) for name in IMAGE_SERVICES}
+    assert len(images) == 1
+    assert builds == {json.dumps({"context": ".", "dockerfile": "docker/Dockerfile.airflow"}, sort_keys=True)}
+
+
+def test_start_order_and_health(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name, service in services.items():
+        for dependency, condition in _depends_on(service).items():
+            assert dependency in services, f"{name} depends on undefined {dependency}"
+            if condition == "service_healthy":
+                assert "healthcheck" in services[dependency], f"{name} waits for {dependency}'s missing healthcheck"
+            if condition == "service_completed_successfully":
+                assert services[dependency].get("restart", "no") == "no", f"{dependency} is a one-shot step"
+    assert _depends_on(services[INIT]) == {POSTGRES: "service_healthy"}
+    for name in LONG_RUNNING_AIRFLOW:
+        deps = _depends_on(services[name])
+        assert deps[POSTGRES] == "service_healthy", name
+        assert deps[INIT] == "service_completed_successfully", name
+        assert "healthcheck" in services[name], name
+        assert services[name]["restart"] == "unless-stopped", name
+    # Tasks run in the scheduler container (LocalExecutor) and report to the Execution API.
+    assert _depends_on(services[SCHEDULER])[API_SERVER] == "service_healthy"
+    assert _depends_on(services[SCHEDULER])[SANDBOX] == "service_healthy"
+    # No cycle: a topological order exists.
+    remaining = {name: set(_depends_on(service)) for name, service in services.items()}
+    while remaining:
+        ready = [name for name, deps in remaining.items() if not deps & set(remaining)]
+        assert ready, f"dependency cycle among {sorted(remaining)}"
+        for name in ready:
+            del remaining[name]
+
+
+def test_healthchecks_are_runnable(compose: dict[str, Any]) -> None:
+    """The Python one-liners compile and the health ports are the ones the processes listen on."""
+    services = compose["services"]
+    for name, service in services.items():
+        test = service["healthcheck"]["test"] if "healthcheck" in service else None
+        if test and test[0] == "CMD" and test[1:3] == ["python", "-c"]:
+            compile(test[3], f"{name} healthcheck", "exec")
+    assert "127.0.0.1:8080/api/v2/monitor/health" in services[API_SERVER]["healthcheck"]["test"][3]
+    assert "127.0.0.1:8974/health" in services[SCHEDULER]["healthcheck"]["test"][3]
+    assert services[SCHEDULER]["environment"]["AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK"] == "True"
+    assert "('127.0.0.1', 8080)" in services[SANDBOX]["healthcheck"]["test"][3]
+    assert "DagProcessorJob --local" in services[DAG_PROCESSOR]["healthcheck"]["test"][1]
+    # Over TCP: the image's first-time init server listens on the socket only.
+    assert "-h 127.0.0.1" in services[POSTGRES]["healthcheck"]["test"][1]
+
+
+def test_airflow_components_share_one_configuration(compose: dict[str, Any]) -> None:
+    """Fernet key, JWT secret, database and executor must agree across components, or tasks fail to
+    authenticate to the Execution API and stored secrets cannot be decrypted."""
+    environments = [compose["services"][name]["environment"] for name in AIRFLOW_SERVICES]
+    shared = {key for key in environments[0] if key.startswith(("AIRFLOW__", "AIRFLOW_CONN_", "DEXCARE_DAG_"))}
+    for env in environments[1:]:
+        assert {key: env[key] for key in shared} == {key: environments[0][key] for key in shared}
+    env = environments[0]
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+    assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == f"http://{API_SERVER}:8080/execution/"
+    database_url = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    assert re.fullmatch(rf"postgresql\+psycopg2://airflow:[^@]+@{POSTGRES}:5432/airflow", database_url)
+    for key in ("AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__API__SECRET_KEY"):
+        assert env[key], key
+    api_ports = compose["services"][API_SERVER]["ports"]
+    assert api_ports == ["127.0.0.1:8080:8080"]
+
+
+def test_airflow_settings_are_options_of_the_installed_airflow(compose_raw: dict[str, Any]) -> None:
+    """Each AIRFLOW__SECTION__KEY names a real option of the Airflow the image runs (the one installed
+    here, pinned alike): a misspelt name would be ignored silently."""
+    from airflow.configuration import conf
+
+    description = conf.configuration_description
+    names = {key for name in AIRFLOW_SERVICES for key in compose_raw["services"][name]["environment"]}
+    settings = sorted(name for name in names if name.startswith("AIRFLOW__"))
+    assert len(settings) >= 10
+    for name in settings:
+        _, section, option = name.split("__", 2)
+        assert option.lower() in description.get(section.lower(), {}).get("options", {}), name
+
+
+def test_dags_and_package_source_are_mounted(compose: dict[str, Any]) -> None:
+    """dags/ where Airflow looks for DAGs; plugins/ where the image installed the package editable, so code
+    changes reach every component without a rebuild."""
+    for name in AIRFLOW_SERVICES:
+        volumes = compose["services"][name]["volumes"]
+        assert "./dags:/opt/airflow/dags:ro" in volumes, name
+        assert "./plugins:/opt/dexcare/plugins:ro" in volumes, name
+        assert "airflow-logs:/opt/airflow/logs" in volumes, name
+    assert "./plugins:/opt/dexcare/plugins:ro" in compose["services"][SANDBOX]["volumes"]
+    # The password file the init step writes is the one the api-server reads.
+    for name in (INIT, API_SERVER):
+        assert "airflow-auth:/opt/airflow/auth" in compose["services"][name]["volumes"], name
+        assert compose["services"][name]["environment"]["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"] == (
+            "/opt/airflow/auth/passwords.json"
+        )
+    assert (cs.ROOT / "dags" / "dexcare_all_visits_report.py").is_file()
+    assert (cs.ROOT / "plugins" / "dexcare" / "__init__.py").is_file()
+    assert set(compose["volumes"]) == {"postgres-data", "airflow-logs", "airflow-auth"}
+
+
+def test_connections_point_at_the_sandbox_by_default(compose: dict[str, Any], filled_env: dict[str, str]) -> None:
+    from airflow.models.connection import Connection
+
+    services = compose["services"]
+    sandbox_command = _command(services[SANDBOX])
+    assert sandbox_command[sandbox_command.index("--host") + 1] == "0.0.0.0"  # noqa: S104 - inside its container
+    assert sandbox_command[sandbox_command.index("--port") + 1] == "8080"
+    token = services[SANDBOX]["environment"]["DEXCARE_SANDBOX_TOKEN"]
+    assert token == filled_env["DEXCARE_SANDBOX_TOKEN"]
+    for name in AIRFLOW_SERVICES:
+        env = services[name]["environment"]
+        dexcare = Connection.from_json(env["AIRFLOW_CONN_DEXCARE_DEFAULT"], conn_id="dexcare_default")
+        assert (dexcare.conn_type, dexcare.host, dexcare.password) == ("dexcare", f"http://{SANDBOX}:8080", token)
+        warehouse = Connection.from_json(env["AIRFLOW_CONN_DEXCARE_WAREHOUSE"], conn_id="dexcare_warehouse")
+        postgres_env = services[POSTGRES]["environment"]
+        assert (warehouse.conn_type, warehouse.host, warehouse.port) == ("postgres", POSTGRES, 5432)
+        assert (warehouse.schema, warehouse.login, warehouse.password) == (
+            postgres_env["WAREHOUSE_DB"],
+            postgres_env["WAREHOUSE_USER"],
+            postgres_env["WAREHOUSE_PASSWORD"],
+        )
+        assert warehouse.schema != "airflow", "the warehouse is not Airflow's metadata database"
+
+
+def test_real_dexcare_from_env(compose_raw: dict[str, Any], filled_env: dict[str, str]) -> None:
+    """DEXCARE_HOST and DEXCARE_KEY in .env switch dexcare_default to real DexCare, nothing else to edit."""
+    from airflow.models.connection import Connection
+
+    env = {**filled_env, "DEXCARE_HOST": "https://ecvapi.care.example.com", "DEXCARE_KEY": "real-key-5b1e"}
+    resolved = cs.resolve(compose_raw, env)
+    for name in AIRFLOW_SERVICES:
+        value = resolved["services"][name]["environment"]["AIRFLOW_CONN_DEXCARE_DEFAULT"]
+        conn = Connection.from_json(value, conn_id="dexcare_default")
+        assert (conn.host, conn.password) == ("https://ecvapi.care.example.com", "real-key-5b1e")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [("DEXCARE_DAG_RETRIES", "5", "5"), ("DEXCARE_FAILURE_NOTIFIER", "x.Notifier", "x.Notifier")],
+)
+def test_dag_knobs_come_from_env(
+    compose_raw: dict[str, Any], filled_env: dict[str, str], variable: str, value: str, expected: str
+) -> None:
+    resolved = cs.resolve(compose_raw, {**filled_env, variable: value})
+    for name in (SCHEDULER, DAG_PROCESSOR, TRIGGERER):
+        assert resolved["services"][name]["environment"][variable] == expected
