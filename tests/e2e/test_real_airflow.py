@@ -67,7 +67,25 @@ def sandbox() -> Iterator[SandboxServer]:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, sandbox: SandboxServer, pg_uri: str) -> Iterator[AirflowStack]:
+def metadata_db(pg_uri: str) -> Iterator[str]:
+    """Airflow's metadata database: its own database on the embedded PostgreSQL, beside the warehouse's.
+
+    SQLite is what ``airflow standalone`` uses, but with four components and the CLI writing at once it fails
+    them at random with "database is locked" (seen here on ``airflow backfill create``).
+    """
+    name = f"airflow_e2e_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_uri, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    parsed = urlparse(pg_uri)
+    yield parsed._replace(scheme="postgresql+psycopg2", path=f"/{name}").geturl()
+    with psycopg.connect(pg_uri, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="module")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, sandbox: SandboxServer, pg_uri: str, metadata_db: str
+) -> Iterator[AirflowStack]:
     """Migrate, start the four components, wait until healthy and the DAG is parsed, unpause it.
 
     The finalizer stops every process group and fails the module if any process it started survives.
@@ -76,6 +94,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory, sandbox: SandboxServer, pg_u
     stack = AirflowStack(
         home,
         {
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_db,
+            # The embedded server allows 100 connections; five processes with default pools could take 75.
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_POOL_SIZE": "2",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_MAX_OVERFLOW": "6",
             "AIRFLOW_CONN_DEXCARE_DEFAULT": json.dumps(
                 {"conn_type": "dexcare", "host": sandbox.url, "password": DEXCARE_KEY}
             ),
@@ -357,7 +379,9 @@ def test_triggerer_killed_while_sensors_wait_keeps_the_wait_and_its_deadline(
         # computed once on the worker, is what the new triggerer waited for too.
         files = trigger_log_files(stack, watch.run_id, m)
         assert len(files) == 2, f"expected a trigger log from each triggerer, got {files}"
-        assert files[0].name != files[1].name
+        job_ids = sorted(int(f.name.rsplit(".", 2)[-2]) for f in files)
+        assert job_ids[0] in old_triggerer and job_ids[1] not in old_triggerer, (job_ids, old_triggerer)
+        files = sorted(files, key=lambda f: int(f.name.rsplit(".", 2)[-2]))
         waits = [e for f in files for e in log_events(f) if e.startswith("Waiting for DexCare report")]
         assert len(waits) == 2, waits
         deadlines = {DEADLINE.search(e).group(1) for e in waits}  # type: ignore[union-attr]
@@ -417,6 +441,8 @@ def test_backfill_of_three_days(
     logical = sorted(dt.datetime.fromisoformat(r["logical_date"]).date().isoformat() for r in runs)
     assert logical == ["2026-11-01", "2026-11-02", "2026-11-03"]
     assert all(r["conf"]["schema"] == schema for r in runs)
+    for r in runs:  # every day's sensor waited in the triggerer
+        assert trigger_log_files(stack, r["dag_run_id"], 0), f"{r['dag_run_id']}: the sensor never deferred"
 
     # Each day asked for its own window; together they overlap, and the table holds each visit once.
     reports = reports_of(sandbox, since)
