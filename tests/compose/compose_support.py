@@ -1,10 +1,8 @@
-"""What the compose tests need without a Docker engine: Compose's variable interpolation, a .env reader,
-and the two artefacts fetched at test time (never committed): the Compose Specification JSON schema and a
-``docker compose`` binary.
-
-Interpolation is implemented here (not borrowed) because the secret and default-connection checks must see
-the file exactly as Compose resolves it, including ``${VAR:?error}`` refusing an empty variable and nested
-defaults such as ``${DEXCARE_KEY:-${DEXCARE_SANDBOX_TOKEN}}``.
+"""What the compose tests need without a Docker engine: a .env reader, the two artefacts fetched at test time
+(never committed), the Compose Specification JSON schema and a ``docker compose`` binary, and that binary's
+``config`` command, which resolves the compose file exactly as ``docker compose up`` would: Compose's own
+parser, ``${VAR}`` interpolation (``${VAR:?error}`` refusing an empty variable, nested defaults such as
+``${DEXCARE_KEY:-${DEXCARE_SANDBOX_TOKEN}}``) and schema.
 """
 
 from __future__ import annotations
@@ -13,7 +11,6 @@ import base64
 import hashlib
 import io
 import json
-import os
 import re
 import shutil
 import stat
@@ -59,90 +56,6 @@ SECRET_VARIABLES = (
     "WAREHOUSE_PASSWORD",
     "DEXCARE_SANDBOX_TOKEN",
 )
-
-
-class InterpolationError(ValueError):
-    pass
-
-
-class MissingVariableError(InterpolationError):
-    """A ``${VAR:?message}`` / ``${VAR?message}`` whose variable is missing: Compose refuses to start."""
-
-    def __init__(self, name: str, message: str) -> None:
-        super().__init__(f"required variable {name} is missing a value: {message}")
-        self.name = name
-
-
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-def interpolate(text: str, env: Mapping[str, str]) -> str:
-    """Resolve a string the way Compose does: ``$$``, ``$VAR``, ``${VAR}`` and the ``-``, ``:-``, ``?``,
-    ``:?``, ``+``, ``:+`` forms, with nesting inside the default/alternative/message part."""
-    value, end = _interpolate_until(text, 0, env, closing=False)
-    assert end == len(text)
-    return value
-
-
-def _interpolate_until(text: str, pos: int, env: Mapping[str, str], *, closing: bool) -> tuple[str, int]:
-    out: list[str] = []
-    while pos < len(text):
-        char = text[pos]
-        if closing and char == "}":
-            return "".join(out), pos
-        if char != "$":
-            out.append(char)
-            pos += 1
-            continue
-        nxt = text[pos + 1 : pos + 2]
-        if nxt == "$":
-            out.append("$")
-            pos += 2
-        elif nxt == "{":
-            value, pos = _braced(text, pos + 2, env)
-            out.append(value)
-        elif (match := _NAME.match(text, pos + 1)) is not None:
-            out.append(env.get(match.group(), ""))
-            pos = match.end()
-        else:
-            raise InterpolationError(f"invalid interpolation format at {pos} in {text!r}")
-    if closing:
-        raise InterpolationError(f"unterminated ${{ in {text!r}")
-    return "".join(out), pos
-
-
-def _braced(text: str, pos: int, env: Mapping[str, str]) -> tuple[str, int]:
-    match = _NAME.match(text, pos)
-    if match is None:
-        raise InterpolationError(f"invalid variable name at {pos} in {text!r}")
-    name, pos = match.group(), match.end()
-    operator = next((op for op in (":-", ":?", ":+", "-", "?", "+") if text.startswith(op, pos)), None)
-    if operator is None:
-        if text[pos : pos + 1] != "}":
-            raise InterpolationError(f"invalid interpolation format for {name} in {text!r}")
-        return env.get(name, ""), pos + 1
-    argument, end = _interpolate_until(text, pos + len(operator), env, closing=True)
-    is_set = name in env and (not operator.startswith(":") or env[name] != "")
-    if operator.endswith("-"):
-        value = env[name] if is_set else argument
-    elif operator.endswith("?"):
-        if not is_set:
-            raise MissingVariableError(name, argument)
-        value = env[name]
-    else:  # "+": the alternative when set
-        value = argument if is_set else ""
-    return value, end + 1
-
-
-def resolve(node: Any, env: Mapping[str, str]) -> Any:
-    """Interpolate every string value of a parsed compose file (Compose leaves keys alone)."""
-    if isinstance(node, dict):
-        return {key: resolve(value, env) for key, value in node.items()}
-    if isinstance(node, list):
-        return [resolve(item, env) for item in node]
-    if isinstance(node, str):
-        return interpolate(node, env)
-    return node
 
 
 def load_compose() -> dict[str, Any]:
@@ -280,18 +193,96 @@ def fetch_compose_binary(cache_dir: Path) -> Path:
     return binary
 
 
-def compose_config(binary: Path, env_file: Path, extra_env: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """``docker compose config`` on the real file: Compose's own parser, interpolation and schema."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "DEXCARE", "POSTGRES", "WAREHOUSE"))}
-    env.update(extra_env or {})
-    proc = subprocess.run(
-        [str(binary), "-f", str(COMPOSE_FILE), "--env-file", str(env_file), "config", "--format", "json"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        cwd=ROOT,
+class ComposeConfigError(RuntimeError):
+    """``docker compose config`` refused the file; the message is Compose's own."""
+
+
+class MissingVariableError(ComposeConfigError):
+    """A ``${VAR:?message}`` / ``${VAR?message}`` whose variable is missing or empty: Compose refuses to start."""
+
+    def __init__(self, text: str, name: str, message: str) -> None:
+        super().__init__(text)
+        self.name = name
+        self.message = message
+
+
+# What Compose prints for a required variable without a value (compose-go's interpolation error).
+_MISSING_VARIABLE = re.compile(r"required variable (?P<name>\w+) is missing a value: (?P<message>.*)")
+
+# `docker compose config` output per distinct input, for the session: many tests resolve the same environment.
+_CONFIG_CACHE: dict[tuple[Any, ...], str] = {}
+
+
+def _run_config(
+    binary: Path,
+    compose_file: Path,
+    env_file: Path | None,
+    env: Mapping[str, str] | None,
+    *,
+    workdir: Path,
+    cache_as: str,
+) -> dict[str, Any]:
+    """``docker compose -f compose_file --env-file ... config --format json``, isolated from the developer's
+    setup: the process environment is exactly ``env`` (no exported AIRFLOW_*/DEXCARE_*/COMPOSE_* variable of
+    the shell leaks in), and ``--env-file`` is always given, so Compose never reads the .env next to the
+    compose file (a developer's real .env in the repo root); without ``env_file`` it is an empty private file."""
+    env = dict(env or {})
+    key = (
+        str(binary),
+        cache_as,
+        compose_file.read_bytes(),
+        None if env_file is None else env_file.read_bytes(),
+        frozenset(env.items()),
     )
-    if proc.returncode != 0:
-        raise RuntimeError(f"docker compose config failed ({proc.returncode}): {proc.stderr.strip()}")
-    return json.loads(proc.stdout)
+    if key not in _CONFIG_CACHE:
+        with tempfile.TemporaryDirectory(prefix="compose-env-") as tmp:
+            if env_file is None:
+                env_file = Path(tmp) / "empty.env"
+                env_file.write_text("")
+            proc = subprocess.run(
+                [str(binary), "-f", str(compose_file), "--env-file", str(env_file), "config", "--format", "json"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                env=env,
+                cwd=workdir,
+            )
+        if proc.returncode != 0:
+            text = f"docker compose config failed ({proc.returncode}): {proc.stderr.strip()}"
+            missing = _MISSING_VARIABLE.search(proc.stderr)
+            if missing is not None:
+                raise MissingVariableError(text, missing["name"], missing["message"].strip())
+            raise ComposeConfigError(text)
+        _CONFIG_CACHE[key] = proc.stdout
+    return json.loads(_CONFIG_CACHE[key])  # a fresh copy: callers may change it
+
+
+def compose_config(
+    binary: Path,
+    env_file: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    *,
+    compose_file: Path = COMPOSE_FILE,
+) -> dict[str, Any]:
+    """``docker compose config`` on the real file: Compose's own parser, interpolation and schema, and its
+    normalised model (``command`` a list, ``environment`` a mapping, long-form ``ports``/``volumes``/
+    ``depends_on``, paths absolute). Variables come from ``env_file`` and/or ``env`` (``env`` wins, as the
+    shell's environment does over .env). Raises MissingVariableError naming a required variable left empty."""
+    return _run_config(binary, compose_file, env_file, env, workdir=compose_file.parent, cache_as=str(compose_file))
+
+
+def compose_interpolated(
+    binary: Path, env_file: Path | None = None, env: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """The compose file interpolated by Compose but not normalised: the shape Compose validates against its
+    schema (the YAML as written, anchors merged, every string ``${...}`` resolved). ``config`` only prints the
+    normalised model, except for ``x-`` extension fields, which it interpolates and prints as they are; so each
+    top-level key is handed to it as an extension field of an otherwise empty file. (Compose would nest an
+    ``x-`` key found inside an extension field under ``#extensions``; this file has none below the top level.)"""
+    raw = load_compose()
+    wrapped = {f"x-interpolated-{key}": value for key, value in raw.items()}
+    with tempfile.TemporaryDirectory(prefix="compose-interpolated-") as tmp:
+        wrapper = Path(tmp) / "compose.json"
+        wrapper.write_text(json.dumps(wrapped))
+        resolved = _run_config(binary, wrapper, env_file, env, workdir=Path(tmp), cache_as="interpolated")
+    return {key: resolved[f"x-interpolated-{key}"] for key in raw}

@@ -32,9 +32,16 @@ def filled_env(filled_env_file: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def compose(compose_raw: dict[str, Any], filled_env: dict[str, str]) -> dict[str, Any]:
-    """The compose file resolved with that .env: what `docker compose up` runs by default (the sandbox)."""
-    return cs.resolve(compose_raw, filled_env)
+def compose(compose_binary: Path, filled_env_file: Path) -> dict[str, Any]:
+    """`docker compose config` with that .env: what `docker compose up` runs by default (the sandbox), in
+    Compose's normalised form (command as a list, environment as a mapping, long-form ports/volumes)."""
+    return cs.compose_config(compose_binary, filled_env_file)
+
+
+@pytest.fixture(scope="session")
+def compose_interpolated(compose_binary: Path, filled_env_file: Path) -> dict[str, Any]:
+    """The compose file as written, interpolated by Compose with that .env: what Compose validates."""
+    return cs.compose_interpolated(compose_binary, filled_env_file)
 
 
 def _cache_dir(config: pytest.Config, name: str) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +41,11 @@ def test_schema_is_the_declared_draft(compose_schema: dict[str, Any]) -> None:
     assert compose_schema["properties"]["services"]["additionalProperties"] is False
 
 
-def test_compose_file_matches_compose_spec_schema(compose_schema: dict[str, Any], compose: dict[str, Any]) -> None:
+def test_compose_file_matches_compose_spec_schema(
+    compose_schema: dict[str, Any], compose_interpolated: dict[str, Any]
+) -> None:
     """Validated after interpolation, as Compose does (a port or duration is checked as it will be used)."""
-    assert _schema_errors(compose_schema, compose) == []
+    assert _schema_errors(compose_schema, compose_interpolated) == []
 
 
 def test_compose_file_matches_schema_before_interpolation(
@@ -61,10 +64,10 @@ def test_compose_file_matches_schema_before_interpolation(
     ],
 )
 def test_schema_rejects_a_broken_file(
-    compose_schema: dict[str, Any], compose: dict[str, Any], path: tuple[str, ...], value: Any
+    compose_schema: dict[str, Any], compose_interpolated: dict[str, Any], path: tuple[str, ...], value: Any
 ) -> None:
     """The validation has teeth: the same file with one mistake is rejected."""
-    broken = copy.deepcopy(compose)
+    broken = copy.deepcopy(compose_interpolated)
     node = broken
     for key in path[:-1]:
         node = node[key]
@@ -77,20 +80,45 @@ def test_docker_compose_config_accepts_the_file(compose_binary: Path, filled_env
     config = cs.compose_config(compose_binary, filled_env_file)
     env = cs.read_env_file(filled_env_file)
     scheduler_env = config["services"]["airflow-scheduler"]["environment"]
-    # Compose's interpolation agrees with ours (the other tests rely on ours).
     assert json.loads(scheduler_env["AIRFLOW_CONN_DEXCARE_DEFAULT"]) == {
         "conn_type": "dexcare",
         "host": "http://dexcare-sandbox:8080",
         "password": env["DEXCARE_SANDBOX_TOKEN"],
     }
-    ours = cs.resolve(cs.load_compose(), env)["services"]
-    for name, service in config["services"].items():
-        assert service["environment"] == {k: str(v) for k, v in ours[name]["environment"].items()}, name
 
 
 def test_docker_compose_refuses_to_start_without_secrets(compose_binary: Path, tmp_path: Path) -> None:
     """Without a filled .env, `docker compose up` stops before anything starts and says what to do."""
     empty = tmp_path / ".env"
     empty.write_text((cs.ROOT / ".env.example").read_text())
-    with pytest.raises(RuntimeError, match=r"required variable \w+ is missing a value: .*docker/make-env\.sh"):
+    with pytest.raises(
+        cs.MissingVariableError, match=r"required variable \w+ is missing a value: .*docker/make-env\.sh"
+    ):
         cs.compose_config(compose_binary, empty)
+
+
+def test_compose_config_sees_only_the_environment_it_is_given(
+    compose_binary: Path,
+    filled_env_file: Path,
+    filled_env: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Neither a .env beside the compose file (a developer's real one in the repo root) nor a variable exported
+    in the shell reaches the tests' `docker compose config`: they see only the environment they pass."""
+    compose_file = tmp_path / cs.COMPOSE_FILE.name
+    shutil.copy2(cs.COMPOSE_FILE, compose_file)
+    leaked = {"DEXCARE_HOST": "https://leaked.example.com", "DEXCARE_KEY": "leaked-key"}
+    (tmp_path / ".env").write_text(
+        filled_env_file.read_text() + "".join(f"{name}={value}\n" for name, value in leaked.items())
+    )
+    for name, value in {**filled_env, **leaked}.items():
+        monkeypatch.setenv(name, value)
+    config = cs.compose_config(compose_binary, env=filled_env, compose_file=compose_file)
+    connection = json.loads(config["services"]["airflow-scheduler"]["environment"]["AIRFLOW_CONN_DEXCARE_DEFAULT"])
+    assert (connection["host"], connection["password"]) == (
+        "http://dexcare-sandbox:8080",
+        filled_env["DEXCARE_SANDBOX_TOKEN"],
+    )
+    with pytest.raises(cs.MissingVariableError):
+        cs.compose_config(compose_binary, compose_file=compose_file)

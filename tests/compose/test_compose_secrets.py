@@ -37,8 +37,8 @@ def _secret_values(compose: dict[str, Any]) -> dict[str, str]:
     return found
 
 
-def test_every_secret_comes_from_an_env_variable(compose_raw: dict[str, Any], filled_env: dict[str, str]) -> None:
-    resolved = cs.resolve(compose_raw, _sentinel_env(filled_env))
+def test_every_secret_comes_from_an_env_variable(compose_binary: Path, filled_env: dict[str, str]) -> None:
+    resolved = cs.compose_config(compose_binary, env=_sentinel_env(filled_env))
     secrets = _secret_values(resolved)
     assert len(secrets) >= 20  # fernet, jwt, api key, db url, 2 connections on 5 services; db + sandbox
     sentinels = {f"SENTINEL-{name}" for name in cs.SECRET_VARIABLES}
@@ -47,11 +47,11 @@ def test_every_secret_comes_from_an_env_variable(compose_raw: dict[str, Any], fi
 
 
 @pytest.mark.parametrize("variable", cs.SECRET_VARIABLES)
-def test_a_missing_secret_stops_compose(compose_raw: dict[str, Any], filled_env: dict[str, str], variable: str) -> None:
+def test_a_missing_secret_stops_compose(compose_binary: Path, filled_env: dict[str, str], variable: str) -> None:
     """No fallback default: an empty secret is an error naming the variable and the fix."""
     env = {**filled_env, variable: ""}
     with pytest.raises(cs.MissingVariableError) as error:
-        cs.resolve(compose_raw, env)
+        cs.compose_config(compose_binary, env=env)
     assert error.value.name == variable
     assert "docker/make-env.sh" in str(error.value)
 
@@ -88,7 +88,9 @@ def test_env_is_git_ignored_and_not_committed() -> None:
     assert tracked.stdout == ""
 
 
-def test_make_env_generates_every_secret(filled_env_file: Path, filled_env: dict[str, str]) -> None:
+def test_make_env_generates_every_secret(
+    compose_binary: Path, filled_env_file: Path, filled_env: dict[str, str]
+) -> None:
     assert stat.S_IMODE(filled_env_file.stat().st_mode) == 0o600
     for name in cs.SECRET_VARIABLES:
         assert len(filled_env[name]) >= 32, name
@@ -97,7 +99,7 @@ def test_make_env_generates_every_secret(filled_env_file: Path, filled_env: dict
     assert len({filled_env[name] for name in cs.SECRET_VARIABLES}) == len(cs.SECRET_VARIABLES)
     Fernet(filled_env["AIRFLOW_FERNET_KEY"].encode())  # raises if it is not a valid Fernet key
     # Everything the compose file requires is now set.
-    cs.resolve(cs.load_compose(), filled_env)
+    cs.compose_config(compose_binary, filled_env_file)
 
 
 def test_make_env_keeps_what_is_set(tmp_path: Path) -> None:

@@ -4,7 +4,9 @@ DAGs and the package mounted and the connections pointing at the sandbox service
 from __future__ import annotations
 
 import json
+import os
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,15 +27,44 @@ IMAGE_SERVICES = (*AIRFLOW_SERVICES, SANDBOX)
 
 
 def _command(service: dict[str, Any]) -> list[str]:
-    command = service.get("command", [])
-    return command.split() if isinstance(command, str) else list(command)
+    """Compose normalises ``command`` to a list (null when the image's default is used)."""
+    return list(service.get("command") or [])
 
 
 def _depends_on(service: dict[str, Any]) -> dict[str, str]:
-    deps = service.get("depends_on", {})
-    if isinstance(deps, list):
-        return dict.fromkeys(deps, "service_started")
-    return {name: spec["condition"] for name, spec in deps.items()}
+    """Compose normalises ``depends_on`` to the long form: {service: {condition, required, ...}}."""
+    return {name: spec["condition"] for name, spec in (service.get("depends_on") or {}).items()}
+
+
+def _build(service: dict[str, Any]) -> dict[str, Any]:
+    """The build section with its context relative to the repo again (Compose makes paths absolute)."""
+    build = dict(service["build"])
+    build["context"] = os.path.relpath(build["context"], cs.ROOT)
+    return build
+
+
+def _host_path(path: str) -> str:
+    relative = os.path.relpath(path, cs.ROOT)
+    return relative if relative.startswith("..") else f"./{relative}"
+
+
+def _volumes(service: dict[str, Any]) -> list[str]:
+    """Compose's long-form volumes in the short form the file is written in: SOURCE:TARGET[:ro]."""
+    short = []
+    for volume in service.get("volumes") or []:
+        source = _host_path(volume["source"]) if volume["type"] == "bind" else volume["source"]
+        short.append(f"{source}:{volume['target']}" + (":ro" if volume.get("read_only") else ""))
+    return short
+
+
+def _ports(service: dict[str, Any]) -> list[str]:
+    """Compose's long-form ports in the short form: [HOST_IP:][PUBLISHED:]TARGET[/PROTOCOL]."""
+    short = []
+    for port in service.get("ports") or []:
+        parts = [str(port[key]) for key in ("host_ip", "published") if port.get(key)]
+        protocol = "" if port.get("protocol", "tcp") == "tcp" else f"/{port['protocol']}"
+        short.append(":".join([*parts, str(port["target"])]) + protocol)
+    return short
 
 
 def test_every_service_the_dag_needs_is_defined(compose: dict[str, Any]) -> None:
@@ -59,7 +90,7 @@ def test_triggerer_runs_airflow_triggerer(compose: dict[str, Any]) -> None:
 
 def test_one_image_holds_airflow_and_the_package(compose: dict[str, Any]) -> None:
     images = {compose["services"][name]["image"] for name in IMAGE_SERVICES}
-    builds = {json.dumps(compose["services"][name]["build"], sort_keys=True) for name in IMAGE_SERVICES}
+    builds = {json.dumps(_build(compose["services"][name]), sort_keys=True) for name in IMAGE_SERVICES}
     assert len(images) == 1
     assert builds == {json.dumps({"context": ".", "dockerfile": "docker/Dockerfile.airflow"}, sort_keys=True)}
 
@@ -122,7 +153,7 @@ def test_airflow_components_share_one_configuration(compose: dict[str, Any]) -> 
     assert re.fullmatch(rf"postgresql\+psycopg2://airflow:[^@]+@{POSTGRES}:5432/airflow", database_url)
     for key in ("AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__API__SECRET_KEY"):
         assert env[key], key
-    api_ports = compose["services"][API_SERVER]["ports"]
+    api_ports = _ports(compose["services"][API_SERVER])
     assert api_ports == ["127.0.0.1:8080:8080"]
 
 
@@ -144,14 +175,14 @@ def test_dags_and_package_source_are_mounted(compose: dict[str, Any]) -> None:
     """dags/ where Airflow looks for DAGs; plugins/ where the image installed the package editable, so code
     changes reach every component without a rebuild."""
     for name in AIRFLOW_SERVICES:
-        volumes = compose["services"][name]["volumes"]
+        volumes = _volumes(compose["services"][name])
         assert "./dags:/opt/airflow/dags:ro" in volumes, name
         assert "./plugins:/opt/dexcare/plugins:ro" in volumes, name
         assert "airflow-logs:/opt/airflow/logs" in volumes, name
-    assert "./plugins:/opt/dexcare/plugins:ro" in compose["services"][SANDBOX]["volumes"]
+    assert "./plugins:/opt/dexcare/plugins:ro" in _volumes(compose["services"][SANDBOX])
     # The password file the init step writes is the one the api-server reads.
     for name in (INIT, API_SERVER):
-        assert "airflow-auth:/opt/airflow/auth" in compose["services"][name]["volumes"], name
+        assert "airflow-auth:/opt/airflow/auth" in _volumes(compose["services"][name]), name
         assert compose["services"][name]["environment"]["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"] == (
             "/opt/airflow/auth/passwords.json"
         )
@@ -184,12 +215,12 @@ def test_connections_point_at_the_sandbox_by_default(compose: dict[str, Any], fi
         assert warehouse.schema != "airflow", "the warehouse is not Airflow's metadata database"
 
 
-def test_real_dexcare_from_env(compose_raw: dict[str, Any], filled_env: dict[str, str]) -> None:
+def test_real_dexcare_from_env(compose_binary: Path, filled_env: dict[str, str]) -> None:
     """DEXCARE_HOST and DEXCARE_KEY in .env switch dexcare_default to real DexCare, nothing else to edit."""
     from airflow.models.connection import Connection
 
     env = {**filled_env, "DEXCARE_HOST": "https://ecvapi.care.example.com", "DEXCARE_KEY": "real-key-5b1e"}
-    resolved = cs.resolve(compose_raw, env)
+    resolved = cs.compose_config(compose_binary, env=env)
     for name in AIRFLOW_SERVICES:
         value = resolved["services"][name]["environment"]["AIRFLOW_CONN_DEXCARE_DEFAULT"]
         conn = Connection.from_json(value, conn_id="dexcare_default")
@@ -201,8 +232,8 @@ def test_real_dexcare_from_env(compose_raw: dict[str, Any], filled_env: dict[str
     [("DEXCARE_DAG_RETRIES", "5", "5"), ("DEXCARE_FAILURE_NOTIFIER", "x.Notifier", "x.Notifier")],
 )
 def test_dag_knobs_come_from_env(
-    compose_raw: dict[str, Any], filled_env: dict[str, str], variable: str, value: str, expected: str
+    compose_binary: Path, filled_env: dict[str, str], variable: str, value: str, expected: str
 ) -> None:
-    resolved = cs.resolve(compose_raw, {**filled_env, variable: value})
+    resolved = cs.compose_config(compose_binary, env={**filled_env, variable: value})
     for name in (SCHEDULER, DAG_PROCESSOR, TRIGGERER):
         assert resolved["services"][name]["environment"][variable] == expected
