@@ -29,8 +29,9 @@ with DAG(
     schedule="@daily",
     start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
-    # Runs of this DAG load the same tables; one at a time keeps backfills in date order and the advisory
-    # lock uncontended. Raise it if your windows are independent.
+    # Scheduled runs load the same tables: one at a time keeps the advisory lock uncontended. Airflow 3.3
+    # does not apply this to backfills (they have their own --max-active-runs, default 10); loads stay
+    # correct in any order (advisory lock + old-window guard), see the runbook.
     max_active_runs=1,
     render_template_as_native_obj=True,
     doc_md=RUNBOOK,

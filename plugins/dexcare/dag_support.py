@@ -100,7 +100,10 @@ duplicated, and an older window never overwrites newer data.
 
 A run whose load failed wrote nothing, so clearing and re-running it is always safe; so is re-running a
 successful day (rows unchanged are not rewritten). Backfills (`airflow backfill create --dag-id
-dexcare_all_visits_report --from-date ... --to-date ...`) load each day's own window.
+dexcare_all_visits_report --from-date ... --to-date ... --max-active-runs 1`) load each day's own window;
+`--max-active-runs 1` loads the days in date order (the DAG's `max_active_runs` does not bind backfills).
+Without it the days load concurrently, still correctly: loads take turns on an advisory lock and an older
+window never overwrites newer data.
 
 **Paging.** Set `DEXCARE_FAILURE_NOTIFIER` (an Airflow notifier class, e.g.
 `airflow.providers.smtp.notifications.smtp.SmtpNotifier`) and `DEXCARE_FAILURE_NOTIFIER_KWARGS` (JSON) in

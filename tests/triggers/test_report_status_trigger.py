@@ -115,6 +115,26 @@ async def test_success_and_no_post_from_the_trigger(dexcare_conn_id, sandbox):
     assert posts(sandbox) == before == 1
 
 
+def succeeded_report() -> str:
+    hook = DexCareHook()
+    report_id = hook.start_report("virtual")
+    while hook.get_report_status(report_id) != "SUCCEEDED":
+        time.sleep(0.05)
+    return report_id
+
+
+async def test_a_status_handed_over_by_the_worker_is_not_asked_again_at_once(dexcare_conn_id, sandbox):
+    """The worker just checked; an immediate repeat is redundant and can race Airflow's scheduler."""
+    report_id = succeeded_report()
+    checks_before = len(sandbox.request_log)
+    started = time.monotonic()
+    trigger = rebuilt(make(report_id, poll_interval=1.0, last_status="RUNNING", last_status_since=time.time()))
+    event = await run_trigger(trigger)
+    assert event["status"] == "success" and event["polls"] == 1
+    assert len(sandbox.request_log) == checks_before + 1
+    assert time.monotonic() - started >= 1.0  # one poll interval before the first check
+
+
 async def test_failed_then_back_to_queued_inside_grace_is_not_a_failure(dexcare_conn_id, sandbox, caplog, capfd):
     sandbox.inject("fail_then_retry", failed_seconds=0.4)
     report_id = DexCareHook().start_report("virtual")

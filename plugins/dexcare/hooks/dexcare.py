@@ -16,7 +16,9 @@ from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import requests
+from airflow.providers.common.compat.connection import get_async_connection
 from airflow.providers.http.hooks.http import HttpHook
 from airflow.sdk.log import mask_secret
 
@@ -36,7 +38,6 @@ from dexcare.report import REPORTS_PATH, DownloadResult, ReportRequest, ReportSt
 from dexcare.retry import RetryPolicy, call_with_retries
 
 if TYPE_CHECKING:
-    import aiohttp
     from airflow.sdk import Connection, ObjectStoragePath
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
@@ -252,9 +253,6 @@ class DexCareHook(HttpHook):
         ``HttpAsyncHook`` is not used because it defaults to http and Basic auth and retries on its own with
         a fixed wait: the trigger must own backoff, Retry-After and its failure budget.
         """
-        import aiohttp
-        from airflow.providers.common.compat.connection import get_async_connection
-
         conn = await get_async_connection(conn_id=self.dexcare_conn_id, hook=self)
         base_url = base_url_from_connection(conn)
         key = service_key_from_connection(conn)
@@ -285,8 +283,6 @@ class DexCareAsyncSession:
         return f"DexCareAsyncSession(base_url={self.base_url!r}, conn_id={self.conn_id!r})"
 
     async def get_report_status(self, report_id: str) -> ReportStatus:
-        import aiohttp
-
         report_id = validate_report_id(report_id)
         what = f"the status request for report {report_id}"
         headers = {"Authorization": f"dc-token {self._auth._key}"}

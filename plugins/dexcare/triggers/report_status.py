@@ -17,6 +17,7 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from dexcare.exceptions import DexCareError, DexCareValidationError
+from dexcare.hooks.dexcare import DexCareHook
 from dexcare.report import ReportStatus, validate_report_id
 from dexcare.retry import RetryPolicy
 from dexcare.tracking import ReportTracker, Verdict, format_seconds
@@ -141,8 +142,6 @@ class DexCareReportStatusTrigger(BaseTrigger):
         yield TriggerEvent(event)
 
     async def _wait(self, tracker: ReportTracker) -> dict[str, Any]:
-        from dexcare.hooks.dexcare import DexCareHook
-
         policy = RetryPolicy(
             max_attempts=self.max_consecutive_errors,
             initial_delay=self.backoff_initial,
@@ -157,6 +156,12 @@ class DexCareReportStatusTrigger(BaseTrigger):
             format_seconds(self.failed_grace_period),
             format_deadline(self.deadline),
         )
+        if self.last_status is not None:
+            # The worker checked the status just before deferring. Checking again at once only repeats that
+            # request, and an event fired within seconds of the deferral can reach Airflow 3.3's scheduler
+            # before it has seen the worker exit, which then fails the resumed task ("finished with state
+            # success, but the task instance's state attribute is queued"). So the first check waits a poll.
+            await asyncio.sleep(max(self._pause(tracker, time.time()), 0.0))
         async with hook.async_session() as session:
             while True:
                 try:
@@ -218,13 +223,16 @@ class DexCareReportStatusTrigger(BaseTrigger):
                     )
                 if now >= self.deadline:
                     return self._timeout(tracker, "")
-                # Sleep to the next poll, but wake for the end of a grace period or for one last look at
-                # the deadline, so a report that finishes just in time is not failed.
-                pause = min(self.poll_interval, self.deadline - now)
-                grace_left = tracker.grace_remaining(now)
-                if grace_left is not None:
-                    pause = min(pause, grace_left)
-                await asyncio.sleep(max(pause, 0.0))
+                await asyncio.sleep(max(self._pause(tracker, now), 0.0))
+
+    def _pause(self, tracker: ReportTracker, now: float) -> float:
+        """Sleep to the next poll, but wake for the end of a grace period or for one last look at the
+        deadline, so a report that finishes just in time is not failed."""
+        pause = min(self.poll_interval, self.deadline - now)
+        grace_left = tracker.grace_remaining(now)
+        if grace_left is not None:
+            pause = min(pause, grace_left)
+        return pause
 
     def _timeout(self, tracker: ReportTracker, detail: str) -> dict[str, Any]:
         now = time.time()
