@@ -422,18 +422,26 @@ def iter_report_csv(
     return _iter_csv(rtype, start, end, seed, visits_per_day, duplicate_rate, chunk_size)
 
 
-def _iter_csv(rtype: ReportType, start: dt.date, end: dt.date, seed: int, visits_per_day: int,
-              duplicate_rate: float, chunk_size: int) -> Iterator[bytes]:
+def _blocks(rtype: ReportType, start: dt.date, end: dt.date, seed: int, visits_per_day: int,
+            duplicate_rate: float, batch: int) -> Iterator[tuple[bytes, int]]:
+    """CRLF-terminated lines, ``batch`` rows at a time, each block with its row count (header included)."""
     rows = _iter_rows(_bytes_flavour(), rtype, start, end, seed, visits_per_day, duplicate_rate)
     join = b",".join
-    buffer = bytearray()
-    batch = max(16, min(1024, chunk_size // 128))
     while True:
         lines = [join(row) for row in islice(rows, batch)]
         if not lines:
-            break
+            return
+        count = len(lines)
         lines.append(b"")
-        buffer += b"\r\n".join(lines)
+        yield b"\r\n".join(lines), count
+
+
+def _iter_csv(rtype: ReportType, start: dt.date, end: dt.date, seed: int, visits_per_day: int,
+              duplicate_rate: float, chunk_size: int) -> Iterator[bytes]:
+    buffer = bytearray()
+    batch = max(16, min(1024, chunk_size // 128))
+    for block, _ in _blocks(rtype, start, end, seed, visits_per_day, duplicate_rate, batch):
+        buffer += block
         if len(buffer) >= chunk_size:
             cut = len(buffer) - len(buffer) % chunk_size
             for offset in range(0, cut, chunk_size):
@@ -456,17 +464,11 @@ def write_report_csv(
     """Write the report to ``path`` and return the number of data rows (repeats included)."""
     rtype = ReportType.parse(report_type)
     _check_args(start, end, visits_per_day, duplicate_rate)
-    rows = _iter_rows(_bytes_flavour(), rtype, start, end, seed, visits_per_day, duplicate_rate)
-    join = b",".join
     count = -1  # the header is not a data row
     with open(path, "wb") as fh:
-        while True:
-            lines = [join(row) for row in islice(rows, 1024)]
-            if not lines:
-                break
-            count += len(lines)
-            lines.append(b"")
-            fh.write(b"\r\n".join(lines))
+        for block, rows in _blocks(rtype, start, end, seed, visits_per_day, duplicate_rate, 1024):
+            fh.write(block)
+            count += rows
     return count
 
 
