@@ -63,30 +63,18 @@ def airflow(env: dict[str, str], *args: str, log: Path) -> None:
         raise SystemExit(f"`airflow {' '.join(args)}` failed; last lines of its log:\n" + "\n".join(tail))
 
 
-def warehouse_connection(conn_json: str):
-    """A psycopg connection from the same Airflow connection the DAG uses."""
-    import psycopg
-    from airflow.sdk import Connection
+def warehouse():
+    """A psycopg connection through ``dexcare_warehouse``, resolved exactly as the DAG's load task does."""
+    from dexcare.operators.load_reports import connect
 
-    conn = (
-        Connection.from_json(conn_json, conn_id="dexcare_warehouse")
-        if conn_json.lstrip().startswith("{")
-        else Connection.from_uri(conn_json, conn_id="dexcare_warehouse")
-    )
-    return psycopg.connect(
-        host=conn.host,
-        port=conn.port or None,
-        user=conn.login or None,
-        password=conn.password or None,
-        dbname=conn.schema or None,
-    )
+    return connect("dexcare_warehouse")
 
 
-def summarise(conn_json: str, schema: str, since_id: int) -> tuple[int, list[dict[str, Any]], dict[str, int]]:
+def summarise(schema: str, since_id: int) -> tuple[int, list[dict[str, Any]], dict[str, int]]:
     from psycopg import sql
     from psycopg.rows import dict_row
 
-    with warehouse_connection(conn_json) as conn, conn.cursor(row_factory=dict_row) as cur:
+    with warehouse() as conn, conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
             sql.SQL("SELECT * FROM {}.load_audit WHERE id > %s ORDER BY id").format(sql.Identifier(schema)),
             (since_id,),
@@ -155,11 +143,14 @@ def main() -> int:
             else:
                 print("Warehouse: connection dexcare_warehouse from the environment")
             print(f"Airflow: private AIRFLOW_HOME, log in {log if args.keep else 'a temporary file'}")
+            # This process reads the warehouse too: same private home, same connection as the DAG's tasks.
+            os.environ["AIRFLOW_HOME"] = env["AIRFLOW_HOME"]
+            os.environ["AIRFLOW_CONN_DEXCARE_WAREHOUSE"] = env["AIRFLOW_CONN_DEXCARE_WAREHOUSE"]
             airflow(env, "db", "migrate", log=log)
-            since = summarise_baseline(env["AIRFLOW_CONN_DEXCARE_WAREHOUSE"], args.schema)
+            since = summarise_baseline(args.schema)
             for day in (args.day, args.day + dt.timedelta(days=1)):
                 airflow(env, "dags", "test", DAG_ID, day.isoformat(), "--conf", json.dumps(conf), log=log)
-                since, audit, totals = summarise(env["AIRFLOW_CONN_DEXCARE_WAREHOUSE"], args.schema, since)
+                since, audit, totals = summarise(args.schema, since)
                 if not audit:
                     raise SystemExit(f"The run for {day} loaded nothing: see {log}")
                 print_day(day, audit, totals)
@@ -175,11 +166,11 @@ def main() -> int:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def summarise_baseline(conn_json: str, schema: str) -> int:
+def summarise_baseline(schema: str) -> int:
     """The newest audit id before this demo, so a real warehouse's history is not reported as ours."""
     from psycopg import sql
 
-    with warehouse_connection(conn_json) as conn:
+    with warehouse() as conn:
         exists = conn.execute("SELECT to_regclass(%s)", (f"{schema}.load_audit",)).fetchone()[0]
         if not exists:
             return 0
