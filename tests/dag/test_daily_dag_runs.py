@@ -20,6 +20,7 @@ from psycopg import sql
 
 from tests.airflow_cli import AIRFLOW, airflow_env, migrate, postgres_connection
 from tests.conftest import SANDBOX_TOKEN
+from tests.warehouse import audit_rows
 
 REPO = Path(__file__).resolve().parents[2]
 DAG_ID = "dexcare_all_visits_report"
@@ -100,17 +101,6 @@ def table(admin, schema: str, name: str) -> dict[str, dict]:
     return by_id
 
 
-def audit(admin, schema: str) -> list[tuple]:
-    if admin.execute("SELECT to_regclass(%s)", (f"{schema}.load_audit",)).fetchone()[0] is None:
-        return []
-    return admin.execute(
-        sql.SQL(
-            "SELECT report_type, rows_in_file, duplicates_in_file, inserted, updated, unchanged "
-            "FROM {}.load_audit ORDER BY id"
-        ).format(sql.Identifier(schema))
-    ).fetchall()
-
-
 def newest_states(report_type: str, *windows: tuple[dt.date, dt.date]) -> dict[str, dict[str, str]]:
     """What the warehouse must hold: per visit, its last row in the newest window that covers it."""
     state: dict[str, dict[str, str]] = {}
@@ -156,7 +146,7 @@ def test_two_overlapping_days_then_a_rerun(runner, admin, warehouse, sandbox):
     changed = [v for v in virtual_1 if virtual_1[v]["visit_status"] != virtual_2[v]["visit_status"]]
     assert changed, "the overlapping day changed no visit status: the test data would prove nothing"
 
-    log = audit(admin, warehouse)
+    log = audit_rows(admin, warehouse)
     assert len(log) == 4 and sorted(r[0] for r in log[:2]) == sorted(r[0] for r in log[2:]) == ["retail", "virtual"]
     day2 = next(r for r in log[2:] if r[0] == "virtual")
     _, rows_in_file, dups, inserted, updated, unchanged = day2
@@ -166,7 +156,7 @@ def test_two_overlapping_days_then_a_rerun(runner, admin, warehouse, sandbox):
     assert rerun.returncode == 0, rerun.stdout[-4000:] + rerun.stderr[-4000:]
     assert table(admin, warehouse, "avr_virtual") == virtual_2
     assert table(admin, warehouse, "avr_retail") == retail_2
-    for report_type, rows_in_file, dups, inserted, updated, unchanged in audit(admin, warehouse)[4:]:
+    for report_type, rows_in_file, dups, inserted, updated, unchanged in audit_rows(admin, warehouse)[4:]:
         assert (inserted, updated, unchanged) == (0, 0, rows_in_file - dups), report_type
     assert SANDBOX_TOKEN not in first.stdout + first.stderr + second.stdout + rerun.stdout
 
@@ -177,7 +167,7 @@ def test_a_failed_report_type_loads_nothing(runner, admin, warehouse, sandbox):
     assert run.returncode != 0
     assert "FAILED" in run.stdout + run.stderr
     assert table(admin, warehouse, "avr_virtual") == {}
-    assert audit(admin, warehouse) == []
+    assert audit_rows(admin, warehouse) == []
 
 
 def test_a_lost_report_is_recovered_by_resubmission(runner, admin, warehouse, sandbox):

@@ -17,7 +17,6 @@ import secrets
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -27,9 +26,10 @@ from typing import Any, TypeVar
 import httpx
 import psutil
 
+from tests.airflow_cli import AIRFLOW
+from tests.airflow_cli import airflow_env as base_airflow_env
+
 REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
-AIRFLOW = str(BIN / "airflow")
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 T = TypeVar("T")
 
@@ -62,13 +62,7 @@ def airflow_env(home: Path, api_port: int, extra: Mapping[str, str]) -> dict[str
     The parent's AIRFLOW_* variables (the unit tests' private home, unit test mode) are dropped. Knobs that
     only make a small machine fast are commented; none changes what the DAG does.
     """
-    return {
-        **{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")},
-        # Components start their children as ``airflow ...``: the virtualenv's bin must come first.
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    settings = {
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__PARALLELISM": "3",
         # Without this, tasks on a non-default API port die with "Connection refused".
@@ -99,8 +93,9 @@ def airflow_env(home: Path, api_port: int, extra: Mapping[str, str]) -> dict[str
         # the machine (another test run, a compose stack) would collide.
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
-        **extra,
     }
+    # The shared base drops the parent's AIRFLOW_* settings and puts the venv's bin first on PATH.
+    return base_airflow_env(home, REPO / "dags", **settings, **extra)
 
 
 @dataclass

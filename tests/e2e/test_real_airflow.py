@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import urlparse
 
 import psycopg
 import pytest
@@ -28,7 +28,9 @@ from dexcare.sandbox import SandboxServer
 from dexcare.triggers.report_status import CLASSPATH as TRIGGER_CLASSPATH
 from psycopg import sql
 
+from tests.airflow_cli import postgres_connection
 from tests.e2e.stack import AirflowStack, component_outputs, wait_for
+from tests.warehouse import audit_rows as warehouse_audit_rows
 
 DAG_ID = "dexcare_all_visits_report"
 SENSOR = "fetch.wait_for_report"
@@ -43,20 +45,6 @@ TIMINGS: dict[str, float] = {}
 # the worker process that deferred: its guard covers a TI still SCHEDULED, not one already QUEUED again. A worker's
 # supervisor can take up to [workers] min_heartbeat_interval (5 s by default) to notice that exit, so the stack
 # lowers it to 1 s and the reports here take several seconds.
-
-
-def warehouse_connection(pg_uri: str) -> str:
-    """The embedded server (a Unix socket URI) as an Airflow postgres connection in JSON form."""
-    parsed = urlparse(pg_uri)
-    return json.dumps(
-        {
-            "conn_type": "postgres",
-            "host": parse_qs(parsed.query).get("host", [parsed.hostname])[0],
-            "port": parsed.port,
-            "login": parsed.username,
-            "schema": parsed.path.lstrip("/"),
-        }
-    )
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +89,7 @@ def stack(
             "AIRFLOW_CONN_DEXCARE_DEFAULT": json.dumps(
                 {"conn_type": "dexcare", "host": sandbox.url, "password": DEXCARE_KEY}
             ),
-            "AIRFLOW_CONN_DEXCARE_WAREHOUSE": warehouse_connection(pg_uri),
+            "AIRFLOW_CONN_DEXCARE_WAREHOUSE": postgres_connection(pg_uri),
             # Failures surface at once instead of after minutes of retries.
             "DEXCARE_DAG_RETRIES": "0",
             "DEXCARE_DAG_RETRY_DELAY_SECONDS": "1",
@@ -246,12 +234,7 @@ def visit_ids(pg_uri: str, schema: str, table: str) -> list[str]:
 
 def audit_rows(pg_uri: str, schema: str) -> list[tuple[Any, ...]]:
     with psycopg.connect(pg_uri) as conn:
-        return conn.execute(
-            sql.SQL(
-                "SELECT report_type, rows_in_file, duplicates_in_file, inserted, updated, unchanged "
-                "FROM {}.load_audit ORDER BY id"
-            ).format(sql.Identifier(schema))
-        ).fetchall()
+        return warehouse_audit_rows(conn, schema)
 
 
 def reports_of(sandbox: SandboxServer, since: float) -> list[Any]:
