@@ -3,26 +3,65 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
+# $(call stamp,<venv>,<constraints file>): marks a venv as installed from exactly these inputs, so it is
+# re-installed when pyproject.toml or its constraints change, and never otherwise.
+stamp = $(1)/.installed-$(shell cat pyproject.toml $(2) | sha1sum | cut -c1-12)
+STAMP := $(call stamp,$(VENV),constraints.txt)
 
-.PHONY: test lint sandbox bench demo clean
+# Older Airflow 3 minors: each runs in .venv-<minor>, installed from constraints/airflow-<minor>.txt (made by
+# scripts/make_constraints.py; `make constraints` re-makes them all), and runs COMPAT_TESTS.
+NEWEST_AIRFLOW := $(shell sed -n 's/^apache-airflow==//p' constraints.txt)
+OLDER_AIRFLOW := 3.0.6 3.1.8 3.2.2
+minor = $(basename $(1))
+COMPAT_TESTS := tests/hook tests/operators tests/sensors tests/triggers tests/dags tests/dag tests/test_provider.py \
+	tests/test_compat.py
+
+.PHONY: test test-newest test-older lint sandbox bench demo clean constraints
+
+# $(call install,<venv>,<constraints file>)
+define install
+	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python >= 3.11 is required" or 0)'
+	$(PYTHON) -m venv $(1)
+	@echo "Installing pinned dependencies into $(1) from $(2) (about a minute; log in $(1)/install.log)"
+	@( $(1)/bin/python -m pip install --disable-pip-version-check --upgrade pip \
+	  && $(1)/bin/python -m pip install --disable-pip-version-check -c $(2) -e ".[test]" \
+	) > $(1)/install.log 2>&1 || (tail -n 40 $(1)/install.log; exit 1)
+	rm -f $(1)/.installed-* && touch $@
+endef
 
 $(STAMP): pyproject.toml constraints.txt
-	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python >= 3.11 is required" or 0)'
-	$(PYTHON) -m venv $(VENV)
-	@echo "Installing pinned dependencies into $(VENV) (about a minute; log in $(VENV)/install.log)"
-	@( $(BIN)/python -m pip install --disable-pip-version-check --upgrade pip \
-	  && $(BIN)/python -m pip install --disable-pip-version-check -c constraints.txt -e ".[test]" \
-	) > $(VENV)/install.log 2>&1 || (tail -n 40 $(VENV)/install.log; exit 1)
-	rm -f $(VENV)/.installed-* && touch $@
+	$(call install,$(VENV),constraints.txt)
 
-## test: lint, then the whole test suite (sandbox over loopback, embedded PostgreSQL, real Airflow)
-test: $(STAMP)
+# One venv and one test target per older minor: test-airflow-3.0, test-airflow-3.1, ...
+define older
+$(call stamp,.venv-$(call minor,$(1)),constraints/airflow-$(call minor,$(1)).txt): pyproject.toml constraints/airflow-$(call minor,$(1)).txt
+	$$(call install,.venv-$(call minor,$(1)),constraints/airflow-$(call minor,$(1)).txt)
+
+.PHONY: test-airflow-$(call minor,$(1))
+## test-airflow-<minor>: the hook, operator, sensor, trigger (airflow dags test) and daily-DAG tests on Airflow <minor>
+test-airflow-$(call minor,$(1)): $(call stamp,.venv-$(call minor,$(1)),constraints/airflow-$(call minor,$(1)).txt)
+	@echo "== Airflow $(1): $(COMPAT_TESTS)"
+	.venv-$(call minor,$(1))/bin/pytest $(COMPAT_TESTS) $(PYTEST_ARGS)
+endef
+$(foreach v,$(OLDER_AIRFLOW),$(eval $(call older,$(v))))
+
+## test: lint, the whole test suite on the newest Airflow, then the Airflow-facing tests on each older minor
+test: test-newest test-older
+
+test-newest: $(STAMP)
 	$(BIN)/ruff check .
+	@echo "== Airflow $(NEWEST_AIRFLOW): the whole suite"
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-older: $(foreach v,$(OLDER_AIRFLOW),test-airflow-$(call minor,$(v)))
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+## constraints: re-make constraints.txt and every constraints/airflow-<minor>.txt (after a dependency change)
+constraints:
+	$(PYTHON) scripts/make_constraints.py $(NEWEST_AIRFLOW) constraints.txt
+	$(foreach v,$(OLDER_AIRFLOW),$(PYTHON) scripts/make_constraints.py $(v) constraints/airflow-$(call minor,$(v)).txt &&) true
 
 ## sandbox: a local DexCare on http://127.0.0.1:8080 (token from DEXCARE_SANDBOX_TOKEN, default sandbox-token)
 sandbox: $(STAMP)
@@ -33,7 +72,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/load_benchmark.py --rows $${ROWS:-1000000}
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(foreach v,$(OLDER_AIRFLOW),.venv-$(call minor,$(v))) .pytest_cache .ruff_cache
 
 ## demo: the whole job end to end (sandbox + embedded PostgreSQL, two consecutive days through Airflow)
 demo: $(STAMP)

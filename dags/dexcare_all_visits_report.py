@@ -10,6 +10,7 @@ import os
 from typing import Any
 
 from airflow.sdk import DAG, Asset, Param, task, task_group
+from dexcare.compat import RETRY_EXPONENTIAL_BACKOFF
 from dexcare.dag_support import RUNBOOK, failure_callbacks, plan_reports
 from dexcare.operators.download_report import DexCareDownloadReportOperator
 from dexcare.operators.load_reports import DexCareLoadReportsOperator
@@ -40,7 +41,7 @@ with DAG(
     default_args={
         "retries": RETRIES,
         "retry_delay": RETRY_DELAY,
-        "retry_exponential_backoff": 2.0,
+        "retry_exponential_backoff": RETRY_EXPONENTIAL_BACKOFF,
         "max_retry_delay": dt.timedelta(minutes=30),
     },
     params={

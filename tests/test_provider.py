@@ -14,7 +14,11 @@ from tests.conftest import SANDBOX_TOKEN
 
 @pytest.fixture(scope="module")
 def cli_env(tmp_path_factory):
-    env = airflow_env(tmp_path_factory.mktemp("airflow-home"), AIRFLOW__CORE__TEST_CONNECTION="Enabled")
+    env = airflow_env(
+        tmp_path_factory.mktemp("airflow-home"),
+        AIRFLOW__CORE__TEST_CONNECTION="Enabled",
+        AIRFLOW__LOGGING__LOGGING_LEVEL="WARNING",  # Airflow 3.0 logs to stdout, into the JSON we read
+    )
     migrate(env)
     return env
 

@@ -6,7 +6,7 @@ key or a response body that could hold patient data: only DexCare's short error 
 
 from __future__ import annotations
 
-from airflow.sdk.exceptions import AirflowException
+from dexcare.compat import AirflowException
 
 
 class DexCareError(AirflowException):

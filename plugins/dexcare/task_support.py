@@ -83,11 +83,6 @@ def run_end_date(context: Mapping[str, Any]) -> dt.date:
     return dt.datetime.now(dt.UTC).date()
 
 
-def state_store(context: Context) -> Any | None:
-    """Airflow 3.3's per-task state store (kept across retries and reschedules), or None on older Airflow."""
-    return context.get("task_state_store")
-
-
 def try_number(context: Context) -> int:
     ti = context.get("ti")
     return int(getattr(ti, "try_number", 0) or 0)

@@ -42,7 +42,7 @@ def test_key_never_appears_in_output(dexcare_conn_id, sandbox, tmp_path, caplog,
 
 
 def test_airflow_masks_the_key_once_the_connection_is_read(dexcare_conn_id):
-    from airflow.sdk._shared.secrets_masker import redact  # what Airflow's task logs go through
+    from tests.airflow_compat import redact  # what Airflow's task logs go through
 
     DexCareHook().test_connection()
     assert SANDBOX_TOKEN not in str(redact(f"Authorization: dc-token {SANDBOX_TOKEN}"))

@@ -10,9 +10,9 @@ import json
 from types import SimpleNamespace
 from typing import Any
 
-from airflow.sdk.exceptions import TaskDeferred
-from airflow.sdk.serde import deserialize, serialize
+from dexcare.compat import HAS_TASK_STATE_STORE, TaskDeferred
 
+from tests.airflow_compat import deserialize, import_string, serialize
 from tests.triggers.helpers import run_trigger
 
 
@@ -40,6 +40,7 @@ class FakeTI:
         self.dag_id = "dexcare_test"
         self.run_id = "manual__2026-11-24T00:00:00+00:00"
         self.try_number = try_number
+        self.map_index = -1
         self.xcoms = xcoms
         self.first_reschedule_date = None
 
@@ -60,7 +61,8 @@ class Runtime:
         self.xcoms: dict = {}
         self.stores: dict[str, FakeStateStore] = {}
 
-    def context(self, task_id: str, try_number: int = 1, *, store: bool = True) -> dict[str, Any]:
+    def context(self, task_id: str, try_number: int = 1, *, store: bool = HAS_TASK_STATE_STORE) -> dict[str, Any]:
+        """What a worker hands the task; ``task_state_store`` only where this Airflow has one (3.3+)."""
         ti = FakeTI(task_id, self.xcoms, try_number)
         ctx: dict[str, Any] = {
             "ti": ti,
@@ -90,8 +92,6 @@ class Runtime:
                 result = step()
             except TaskDeferred as deferred:
                 classpath, kwargs = deferred.trigger.serialize()
-                from airflow.sdk._shared.module_loading import import_string
-
                 trigger = import_string(classpath)(**deserialize(serialize(kwargs)))
                 self.deferrals.append((classpath, kwargs, deferred.timeout))
                 payload = await run_trigger(trigger)

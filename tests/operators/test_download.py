@@ -89,7 +89,8 @@ def test_object_storage_destination(dexcare_conn_id, sandbox):
             task_id="d", report_id=report_id, destination="memory://dexcare-bucket/reports/", request_task_id="start"
         )
     )
-    assert result["uri"].startswith("memory://dexcare-bucket/reports/dexcare_virtual_2026-11-01_2026-11-02_")
+    uri = result["uri"].replace("memory:///", "memory://", 1)  # how universal_pathlib 0.2 (Airflow 3.0/3.1) puts it
+    assert uri.startswith("memory://dexcare-bucket/reports/dexcare_virtual_2026-11-01_2026-11-02_")
     stored = ObjectStoragePath(result["uri"]).read_bytes()
     assert hashlib.sha256(stored).hexdigest() == result["sha256"] and result["rows"] > 0
 

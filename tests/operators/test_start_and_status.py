@@ -7,6 +7,7 @@ import time
 import uuid
 
 import pytest
+from dexcare.compat import HAS_TASK_STATE_STORE
 from dexcare.exceptions import DexCareNotFoundError, DexCareValidationError
 from dexcare.operators.report_status import DexCareReportStatusOperator
 from dexcare.operators.start_report import STATE_KEY, DexCareStartReportOperator
@@ -35,21 +36,26 @@ def test_starts_a_report_and_pushes_the_request(dexcare_conn_id, sandbox):
         "start_date": "2026-11-01",
         "end_date": "2026-11-07",
     }
-    assert rt.stores["start"].get(STATE_KEY)["report_id"] == report_id
+    if HAS_TASK_STATE_STORE:
+        assert rt.stores["start"].get(STATE_KEY)["report_id"] == report_id
     assert posts(sandbox) == 1
 
 
 def test_retry_reuses_a_report_that_is_still_running_or_succeeded(dexcare_conn_id, sandbox, caplog, capfd):
     rt = Runtime()
-    first = rt.run(start_op(), try_number=1)
     with caplog.at_level(logging.INFO):
+        first = rt.run(start_op(), try_number=1)
         again = rt.run(start_op(), try_number=2)  # QUEUED or RUNNING now
         time.sleep(0.6)
         third = rt.run(start_op(), try_number=3)  # SUCCEEDED now
-    assert first == again == third
-    assert posts(sandbox) == 1
     text = logged(caplog, capfd)
-    assert "Reusing report" in text and "SUCCEEDED" in text
+    if HAS_TASK_STATE_STORE:
+        assert first == again == third
+        assert posts(sandbox) == 1
+        assert "Reusing report" in text and "SUCCEEDED" in text
+    else:  # nothing survives a retry: every try starts its own report, and each try's log says why
+        assert len({first, again, third}) == 3 and posts(sandbox) == 3
+        assert "has no task state store (Airflow 3.3 and later have one): a retry" in text
 
 
 @pytest.mark.parametrize("fault", ["cancel", "fail"])
@@ -58,10 +64,11 @@ def test_retry_starts_a_new_report_when_the_old_one_is_dead(dexcare_conn_id, san
     rt = Runtime()
     first = rt.run(start_op(), try_number=1)
     time.sleep(0.4)
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.INFO):
         second = rt.run(start_op(), try_number=2)
     assert second != first and posts(sandbox) == 2
-    assert "starting a new report for the same request" in logged(caplog, capfd)
+    expected = "starting a new report for the same request" if HAS_TASK_STATE_STORE else "has no task state store"
+    assert expected in logged(caplog, capfd)
 
 
 def test_retry_starts_a_new_report_when_the_old_one_expired(dexcare_conn_id, sandbox):

@@ -10,7 +10,6 @@ import uuid
 
 import pytest
 from airflow.models.trigger import Trigger
-from airflow.sdk._shared.module_loading import import_string
 from dexcare.exceptions import DexCareError, DexCareValidationError
 from dexcare.hooks.dexcare import DexCareHook
 from dexcare.triggers.report_status import (
@@ -20,6 +19,7 @@ from dexcare.triggers.report_status import (
     validate_event,
 )
 
+from tests.airflow_compat import import_string
 from tests.triggers.helpers import logged, posts, run_trigger
 
 FAST = {"poll_interval": 0.05, "backoff_initial": 0.01, "backoff_max": 0.05}
@@ -258,9 +258,9 @@ def test_classpath_imports_in_a_fresh_interpreter():
     trigger = make(str(uuid.uuid4()))
     classpath, kwargs = trigger.serialize()
     code = (
-        "import json, sys\n"
-        "from airflow.sdk._shared.module_loading import import_string\n"
-        f"t = import_string({classpath!r})(**json.loads(sys.argv[1]))\n"
+        "import importlib, json, sys\n"
+        f"module, _, name = {classpath!r}.rpartition('.')\n"
+        "t = getattr(importlib.import_module(module), name)(**json.loads(sys.argv[1]))\n"
         "print(json.dumps(t.serialize()[1]))\n"
     )
     out = subprocess.run(

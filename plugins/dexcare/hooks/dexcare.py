@@ -22,6 +22,7 @@ from airflow.providers.common.compat.connection import get_async_connection
 from airflow.providers.http.hooks.http import HttpHook
 from airflow.sdk.log import mask_secret
 
+from dexcare.compat import connection_form_before_3_2, is_local_path
 from dexcare.csv_records import CsvRecordCounter
 from dexcare.exceptions import (
     DexCareAuthError,
@@ -85,6 +86,7 @@ class _DcTokenAuth(requests.auth.AuthBase):
         return "<dc-token ***>"
 
 
+@connection_form_before_3_2
 class DexCareHook(HttpHook):
     """Start, poll and download DexCare All Visits Reports.
 
@@ -326,7 +328,7 @@ def _write_atomically(response: requests.Response, target: Any, what: str) -> Do
     digest = hashlib.sha256()
     records = CsvRecordCounter()
     written = 0
-    local = isinstance(target, Path)
+    local = is_local_path(target)
     if local:
         target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, ObjectStoragePath
 
+from dexcare.compat import is_local_path
 from dexcare.exceptions import DexCareError, DexCareValidationError
 from dexcare.report import ReportRequest, ReportStatus, validate_report_id
 from dexcare.task_support import is_literal, refuse_task_dates_as_window, resolve_request, upstream_task_id
@@ -135,7 +136,7 @@ class DexCareDownloadReportOperator(BaseOperator):
         target = self._target(context, report_id, request)
         result = hook.download_report(report_id, target)
         rows = result.rows
-        uri = target.resolve().as_uri() if isinstance(target, Path) else str(target)
+        uri = target.resolve().as_uri() if is_local_path(target) else str(target)
         self.log.info(
             "Report %s (%s) is at %s: %d rows, %d bytes, sha256 %s.",
             report_id,

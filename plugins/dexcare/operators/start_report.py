@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from dexcare.compat import missing_task_state_store, task_state_store
 from dexcare.exceptions import DexCareNotFoundError
 from dexcare.report import ReportRequest
-from dexcare.task_support import XCOM_REQUEST, is_literal, refuse_task_dates_as_window, state_store
+from dexcare.task_support import XCOM_REQUEST, is_literal, refuse_task_dates_as_window
 from dexcare.tracking import format_seconds
 
 if TYPE_CHECKING:
@@ -78,7 +79,7 @@ class DexCareStartReportOperator(BaseOperator):
 
         request = ReportRequest.build(self.report_type, self.report_start_date, self.report_end_date)
         hook = DexCareHook(self.dexcare_conn_id)
-        store = state_store(context)
+        store = task_state_store(context)
         report_id = self._previous_report(store, request, hook) if self.reuse_previous else None
         if report_id is None:
             report_id = hook.start_report(
@@ -92,7 +93,7 @@ class DexCareStartReportOperator(BaseOperator):
     def _previous_report(self, store: Any, request: ReportRequest, hook: DexCareHook) -> str | None:
         """The id an earlier try started, if that report can still deliver what this try asks for."""
         if store is None:
-            self.log.info("No task state store (Airflow < 3.3): a retry of this task starts a new report.")
+            self.log.info(missing_task_state_store("a retry of this task starts a new report, not reusing this one."))
             return None
         previous = store.get(STATE_KEY)
         if not isinstance(previous, dict) or "report_id" not in previous:

@@ -19,8 +19,14 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
-from airflow.sdk.exceptions import AirflowSensorTimeout
 
+from dexcare.compat import (
+    AirflowSensorTimeout,
+    load_resume_state,
+    missing_task_state_store,
+    save_resume_state,
+    task_state_store,
+)
 from dexcare.exceptions import DexCareError, DexCareValidationError
 from dexcare.report import ReportRequest, validate_report_id
 from dexcare.task_support import (
@@ -30,7 +36,6 @@ from dexcare.task_support import (
     is_literal,
     refuse_task_dates_as_window,
     resolve_request,
-    state_store,
     try_number,
     upstream_task_id,
 )
@@ -248,9 +253,8 @@ class DexCareReportSensor(BaseSensorOperator):
         self._apply_settings()
         if state is None:
             # ``dag.test()`` runs triggers inline and replaces the resume kwargs with the event alone; the
-            # copy saved in the task state store before deferring covers that.
-            store = state_store(context)
-            state = store.get(STATE_KEY) if store is not None else None
+            # copy saved before deferring covers that.
+            state = load_resume_state(context, STATE_KEY)
         if not isinstance(state, dict):
             raise DexCareError("The sensor resumed without its wait state; refusing to guess the report id.")
         self._state = WaitState.from_dict(state)
@@ -286,11 +290,20 @@ class DexCareReportSensor(BaseSensorOperator):
                 "report_id=<start task>.output, request_task_id=<start task>, or "
                 "report_type/report_start_date/report_end_date."
             )
-        store = state_store(context)
+        store = task_state_store(context)
         if store is None and not self.deferrable and self.reschedule:
             raise DexCareValidationError(
-                "mode='reschedule' keeps the FAILED grace period and resubmissions in Airflow 3.3's task state "
-                "store, which this Airflow does not have: use deferrable=True or mode='poke'."
+                missing_task_state_store(
+                    "mode='reschedule' would forget the FAILED grace period and the resubmissions between "
+                    "pokes, so it is refused: use deferrable=True (the default) or mode='poke'."
+                )
+            )
+        if store is None and self.max_resubmits:
+            self.log.info(
+                missing_task_state_store(
+                    f"should this try end early, the next one waits on report {origin} again, not on a report "
+                    "this try requested again."
+                )
             )
         saved = store.get(STATE_KEY) if store is not None else None
         current_try = try_number(context)
@@ -357,7 +370,7 @@ class DexCareReportSensor(BaseSensorOperator):
         )
 
     def _save(self, context: Context) -> None:
-        store = state_store(context)
+        store = task_state_store(context)
         if store is not None and self._state is not None:
             store.set(STATE_KEY, self._state.to_dict())
 
@@ -437,7 +450,7 @@ class DexCareReportSensor(BaseSensorOperator):
     def _defer(self, context: Context) -> None:
         state = self._state
         assert state is not None
-        self._save(context)  # the resume kwargs carry it too, but dag.test() drops them
+        save_resume_state(context, STATE_KEY, state.to_dict())  # the resume kwargs carry it, dag.test() drops them
         tracker = ReportTracker.from_dict(state.tracker)
         trigger = DexCareReportStatusTrigger(
             report_id=state.report_id,

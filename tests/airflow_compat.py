@@ -1,0 +1,28 @@
+"""What the tests use from Airflow that moved between 3.0 and 3.3; the package's own differences are in
+``dexcare.compat`` (which also gives the tests Airflow's exceptions)."""
+
+from __future__ import annotations
+
+try:  # Airflow >= 3.2
+    from airflow.sdk._shared.module_loading import import_string
+    from airflow.sdk.serde import deserialize, serialize
+except ImportError:  # Airflow 3.0, 3.1
+    from airflow.serialization.serde import deserialize, serialize  # type: ignore[no-redef]
+    from airflow.utils.module_loading import import_string  # type: ignore[no-redef]
+
+try:  # Airflow >= 3.2
+    from airflow.sdk.exceptions import ParamValidationError
+except ImportError:  # Airflow 3.0, 3.1
+    from airflow.exceptions import ParamValidationError  # type: ignore[no-redef]
+
+try:  # Airflow >= 3.1
+    from airflow.sdk._shared.secrets_masker import redact
+except ImportError:  # Airflow 3.0
+    from airflow.sdk.execution_time.secrets_masker import redact  # type: ignore[no-redef]
+
+try:  # Airflow >= 3.2
+    from airflow.dag_processing.dagbag import DagBag
+except ImportError:  # Airflow 3.0, 3.1
+    from airflow.models.dagbag import DagBag  # type: ignore[no-redef]
+
+__all__ = ["DagBag", "ParamValidationError", "deserialize", "import_string", "redact", "serialize"]
