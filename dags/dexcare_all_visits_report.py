@@ -119,7 +119,7 @@ with DAG(
         start = DexCareStartReportOperator(
             task_id="start_report",
             dexcare_conn_id="{{ params.dexcare_conn_id }}",
-            map_index_template="{{ task.report_type }}",
+            map_index_template="{{ ti.task.report_type }}",
             **window,
         )
         wait = DexCareReportSensor(
@@ -130,7 +130,7 @@ with DAG(
             timeout="{{ params.sensor_timeout_hours * 3600 }}",
             failed_grace_period="{{ params.failed_grace_minutes * 60 }}",
             max_resubmits="{{ params.max_resubmits }}",
-            map_index_template="{{ task.report_type }}",
+            map_index_template="{{ ti.task.report_type }}",
             retries=min(RETRIES, 1),  # a retry waits on the same report again; losses are resubmitted instead
             **window,
         )
@@ -139,7 +139,7 @@ with DAG(
             report_id=wait.output,
             destination="{{ params.storage }}",
             dexcare_conn_id="{{ params.dexcare_conn_id }}",
-            map_index_template="{{ task.report_type }}",
+            map_index_template="{{ ti.task.report_type }}",
             **window,
         ).output
 
