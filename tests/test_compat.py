@@ -35,7 +35,7 @@ def test_the_state_store_flag_matches_the_task_sdk():
     assert f"Airflow {airflow.__version__} has no task state store (Airflow 3.3 and later" in message
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # 3.3 deprecates importing them from there
+@pytest.mark.filterwarnings("ignore:airflow.exceptions.* is deprecated")  # 3.3 deprecates that home
 @pytest.mark.parametrize(
     "name", ["AirflowException", "AirflowSensorTimeout", "AirflowRescheduleException", "TaskDeferred"]
 )
