@@ -80,3 +80,14 @@ class DexCareTimeoutError(DexCareConnectionError):
 
 class DexCareIncompleteDownloadError(DexCareConnectionError):
     """The CSV body ended before its announced length: the connection broke off mid-download."""
+
+
+# --- report storage (dexcare.storage) ----------------------------------------------------------------------
+
+
+class DexCareStorageError(DexCareError):
+    """Report storage that cannot work: a bad location, or a worker-local directory on a multi-machine executor."""
+
+
+class DexCareReportFileMissingError(DexCareStorageError):
+    """A downloaded report file is not where its URI says: deleted, expired, or on another worker's disk."""

@@ -76,22 +76,42 @@ def test_params_have_descriptions_and_validate(dag):
 
 def context(**params):
     import datetime as dt
+    from types import SimpleNamespace
 
-    base = {"report_types": ["virtual", "retail"], "lookback_days": 10, "start_date": None, "end_date": None}
-    return {"params": {**base, **params}, "data_interval_end": dt.datetime(2026, 11, 21, tzinfo=dt.UTC)}
+    base = {
+        "report_types": ["virtual", "retail"],
+        "lookback_days": 10,
+        "start_date": None,
+        "end_date": None,
+        "storage": "s3://aws_default@bucket/dexcare/",
+    }
+    return {
+        "params": {**base, **params},
+        "data_interval_end": dt.datetime(2026, 11, 21, tzinfo=dt.UTC),
+        "dag": SimpleNamespace(dag_id=DAG_ID),
+        "run_id": "scheduled__2026-11-20T00:00:00+00:00",
+    }
 
 
 def test_window_ends_at_the_data_interval_end_and_looks_back():
-    assert plan_reports(context()) == [
-        {"report_type": "virtual", "report_start_date": "2026-11-11", "report_end_date": "2026-11-21"},
-        {"report_type": "retail", "report_start_date": "2026-11-11", "report_end_date": "2026-11-21"},
+    run_dir = f"s3://aws_default@bucket/dexcare/{DAG_ID}/scheduled__2026-11-20T00_00_00_00_00/"
+    assert plan_reports(context(), executor="LocalExecutor") == [
+        {"report_type": "virtual", "report_start_date": "2026-11-11", "report_end_date": "2026-11-21",
+         "destination": run_dir},
+        {"report_type": "retail", "report_start_date": "2026-11-11", "report_end_date": "2026-11-21",
+         "destination": run_dir},
     ]
-    override = plan_reports(context(start_date="2026-10-01", end_date="2026-10-05", report_types=["retail"]))
-    assert override == [{"report_type": "retail", "report_start_date": "2026-10-01", "report_end_date": "2026-10-05"}]
+    override = plan_reports(
+        context(start_date="2026-10-01", end_date="2026-10-05", report_types=["retail"]), executor="LocalExecutor"
+    )
+    assert override == [
+        {"report_type": "retail", "report_start_date": "2026-10-01", "report_end_date": "2026-10-05",
+         "destination": run_dir}
+    ]
     with pytest.raises(DexCareValidationError, match="give both"):
-        plan_reports(context(start_date="2026-10-01"))
+        plan_reports(context(start_date="2026-10-01"), executor="LocalExecutor")
     with pytest.raises(DexCareValidationError, match="is after end_date"):
-        plan_reports(context(start_date="2026-10-09", end_date="2026-10-05"))
+        plan_reports(context(start_date="2026-10-09", end_date="2026-10-05"), executor="LocalExecutor")
 
 
 def test_failure_notifier_is_configured_from_the_environment():
