@@ -85,9 +85,17 @@ class DexCareIncompleteDownloadError(DexCareConnectionError):
 # --- report storage (dexcare.storage) ----------------------------------------------------------------------
 
 
+class DexCareLoadError(DexCareError):
+    """The load into the warehouse failed; the transaction was rolled back, so nothing was written.
+
+    Defined here (``dexcare.load.errors`` re-exports it) so that a missing report file is both a storage and a
+    load error.
+    """
+
+
 class DexCareStorageError(DexCareError):
     """Report storage that cannot work: a bad location, or a worker-local directory on a multi-machine executor."""
 
 
-class DexCareReportFileMissingError(DexCareStorageError):
+class DexCareReportFileMissingError(DexCareStorageError, DexCareLoadError):
     """A downloaded report file is not where its URI says: deleted, expired, or on another worker's disk."""

@@ -175,19 +175,20 @@ class ReportLocation:
         return True
 
     def _missing_message(self) -> str:
+        where = f"{self.uri}: cannot open the report file"
         if self._local is not None:
             return (
-                f"Report file {self.uri} is not on this worker ({socket.gethostname()}): it was downloaded on "
-                "another machine (the report storage is a directory on the worker's own disk, which only works "
-                "when one machine runs every task), or it was deleted. Fix: with several workers, set "
+                f"{where}: it is not on this worker ({socket.gethostname()}). It was downloaded on another "
+                "machine (the report storage is a directory on the worker's own disk, which only works when one "
+                "machine runs every task), or it was deleted. Fix: with several workers, set "
                 f"{SETTING} ({CONFIG_ENV}) to storage every worker reaches, e.g. {EXAMPLE_STORAGE}; then clear "
                 "this run's download_report tasks (they download the report again) and this task."
             )
         return (
-            f"Report file {self.uri} is not in the object store: it was deleted (an earlier load of this run "
-            "deletes its files after the commit) or a bucket lifecycle rule expired it. Fix: clear this run's "
-            "download_report tasks (they download the report again) and this task; if a lifecycle rule removes "
-            "objects under this prefix, let them live longer than a run takes."
+            f"{where}: it is not in the object store. It was deleted (an earlier load of this run deletes its "
+            "files after the commit) or a bucket lifecycle rule expired it. Fix: clear this run's download_report "
+            "tasks (they download the report again) and this task; if a lifecycle rule removes objects under this "
+            "prefix, let them live longer than a run takes."
         )
 
 

@@ -9,8 +9,8 @@ import warnings
 from pathlib import Path
 
 import pytest
-from dexcare.dag_support import failure_callbacks, plan_reports
-from dexcare.exceptions import DexCareValidationError
+from dexcare.dag_support import failure_callbacks, plan_reports, queue
+from dexcare.exceptions import DexCareStorageError, DexCareValidationError
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 DAG_ID = "dexcare_all_visits_report"
@@ -112,6 +112,30 @@ def test_window_ends_at_the_data_interval_end_and_looks_back():
         plan_reports(context(start_date="2026-10-01"), executor="LocalExecutor")
     with pytest.raises(DexCareValidationError, match="is after end_date"):
         plan_reports(context(start_date="2026-10-09", end_date="2026-10-05"), executor="LocalExecutor")
+
+
+def test_plan_checks_the_storage_against_the_executor_before_anything_else(tmp_path, monkeypatch):
+    monkeypatch.delenv("AIRFLOW__DEXCARE__REPORT_STORAGE", raising=False)
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
+    with pytest.raises(DexCareStorageError, match=r"\(the default, as \[dexcare\] report_storage is not set\)"):
+        plan_reports(context(storage=None), executor="CeleryExecutor")
+    with pytest.raises(DexCareStorageError, match=r"\(the run's storage param\).*KubernetesExecutor"):
+        plan_reports(context(storage=f"{tmp_path}/local/", start_date="2026-10-09"), executor="KubernetesExecutor")
+    monkeypatch.setenv("AIRFLOW__DEXCARE__REPORT_STORAGE", "file:///mnt/shared%20volume/dexcare/")
+    (entry, _) = plan_reports(context(storage=None), executor="CeleryExecutor")
+    assert entry["destination"].startswith(f"file:///mnt/shared%20volume/dexcare/{DAG_ID}/scheduled__")
+    (entry, _) = plan_reports(context(storage=None), executor="LocalExecutor")
+    assert entry["destination"].startswith("file:///mnt/shared%20volume/")
+    monkeypatch.delenv("AIRFLOW__DEXCARE__REPORT_STORAGE")
+    (entry, _) = plan_reports(context(storage=None), executor="LocalExecutor")
+    assert entry["destination"].startswith((tmp_path / "dexcare-reports" / DAG_ID).as_uri())
+
+
+def test_queues_come_from_the_environment():
+    assert queue("fetch", {}) == {} and queue("load", {"DEXCARE_LOAD_QUEUE": " "}) == {}
+    env = {"DEXCARE_FETCH_QUEUE": "near-internet", "DEXCARE_LOAD_QUEUE": "near-warehouse"}
+    assert queue("fetch", env) == {"queue": "near-internet"}
+    assert queue("load", env) == {"queue": "near-warehouse"}
 
 
 def test_failure_notifier_is_configured_from_the_environment():

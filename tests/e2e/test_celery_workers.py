@@ -232,6 +232,6 @@ def test_a_load_whose_files_are_gone_says_why_and_what_to_do_in_its_last_log_lin
     logs = only_log(deployment.load_home, watch.run_id, "load_reports")
     assert len(logs) == 2, logs
     line = last_log_line(logs[-1])
-    assert "not in the object store" in line and "lifecycle rule" in line and "Fix:" in line, line
-    assert "download_report" in line, line
+    assert "cannot open the report file: it is not in the object store" in line, line
+    assert "lifecycle rule" in line and "Fix:" in line and "download_report" in line, line
     print(f"\nlast line of the cleared load's log: {line}")

@@ -25,6 +25,13 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
 
 @pytest.fixture
 def s3(s3_server: SeaweedS3, monkeypatch: pytest.MonkeyPatch) -> SeaweedS3:
-    """The server, with connection ``dexcare_s3`` pointing at it (an environment variable, as users set it)."""
+    """The server, with connection ``dexcare_s3`` pointing at it (an environment variable, as users set it).
+
+    Airflow caches one filesystem per protocol and connection id for the life of the process; it is dropped so
+    that the filesystem is built from this connection (a test worker is one long process, unlike a task).
+    """
+    from airflow.sdk.io import store
+
     monkeypatch.setenv(f"AIRFLOW_CONN_{S3_CONN_ID.upper()}", s3_server.connection())
+    monkeypatch.delitem(store._STORE_CACHE, f"s3-{S3_CONN_ID}", raising=False)
     return s3_server

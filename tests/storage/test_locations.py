@@ -52,13 +52,13 @@ def test_bad_file_uris_say_how_to_write_them() -> None:
 
 
 def test_object_store_uris_keep_the_connection_id_and_the_key_as_written() -> None:
-    location = ReportLocation.parse("s3://dexcare_s3@bucket/dexcare/naïve dir/a%20b.csv")
+    location = ReportLocation.parse("s3://parse_only@bucket/dexcare/naïve dir/a%20b.csv")
     assert not location.is_local
-    assert location.uri == "s3://dexcare_s3@bucket/dexcare/naïve dir/a%20b.csv"
+    assert location.uri == "s3://parse_only@bucket/dexcare/naïve dir/a%20b.csv"
     assert ReportLocation.parse(location.uri) == location
     assert location.name == "a%20b.csv"
-    child = ReportLocation.parse("s3://dexcare_s3@bucket/dexcare/").child("run 1").child("f.csv")
-    assert child.uri == "s3://dexcare_s3@bucket/dexcare/run 1/f.csv"
+    child = ReportLocation.parse("s3://parse_only@bucket/dexcare/").child("run 1").child("f.csv")
+    assert child.uri == "s3://parse_only@bucket/dexcare/run 1/f.csv"
     assert ReportLocation.parse("gs://bucket/x/").child("f.csv").uri == "gs://bucket/x/f.csv"
 
 

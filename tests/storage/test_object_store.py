@@ -220,3 +220,25 @@ def test_a_load_whose_object_expired_says_what_happened(s3: SeaweedS3, sandbox, 
     s3.client().delete_object(Bucket=s3.bucket, Key=report["uri"].split(f"{s3.bucket}/", 1)[1])
     with psycopg.connect(pg_uri) as conn, pytest.raises(DexCareReportFileMissingError, match="lifecycle rule"):
         load_reports(conn, [report], options=LoadOptions(schema=schema))
+
+
+def test_the_download_operator_follows_the_deployment_setting(
+    s3: SeaweedS3, sandbox, dexcare_conn_id, prefix, monkeypatch
+) -> None:
+    """No destination on the operator and no DAG edit: AIRFLOW__DEXCARE__REPORT_STORAGE decides, per run."""
+    from dexcare.operators.download_report import DexCareDownloadReportOperator
+    from dexcare.operators.start_report import DexCareStartReportOperator
+
+    from tests.operators.fakes import Runtime
+
+    monkeypatch.setenv("AIRFLOW__DEXCARE__REPORT_STORAGE", f"s3://{S3_CONN_ID}@{s3.bucket}/{prefix}")
+    rt = Runtime()
+    report_id = rt.run(DexCareStartReportOperator(
+        task_id="start", report_type="virtual", report_start_date="2026-11-01", report_end_date="2026-11-02"
+    ))
+    time.sleep(0.6)
+    result = rt.run(DexCareDownloadReportOperator(task_id="download", report_id=report_id, request_task_id="start"))
+    run_dir = f"{prefix}dexcare_test/manual__2026-11-24T00_00_00_00_00/"
+    assert result["uri"] == f"s3://{S3_CONN_ID}@{s3.bucket}/{run_dir}dexcare_virtual_2026-11-01_2026-11-02_{report_id}.csv"
+    assert s3.keys(prefix) == [result["uri"].split(f"{s3.bucket}/", 1)[1]]
+    assert hashlib.sha256(s3.read(s3.keys(prefix)[0])).hexdigest() == result["sha256"]
