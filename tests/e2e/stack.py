@@ -18,7 +18,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -33,6 +32,7 @@ from psycopg import sql
 
 from tests.airflow_cli import AIRFLOW, postgres_connection
 from tests.airflow_cli import airflow_env as base_airflow_env
+from tests.processes import free_port, stop_group
 from tests.warehouse import audit_rows as warehouse_audit_rows
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,13 +46,6 @@ DEXCARE_KEY = "dc-E2E-real-airflow-key-5b81d0e2c7"
 VISITS_PER_DAY = 5
 LOOKBACK_DAYS = 3
 FINAL_STATES = {"success", "failed"}
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on now (the api-server binds it a moment later)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for(what: str, check: Callable[[], T | None], timeout: float, interval: float = 0.5) -> T:
@@ -432,16 +425,7 @@ class RedisServer:
         self.close()
 
     def close(self) -> None:
-        if self.proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=5)
+        stop_group(self.proc)
 
 
 # --- observing runs ---------------------------------------------------------------------------------------
