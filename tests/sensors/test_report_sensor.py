@@ -10,9 +10,9 @@ import uuid
 
 import pytest
 from airflow.sdk.exceptions import AirflowRescheduleException, AirflowSensorTimeout, TaskDeferred
-from dexcare.exceptions import DexCareError, DexCareNotFoundError, DexCareValidationError
+from dexcare.exceptions import DexCareError, DexCareNotFoundError, DexCareReportFailedError, DexCareValidationError
 from dexcare.operators.start_report import DexCareStartReportOperator
-from dexcare.sensors.report import DexCareReportFailedError, DexCareReportSensor
+from dexcare.sensors.report import DexCareReportSensor
 from dexcare.triggers.report_status import CLASSPATH
 
 from tests.operators.fakes import Runtime

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.exceptions import AirflowSensorTimeout
 
-from dexcare.exceptions import DexCareError, DexCareValidationError
+from dexcare.exceptions import DexCareError, DexCareReportFailedError, DexCareValidationError
 from dexcare.report import ReportRequest, validate_report_id
 from dexcare.task_support import (
     XCOM_REPORT_ID,
@@ -47,10 +47,6 @@ if TYPE_CHECKING:
 #: Task state store key of the sensor's ``WaitState``.
 STATE_KEY = "dexcare_wait"
 DEFAULT_TIMEOUT = 24 * 3600.0
-
-
-class DexCareReportFailedError(DexCareError):
-    """The report (and every resubmission allowed) ended FAILED or CANCELLED."""
 
 
 @dataclass
