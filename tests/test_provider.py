@@ -35,6 +35,20 @@ def test_provider_info_is_declarative():
     assert conn["ui-field-behaviour"]["placeholders"]["host"].startswith("https://")
 
 
+@pytest.mark.parametrize("kind", ["operators", "sensors", "triggers"])
+def test_provider_info_lists_every_module_of_its_kind(kind):
+    """Airflow's provider registry (and the docs built from it) only know the modules listed here."""
+    import importlib
+    import pkgutil
+
+    package = importlib.import_module(f"dexcare.{kind}")
+    present = {f"dexcare.{kind}.{module.name}" for module in pkgutil.iter_modules(package.__path__)}
+    listed = {module for entry in get_provider_info()[kind] for module in entry["python-modules"]}
+    assert listed == present
+    for module in listed:
+        importlib.import_module(module)
+
+
 def test_airflow_lists_the_provider_and_its_connection_type(cli_env):
     providers = json.loads(airflow(cli_env, "providers", "list", "--output", "json"))
     assert any(p["package_name"] == "airflow-provider-dexcare" for p in providers)

@@ -26,6 +26,7 @@ def get_provider_info() -> dict[str, Any]:
                     "dexcare.operators.start_report",
                     "dexcare.operators.report_status",
                     "dexcare.operators.download_report",
+                    "dexcare.operators.load_reports",
                 ],
             }
         ],
