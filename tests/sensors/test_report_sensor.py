@@ -223,6 +223,33 @@ def test_settings_are_checked_when_the_dag_is_parsed():
     DexCareReportSensor(task_id="w", report_id="{{ ti.xcom_pull('start') }}")  # templates wait for runtime
 
 
+def test_an_endless_timeout_is_refused_when_the_dag_is_parsed():
+    """The trigger needs a finite deadline: refusing "inf" only when the task defers would come after the
+    report was started."""
+    with pytest.raises(DexCareValidationError, match="timeout must be a finite number of seconds, got 'inf'"):
+        DexCareReportSensor(task_id="w", report_id=str(uuid.uuid4()), timeout="inf")
+    with pytest.raises(DexCareValidationError, match="timeout must be a finite number"):
+        DexCareReportSensor(task_id="w", report_id=str(uuid.uuid4()), timeout=float("inf"))
+    with pytest.raises(DexCareValidationError, match="timeout must be at most"):
+        DexCareReportSensor(task_id="w", report_id=str(uuid.uuid4()), timeout=dt.timedelta(days=365 * 100))
+
+
+def test_a_setting_that_renders_to_something_the_trigger_refuses_fails_before_any_request(dexcare_conn_id, sandbox):
+    rt = Runtime()
+    report_id = start(rt)
+    for name, rendered in [("timeout", "inf"), ("poll_interval", "0"), ("failed_grace_period", "nan")]:
+        template = "{{ params.value }}"
+        wait = DexCareReportSensor(task_id="wait", report_id=report_id, request_task_id="start", **{name: template})
+        ctx = rt.context("wait")
+        ctx["params"] = {"value": rendered}
+        wait.render_template_fields(ctx)
+        before = len(sandbox.request_log)
+        with pytest.raises(DexCareValidationError, match=name):
+            wait.execute(ctx)
+        assert len(sandbox.request_log) == before  # not even a status check
+    assert posts(sandbox) == 1
+
+
 def test_resubmission_without_a_known_request_is_refused_before_any_call(dexcare_conn_id, sandbox):
     wait = DexCareReportSensor(task_id="wait", report_id=str(uuid.uuid4()), max_resubmits=1)
     with pytest.raises(DexCareValidationError, match="type and window"):

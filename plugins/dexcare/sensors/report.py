@@ -36,6 +36,7 @@ from dexcare.task_support import (
 )
 from dexcare.tracking import ReportTracker, Verdict, format_seconds
 from dexcare.triggers.report_status import DexCareReportStatusTrigger, format_deadline, validate_event
+from dexcare.wait_settings import WaitSettings
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -136,9 +137,11 @@ class DexCareReportSensor(BaseSensorOperator):
         # poke_interval/timeout to numbers in its constructor, so it gets defaults here and the real values
         # are applied once the templates are rendered (``_apply_settings``).
         timeout = kwargs.pop("timeout", DEFAULT_TIMEOUT)
+        if timeout is not None and not isinstance(timeout, str):
+            timeout = WaitSettings.check("timeout", timeout)  # before BaseSensorOperator trips over it
         kwargs["timeout"] = DEFAULT_TIMEOUT if isinstance(timeout, str) else timeout
         if poll_interval is not None and not isinstance(poll_interval, str):
-            kwargs["poke_interval"] = poll_interval
+            kwargs["poke_interval"] = WaitSettings.check("poll_interval", poll_interval)
         kwargs.setdefault("poke_interval", 60.0)
         refuse_task_dates_as_window(kwargs)
         super().__init__(**kwargs)
@@ -154,7 +157,7 @@ class DexCareReportSensor(BaseSensorOperator):
         self.report_start_date = report_start_date
         self.report_end_date = report_end_date
         self.request_task_id = request_task_id or upstream_task_id(report_id)
-        settings = (poll_interval, timeout, failed_grace_period, max_resubmits, max_consecutive_errors)
+        settings = (poll_interval, timeout, failed_grace_period, max_resubmits, max_consecutive_errors, dexcare_conn_id)
         if all(not isinstance(v, str) or is_literal(v) for v in settings):
             self._apply_settings()  # fail when the DAG is parsed, not when the report is hours old
         if is_literal(report_id):
@@ -165,14 +168,21 @@ class DexCareReportSensor(BaseSensorOperator):
         self._request: ReportRequest | None = None
 
     def _apply_settings(self) -> None:
-        """Turn the (rendered) settings into numbers, checked before any request is made."""
-        self.poll_interval = _seconds("poll_interval", self.poll_interval, allow_zero=False)
-        self.poke_interval = self.poll_interval
-        self.wait_timeout = _seconds("timeout", self.wait_timeout)
-        self.timeout = self.wait_timeout
-        self.failed_grace_period = _seconds("failed_grace_period", self.failed_grace_period)
-        self.max_resubmits = _count("max_resubmits", self.max_resubmits, least=0)
-        self.max_consecutive_errors = _count("max_consecutive_errors", self.max_consecutive_errors, least=1)
+        """Turn the (rendered) settings into numbers, checked before any request is made, by the same rules
+        the trigger applies to them (``dexcare.wait_settings``)."""
+        settings = WaitSettings.parse(
+            poll_interval=self.poll_interval,
+            timeout=self.wait_timeout,
+            failed_grace_period=self.failed_grace_period,
+            max_resubmits=self.max_resubmits,
+            max_consecutive_errors=self.max_consecutive_errors,
+            dexcare_conn_id=self.dexcare_conn_id,
+        )
+        self.poll_interval = self.poke_interval = settings.poll_interval
+        self.wait_timeout = self.timeout = settings.timeout
+        self.failed_grace_period = settings.failed_grace_period
+        self.max_resubmits = settings.max_resubmits
+        self.max_consecutive_errors = settings.max_consecutive_errors
 
     # --- entry points ------------------------------------------------------------------------------------
 
@@ -459,32 +469,6 @@ class DexCareReportSensor(BaseSensorOperator):
             kwargs={"state": state.to_dict()},
             timeout=timedelta(seconds=backstop),
         )
-
-
-def _seconds(name: str, value: Any, *, allow_zero: bool = True) -> float:
-    """A number of seconds from a number, a timedelta or a rendered template such as ``"600"``."""
-    if isinstance(value, timedelta):
-        value = value.total_seconds()
-    elif isinstance(value, str):
-        try:
-            value = float(value.strip())
-        except ValueError:
-            raise DexCareValidationError(f"{name} must be a number of seconds, got {value!r}.") from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-        raise DexCareValidationError(f"{name} must be a number of seconds, got {value!r}.")
-    if value < 0 or (value == 0 and not allow_zero):
-        raise DexCareValidationError(f"{name} must be {'>=' if allow_zero else '>'} 0 seconds, got {value!r}.")
-    return float(value)
-
-
-def _count(name: str, value: Any, *, least: int) -> int:
-    """An integer from an int or a rendered template such as ``"2"``; ``2.5`` or ``True`` is a mistake."""
-    if isinstance(value, str):
-        text = value.strip()
-        value = int(text) if text.lstrip("-").isdigit() else text
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise DexCareValidationError(f"{name} must be an integer >= {least}, got {value!r}.")
-    return value
 
 
 def _window(request: ReportRequest | None) -> str:

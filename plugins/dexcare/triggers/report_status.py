@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import math
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -21,6 +20,7 @@ from dexcare.hooks.dexcare import DexCareHook
 from dexcare.report import ReportStatus, validate_report_id
 from dexcare.retry import RetryPolicy
 from dexcare.tracking import ReportTracker, Verdict, format_seconds
+from dexcare.wait_settings import MAX_EPOCH, conn_id, count, seconds
 
 CLASSPATH = "dexcare.triggers.report_status.DexCareReportStatusTrigger"
 
@@ -29,15 +29,6 @@ EVENT_KEYS = frozenset({"status", "report_id", "report_status", "status_since", 
 #: ``status`` of an event: success (SUCCEEDED), failed (FAILED past the grace period), cancelled,
 #: timeout (deadline passed before a final status), error (403, 404, unknown status, error budget spent...).
 EVENT_STATUSES = frozenset({"success", "failed", "cancelled", "timeout", "error"})
-
-
-def _number(name: str, value: Any, *, minimum: float = 0.0, allow_zero: bool = False) -> float:
-    """Plain finite numbers only; ``bool`` is an ``int`` in Python but never a duration."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise DexCareValidationError(f"{name} must be a finite number of seconds, got {value!r}.")
-    if value < minimum or (value == minimum and not allow_zero):
-        raise DexCareValidationError(f"{name} must be {'>=' if allow_zero else '>'} {minimum}, got {value!r}.")
-    return float(value)
 
 
 def format_deadline(deadline: float) -> str:
@@ -78,29 +69,26 @@ class DexCareReportStatusTrigger(BaseTrigger):
         super().__init__()
         # Validated here, on the worker, before the task defers: a bad value must not reach the database
         # or fail later inside the triggerer.
+        # The same rules as the sensor's (``dexcare.wait_settings``), so nothing it accepted is refused here.
         self.report_id = validate_report_id(report_id)
-        self.deadline = _number("deadline", deadline)
-        if not isinstance(dexcare_conn_id, str) or not dexcare_conn_id:
-            raise DexCareValidationError(f"dexcare_conn_id must be a non-empty string, got {dexcare_conn_id!r}.")
-        self.dexcare_conn_id = dexcare_conn_id
-        self.poll_interval = _number("poll_interval", poll_interval)
-        self.failed_grace_period = _number("failed_grace_period", failed_grace_period, allow_zero=True)
-        if isinstance(max_consecutive_errors, bool) or not isinstance(max_consecutive_errors, int) or (
-            max_consecutive_errors < 1
-        ):
-            raise DexCareValidationError(
-                f"max_consecutive_errors must be an integer >= 1, got {max_consecutive_errors!r}."
-            )
-        self.max_consecutive_errors = max_consecutive_errors
+        self.deadline = seconds("deadline", deadline, positive=True, maximum=MAX_EPOCH)
+        self.dexcare_conn_id = conn_id("dexcare_conn_id", dexcare_conn_id)
+        self.poll_interval = seconds("poll_interval", poll_interval, positive=True)
+        self.failed_grace_period = seconds("failed_grace_period", failed_grace_period)
+        self.max_consecutive_errors = count("max_consecutive_errors", max_consecutive_errors, least=1)
         if last_status is not None:
             last_status = ReportStatus(last_status).value
         self.last_status = last_status
         self.last_status_since = (
-            None if last_status_since is None else _number("last_status_since", last_status_since)
+            None
+            if last_status_since is None
+            else seconds("last_status_since", last_status_since, positive=True, maximum=MAX_EPOCH)
         )
-        self.request_timeout = None if request_timeout is None else _number("request_timeout", request_timeout)
-        self.backoff_initial = _number("backoff_initial", backoff_initial, allow_zero=True)
-        self.backoff_max = _number("backoff_max", backoff_max)
+        self.request_timeout = (
+            None if request_timeout is None else seconds("request_timeout", request_timeout, positive=True)
+        )
+        self.backoff_initial = seconds("backoff_initial", backoff_initial)
+        self.backoff_max = seconds("backoff_max", backoff_max, positive=True)
         if self.backoff_max < self.backoff_initial:
             raise DexCareValidationError("backoff_max must be >= backoff_initial.")
 
