@@ -32,6 +32,11 @@ def start(rt: Runtime, report_type: str = "virtual", **kwargs) -> str:
     return rt.run(op)
 
 
+def status_codes(sandbox, report_id: str) -> list[int]:
+    """The answers to status requests for one report, in order."""
+    return [status for method, path, status in sandbox.request_log if method == "GET" and path.endswith(report_id)]
+
+
 def sensor(report_id: str, **kwargs) -> DexCareReportSensor:
     return DexCareReportSensor(task_id="wait", report_id=report_id, request_task_id="start", **{**FAST, **kwargs})
 
@@ -282,12 +287,7 @@ async def test_failed_seen_on_the_worker_keeps_its_clock_in_the_trigger(dexcare_
     assert time.time() - started < 1.8  # grace counted from the worker's first sight, not restarted
 
 
-def test_poke_mode_counts_consecutive_transient_errors(dexcare_conn_id, sandbox, monkeypatch):
-    from tests.hook.helpers import fast_hook
-
-    # One attempt per poke, so the sensor's own budget is what is tested (the hook's retries are tested
-    # with the hook).
-    monkeypatch.setattr(DexCareReportSensor, "_hook", lambda self: fast_hook(attempts=1))
+def test_poke_mode_counts_consecutive_transient_errors(dexcare_conn_id, sandbox):
     rt = Runtime()
     report_id = start(rt)
     sandbox.inject("http_500", count=2, endpoint="status")
@@ -298,6 +298,24 @@ def test_poke_mode_counts_consecutive_transient_errors(dexcare_conn_id, sandbox,
     sandbox.inject("http_500", count=3, endpoint="status")
     with pytest.raises(DexCareError, match="3 failed status checks in a row"):
         rt.run(sensor(report_id, deferrable=False, max_consecutive_errors=3, timeout=20))
+    # Three failed status requests, not three checks of up to five requests each.
+    assert status_codes(sandbox, report_id) == [500, 500, 500]
+
+
+async def test_consecutive_errors_are_counted_across_the_worker_and_the_trigger(dexcare_conn_id, sandbox):
+    rt = Runtime()
+    report_id = start(rt)
+    sandbox.inject("http_500", count=3, endpoint="status")
+    with pytest.raises(DexCareError, match="3 transient errors in a row"):
+        await rt.run_deferrable(sensor(report_id, max_consecutive_errors=3))
+    assert rt.deferrals[0][1]["consecutive_errors"] == 1  # the worker's failed check
+    assert status_codes(sandbox, report_id) == [500, 500, 500]
+
+    rt = Runtime()
+    report_id = start(rt)
+    sandbox.inject("http_500", count=2, endpoint="status")
+    assert await rt.run_deferrable(sensor(report_id, max_consecutive_errors=3)) == report_id
+    assert status_codes(sandbox, report_id)[:3] == [500, 500, 200]
 
 
 def test_settings_can_be_templates_rendered_at_run_time(dexcare_conn_id, sandbox):

@@ -41,7 +41,13 @@ def rebuilt(trigger: DexCareReportStatusTrigger) -> DexCareReportStatusTrigger:
 
 
 def test_round_trips_through_airflow_serialization():
-    trigger = make(str(uuid.uuid4()), last_status="FAILED", last_status_since=time.time() - 3, request_timeout=5)
+    trigger = make(
+        str(uuid.uuid4()),
+        last_status="FAILED",
+        last_status_since=time.time() - 3,
+        request_timeout=5,
+        consecutive_errors=2,
+    )
     again = rebuilt(trigger)
     assert CLASSPATH == "dexcare.triggers.report_status.DexCareReportStatusTrigger"
     assert again.serialize() == trigger.serialize()
@@ -59,6 +65,8 @@ def test_round_trips_through_airflow_serialization():
         ("failed_grace_period", -1),
         ("max_consecutive_errors", 0),
         ("max_consecutive_errors", 2.5),
+        ("consecutive_errors", -1),
+        ("consecutive_errors", 10),  # the default budget: the wait should already have failed
         ("last_status", "DONE"),
         ("dexcare_conn_id", ""),
     ],
@@ -181,6 +189,14 @@ async def test_error_budget_is_consecutive_and_then_ends_the_wait(dexcare_conn_i
     event = await run_trigger(make(report_id, max_consecutive_errors=3))
     assert event["status"] == "error" and event["error"] == "DexCareServerError"
     assert "3 transient errors in a row" in event["message"]
+
+
+async def test_the_error_count_continues_from_the_worker(dexcare_conn_id, sandbox):
+    report_id = DexCareHook().start_report("virtual")
+    sandbox.inject("http_500", count=1, endpoint="status")
+    event = await run_trigger(make(report_id, max_consecutive_errors=3, consecutive_errors=2))
+    assert event["status"] == "error" and "3 transient errors in a row" in event["message"]
+    assert [r[2] for r in sandbox.request_log if r[0] == "GET"] == [500]
 
 
 async def test_429_retry_after_is_honoured(dexcare_conn_id, sandbox):

@@ -93,8 +93,8 @@ class DexCareReportSensor(BaseSensorOperator):
         failed report on its own and a return to QUEUED or RUNNING resets the clock. Default 10 minutes.
     :param max_resubmits: how many times a report that ends FAILED or CANCELLED is requested again with
         the same type and window (default 0: fail at once). Counted per task try.
-    :param max_consecutive_errors: transient errors (5xx, 429, connection, timeout) in a row before the
-        wait fails; any good status check resets the count.
+    :param max_consecutive_errors: failed status requests (5xx, 429, connection, timeout) in a row before
+        the wait fails, counted across the worker and the triggerer; any good status check resets the count.
     :param report_type: with ``report_start_date``/``report_end_date``, the request to resubmit; by default
         it is pulled from the ``request`` XCom of ``request_task_id``.
     :param report_start_date: first day of the window to resubmit.
@@ -204,7 +204,9 @@ class DexCareReportSensor(BaseSensorOperator):
         assert state is not None
         tracker = ReportTracker.from_dict(state.tracker)
         try:
-            status = self._hook().get_report_status(state.report_id)
+            # One request per check: max_consecutive_errors counts failed status requests, here and in the
+            # trigger, so the hook must not retry on its own.
+            status = self._hook(max_attempts=1).get_report_status(state.report_id)
         except DexCareError as exc:
             if not exc.retryable:
                 raise
@@ -375,10 +377,10 @@ class DexCareReportSensor(BaseSensorOperator):
         if self._request is not None:
             ti.xcom_push(key=XCOM_REQUEST, value=self._request.to_dict())
 
-    def _hook(self) -> DexCareHook:
+    def _hook(self, max_attempts: int = 5) -> DexCareHook:
         from dexcare.hooks.dexcare import DexCareHook
 
-        return DexCareHook(self.dexcare_conn_id)
+        return DexCareHook(self.dexcare_conn_id, max_attempts=max_attempts)
 
     # --- resubmission and failure --------------------------------------------------------------------------
 
@@ -452,6 +454,7 @@ class DexCareReportSensor(BaseSensorOperator):
             poll_interval=self.poll_interval,
             failed_grace_period=float(self.failed_grace_period),
             max_consecutive_errors=self.max_consecutive_errors,
+            consecutive_errors=state.errors,
             last_status=tracker.status,
             last_status_since=tracker.status_since,
         )

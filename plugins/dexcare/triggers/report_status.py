@@ -43,8 +43,9 @@ class DexCareReportStatusTrigger(BaseTrigger):
     :param dexcare_conn_id: the DexCare connection.
     :param poll_interval: seconds between status checks while the report is in progress.
     :param failed_grace_period: seconds a FAILED status must last before it counts (DexCare auto-retries).
-    :param max_consecutive_errors: transient errors (5xx, 429, connection, timeout) in a row before giving
-        up; the count resets after any good poll.
+    :param max_consecutive_errors: failed status requests (5xx, 429, connection, timeout) in a row before
+        giving up; the count resets after any good poll.
+    :param consecutive_errors: failed status requests in a row the worker already counted before deferring.
     :param last_status: the status the worker saw last (so the grace period continues across the handoff).
     :param last_status_since: epoch seconds since ``last_status`` has held.
     :param request_timeout: read timeout per request (default: the connection's, or 60 s).
@@ -60,6 +61,7 @@ class DexCareReportStatusTrigger(BaseTrigger):
         poll_interval: float = 60.0,
         failed_grace_period: float = 600.0,
         max_consecutive_errors: int = 10,
+        consecutive_errors: int = 0,
         last_status: str | None = None,
         last_status_since: float | None = None,
         request_timeout: float | None = None,
@@ -76,6 +78,12 @@ class DexCareReportStatusTrigger(BaseTrigger):
         self.poll_interval = seconds("poll_interval", poll_interval, positive=True)
         self.failed_grace_period = seconds("failed_grace_period", failed_grace_period)
         self.max_consecutive_errors = count("max_consecutive_errors", max_consecutive_errors, least=1)
+        self.consecutive_errors = count("consecutive_errors", consecutive_errors, least=0)
+        if self.consecutive_errors >= self.max_consecutive_errors:
+            raise DexCareValidationError(
+                f"consecutive_errors ({consecutive_errors}) must be below max_consecutive_errors "
+                f"({max_consecutive_errors}): the wait should already have failed."
+            )
         if last_status is not None:
             last_status = ReportStatus(last_status).value
         self.last_status = last_status
@@ -102,6 +110,7 @@ class DexCareReportStatusTrigger(BaseTrigger):
                 "poll_interval": self.poll_interval,
                 "failed_grace_period": self.failed_grace_period,
                 "max_consecutive_errors": self.max_consecutive_errors,
+                "consecutive_errors": self.consecutive_errors,
                 "last_status": self.last_status,
                 "last_status_since": self.last_status_since,
                 "request_timeout": self.request_timeout,
@@ -136,7 +145,7 @@ class DexCareReportStatusTrigger(BaseTrigger):
             max_delay=self.backoff_max,
         )
         hook = DexCareHook(self.dexcare_conn_id, timeout=self.request_timeout)
-        failures = 0
+        failures = self.consecutive_errors
         self.log.info(
             "Waiting for DexCare report %s: poll every %s, FAILED grace %s, deadline %s.",
             self.report_id,
@@ -144,12 +153,15 @@ class DexCareReportStatusTrigger(BaseTrigger):
             format_seconds(self.failed_grace_period),
             format_deadline(self.deadline),
         )
-        if self.last_status is not None:
+        if self.last_status is not None or failures:
             # The worker checked the status just before deferring. Checking again at once only repeats that
             # request, and an event fired within seconds of the deferral can reach Airflow 3.3's scheduler
             # before it has seen the worker exit, which then fails the resumed task ("finished with state
-            # success, but the task instance's state attribute is queued"). So the first check waits a poll.
-            await asyncio.sleep(max(self._pause(tracker, time.time()), 0.0))
+            # success, but the task instance's state attribute is queued"). So the first check waits a poll,
+            # or the backoff when the worker's check failed.
+            now = time.time()
+            pause = min(policy.backoff(failures), self.deadline - now) if failures else self._pause(tracker, now)
+            await asyncio.sleep(max(pause, 0.0))
         async with hook.async_session() as session:
             while True:
                 try:
@@ -192,7 +204,7 @@ class DexCareReportStatusTrigger(BaseTrigger):
                 self._polls += 1
                 if failures:
                     self.log.info("DexCare answered again after %d failed status checks.", failures)
-                    failures = 0
+                    failures = self.consecutive_errors
                 now = time.time()
                 verdict, change = tracker.observe(status, now)
                 if change:
