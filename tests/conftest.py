@@ -44,6 +44,17 @@ def dexcare_conn_id(sandbox, monkeypatch) -> str:
     return "dexcare_default"
 
 
+@pytest.fixture
+def forward_proxy(tmp_path):
+    """A real forward proxy (proxy.py) on a free loopback port that records every request it relays."""
+    from tests.forward_proxy import ForwardProxy
+
+    workdir = tmp_path / "forward-proxy"
+    workdir.mkdir()
+    with ForwardProxy(workdir) as proxy:
+        yield proxy
+
+
 @pytest.fixture(scope="session")
 def pg_uri() -> Iterator[str]:
     uri = os.environ.get("DEXCARE_TEST_POSTGRES_URI")

@@ -19,9 +19,11 @@ def requests_to(sandbox, method: str, suffix: str = "") -> list[tuple[str, str, 
     return [r for r in sandbox.request_log if r[0] == method and r[1].endswith(suffix)]
 
 
-def set_connection(monkeypatch, conn_id: str, host: str, key: str | None = "k-12345") -> None:
+def set_connection(monkeypatch, conn_id: str, host: str, key: str | None = "k-12345", **extra) -> None:
     """Give a connection the way users do: ``AIRFLOW_CONN_<ID>`` in JSON form."""
     conn = {"conn_type": "dexcare", "host": host}
     if key is not None:
         conn["password"] = key
+    if extra:
+        conn["extra"] = extra
     monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(conn))

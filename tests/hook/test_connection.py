@@ -10,7 +10,8 @@ import urllib.parse
 
 import pytest
 from dexcare.exceptions import DexCareResponseError, DexCareUnknownStatusError, DexCareValidationError
-from dexcare.hooks.dexcare import DexCareHook, base_url_from_connection
+from dexcare.hooks.dexcare import DexCareHook
+from dexcare.hooks.transport import base_url_from_connection
 from dexcare.report import REPORTS_PATH
 
 from tests.conftest import SANDBOX_TOKEN
