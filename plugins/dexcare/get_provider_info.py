@@ -54,8 +54,9 @@ def get_provider_info() -> dict[str, Any]:
                     },
                     "verify": {
                         "label": "Verify TLS certificate",
-                        "description": "Set to false only for a test endpoint with a self-signed certificate.",
-                        "schema": {"type": ["boolean", "null"]},
+                        "description": "The path of a CA bundle to trust (file or directory), or false only for "
+                        "a test endpoint with a self-signed certificate.",
+                        "schema": {"type": ["boolean", "string", "null"]},
                     },
                 },
             }
