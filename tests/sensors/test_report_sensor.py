@@ -65,6 +65,25 @@ async def test_deferrable_waits_in_the_trigger_and_returns_the_id(dexcare_conn_i
     assert posts(sandbox) == 1
 
 
+async def test_the_wait_state_is_kept_in_one_place(dexcare_conn_id, sandbox):
+    """With a task state store the deferral carries nothing (the store is the one copy); without one (Airflow
+    before 3.3) the resume kwargs carry the state instead, and the wait resumes from them."""
+    sandbox.inject("fail", count=1)
+    rt = Runtime()
+    first = start(rt)
+    result = await rt.run_deferrable(sensor(first, max_resubmits=1))
+    assert rt.resume_kwargs == [{}, {}]
+    assert rt.stores["wait"].get("dexcare_wait")["report_ids"] == [first, result]
+
+    sandbox.inject("fail", count=1)
+    rt = Runtime()
+    first = start(rt)
+    result = await rt.run_deferrable(sensor(first, max_resubmits=1), store=False)
+    assert result != first and "wait" not in rt.stores
+    assert [kwargs["state"]["report_id"] for kwargs in rt.resume_kwargs] == [first, result]
+    assert rt.resume_kwargs[1]["state"]["report_ids"] == [first, result]
+
+
 async def test_does_not_defer_for_a_report_that_is_already_final(dexcare_conn_id, sandbox):
     rt = Runtime()
     report_id = start(rt)

@@ -199,6 +199,20 @@ async def test_the_error_count_continues_from_the_worker(dexcare_conn_id, sandbo
     assert [r[2] for r in sandbox.request_log if r[0] == "GET"] == [500]
 
 
+async def test_a_good_check_resets_the_count_handed_over_by_the_worker(slow_sandbox):
+    report_id = DexCareHook().start_report("virtual")  # RUNNING for a minute
+    trigger = make(report_id, deadline_in=2.0, poll_interval=0.1, max_consecutive_errors=3, consecutive_errors=2)
+    task = asyncio.ensure_future(run_trigger(trigger))
+    for _ in range(500):  # the sandbox records requests in its own thread: poll its log
+        if any(method == "GET" for method, _path, _status in slow_sandbox.request_log):
+            break
+        await asyncio.sleep(0.01)
+    slow_sandbox.inject("http_500", count=2, endpoint="status")  # two more in a row: 2 of 3, not 4 of 3
+    event = await task
+    assert event["status"] == "timeout"
+    assert [r[2] for r in slow_sandbox.request_log if r[0] == "GET"][:3] == [200, 500, 500]
+
+
 async def test_429_retry_after_is_honoured(dexcare_conn_id, sandbox):
     report_id = DexCareHook().start_report("virtual")
     sandbox.inject("http_429", count=1, endpoint="status", retry_after=1)

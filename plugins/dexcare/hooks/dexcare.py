@@ -23,6 +23,7 @@ import requests
 from airflow.providers.common.compat.connection import get_async_connection
 from airflow.providers.http.hooks.http import HttpHook
 
+from dexcare import messages
 from dexcare.csv_records import CsvRecordCounter
 from dexcare.exceptions import (
     DexCareAuthError,
@@ -163,10 +164,9 @@ class DexCareHook(HttpHook):
                 return parse_report_id(parse_json_body(response.content, response.headers, what))
 
         report_id = self._retrying(once, f"Starting a {request.report_type.value} report")
-        window = (
-            f"{request.start_date}..{request.end_date}" if request.start_date else "DexCare's default window"
+        self.log.info(
+            "Started DexCare %s report %s for %s", request.report_type.value, report_id, messages.window(request)
         )
-        self.log.info("Started DexCare %s report %s for %s", request.report_type.value, report_id, window)
         return report_id
 
     def get_report_status(self, report_id: str) -> ReportStatus:

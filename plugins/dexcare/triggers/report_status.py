@@ -8,18 +8,18 @@ on the worker. The stored kwargs carry an absolute deadline, so a restart contin
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from dexcare import messages
 from dexcare.exceptions import DexCareError, DexCareValidationError
 from dexcare.hooks.dexcare import DexCareHook
 from dexcare.report import ReportStatus, validate_report_id
 from dexcare.retry import RetryPolicy
-from dexcare.tracking import ReportTracker, Verdict, format_seconds
+from dexcare.tracking import ReportTracker, Verdict
 from dexcare.wait_settings import MAX_EPOCH, conn_id, count, seconds
 
 CLASSPATH = "dexcare.triggers.report_status.DexCareReportStatusTrigger"
@@ -29,10 +29,6 @@ EVENT_KEYS = frozenset({"status", "report_id", "report_status", "status_since", 
 #: ``status`` of an event: success (SUCCEEDED), failed (FAILED past the grace period), cancelled,
 #: timeout (deadline passed before a final status), error (403, 404, unknown status, error budget spent...).
 EVENT_STATUSES = frozenset({"success", "failed", "cancelled", "timeout", "error"})
-
-
-def format_deadline(deadline: float) -> str:
-    return dt.datetime.fromtimestamp(deadline, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 class DexCareReportStatusTrigger(BaseTrigger):
@@ -132,7 +128,7 @@ class DexCareReportStatusTrigger(BaseTrigger):
             event = self._event(
                 "error",
                 tracker,
-                f"Stopped waiting for DexCare report {self.report_id}: {type(exc).__name__}: {exc}",
+                messages.stopped(self.report_id, f"{type(exc).__name__}: {exc}"),
                 error=type(exc).__name__,
             )
         self.log.info(event["message"])
@@ -147,11 +143,7 @@ class DexCareReportStatusTrigger(BaseTrigger):
         hook = DexCareHook(self.dexcare_conn_id, timeout=self.request_timeout)
         failures = self.consecutive_errors
         self.log.info(
-            "Waiting for DexCare report %s: poll every %s, FAILED grace %s, deadline %s.",
-            self.report_id,
-            format_seconds(self.poll_interval),
-            format_seconds(self.failed_grace_period),
-            format_deadline(self.deadline),
+            messages.waiting_in_trigger(self.report_id, self.poll_interval, self.failed_grace_period, self.deadline)
         )
         if self.last_status is not None or failures:
             # The worker checked the status just before deferring. Checking again at once only repeats that
@@ -169,19 +161,14 @@ class DexCareReportStatusTrigger(BaseTrigger):
                 except DexCareError as exc:
                     if not exc.retryable:
                         return self._event(
-                            "error",
-                            tracker,
-                            f"Stopped waiting for DexCare report {self.report_id}: {exc}",
-                            error=type(exc).__name__,
+                            "error", tracker, messages.stopped(self.report_id, str(exc)), error=type(exc).__name__
                         )
                     failures += 1
                     if failures >= self.max_consecutive_errors:
                         return self._event(
                             "error",
                             tracker,
-                            f"Gave up on DexCare report {self.report_id} after {failures} transient errors in a "
-                            f"row; the last was {type(exc).__name__}: {exc} DexCare may be down: check its "
-                            "status, then clear the task to wait again on the same report.",
+                            messages.failed_checks_in_trigger(self.report_id, failures, exc),
                             error=type(exc).__name__,
                         )
                     now = time.time()
@@ -189,37 +176,30 @@ class DexCareReportStatusTrigger(BaseTrigger):
                         return self._timeout(tracker, f" The last status check failed: {exc}")
                     delay = policy.backoff(failures, getattr(exc, "retry_after", None))
                     self.log.warning(
-                        "Status check %d of at most %d in a row failed for DexCare report %s (%s: %s); "
-                        "next check in %.1fs.",
-                        failures,
-                        self.max_consecutive_errors,
-                        self.report_id,
-                        type(exc).__name__,
-                        exc,
-                        delay,
+                        messages.failed_check_in_trigger(
+                            failures, self.max_consecutive_errors, self.report_id, exc, delay
+                        )
                     )
                     await asyncio.sleep(min(delay, self.deadline - now))
                     continue
 
                 self._polls += 1
                 if failures:
-                    self.log.info("DexCare answered again after %d failed status checks.", failures)
-                    failures = self.consecutive_errors
+                    self.log.info(messages.answered_again(failures))
+                    failures = 0
                 now = time.time()
                 verdict, change = tracker.observe(status, now)
                 if change:
                     self.log.info(change)
                 if verdict == Verdict.SUCCEEDED:
-                    return self._event("success", tracker, f"DexCare report {self.report_id} SUCCEEDED.")
+                    return self._event("success", tracker, messages.succeeded(self.report_id))
                 if verdict == Verdict.CANCELLED:
-                    return self._event("cancelled", tracker, f"DexCare report {self.report_id} was CANCELLED.")
+                    return self._event("cancelled", tracker, messages.cancelled(self.report_id))
                 if verdict == Verdict.FAILED:
                     return self._event(
                         "failed",
                         tracker,
-                        f"DexCare report {self.report_id} stayed FAILED for "
-                        f"{format_seconds(tracker.failed_for(now))} (grace period "
-                        f"{format_seconds(self.failed_grace_period)}) without DexCare retrying it.",
+                        messages.stayed_failed(self.report_id, tracker.failed_for(now), self.failed_grace_period),
                     )
                 if now >= self.deadline:
                     return self._timeout(tracker, "")
@@ -235,18 +215,9 @@ class DexCareReportStatusTrigger(BaseTrigger):
         return pause
 
     def _timeout(self, tracker: ReportTracker, detail: str) -> dict[str, Any]:
-        now = time.time()
-        seen = (
-            f"still {tracker.status} (for {format_seconds(tracker.time_in_status(now))})"
-            if tracker.status
-            else "never seen"
-        )
-        return self._event(
-            "timeout",
-            tracker,
-            f"DexCare report {self.report_id} was {seen} at the deadline {format_deadline(self.deadline)}."
-            f"{detail}",
-        )
+        seconds_in_status = tracker.time_in_status(time.time())
+        message = messages.timed_out(self.report_id, tracker.status, seconds_in_status, self.deadline, detail)
+        return self._event("timeout", tracker, message)
 
     def _event(self, status: str, tracker: ReportTracker, message: str, *, error: str | None = None) -> dict:
         return {
