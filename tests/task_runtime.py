@@ -13,7 +13,7 @@ from typing import Any
 from airflow.sdk.exceptions import TaskDeferred
 from airflow.sdk.serde import deserialize, serialize
 
-from tests.triggers.helpers import run_trigger
+from tests.helpers import run_trigger
 
 
 class FakeStateStore:

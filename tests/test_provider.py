@@ -9,7 +9,7 @@ import pytest
 from dexcare.get_provider_info import get_provider_info
 
 from tests.airflow_cli import AIRFLOW, airflow_env, migrate
-from tests.conftest import SANDBOX_TOKEN
+from tests.helpers import SANDBOX_TOKEN
 
 
 @pytest.fixture(scope="module")

@@ -24,9 +24,7 @@ from dexcare.hooks.transport import DexCareTransport, redact_proxy
 from dexcare.report import REPORTS_PATH, ReportStatus
 from dexcare.triggers.report_status import DexCareReportStatusTrigger
 
-from tests.conftest import SANDBOX_TOKEN
-from tests.hook.helpers import set_connection
-from tests.triggers.helpers import run_trigger
+from tests.helpers import SANDBOX_TOKEN, run_trigger, set_connection
 
 
 @pytest.fixture(autouse=True)

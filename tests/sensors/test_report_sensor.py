@@ -15,8 +15,8 @@ from dexcare.operators.start_report import DexCareStartReportOperator
 from dexcare.sensors.report import DexCareReportSensor
 from dexcare.triggers.report_status import CLASSPATH
 
-from tests.operators.fakes import Runtime
-from tests.triggers.helpers import logged, posts
+from tests.helpers import logged, posts
+from tests.task_runtime import Runtime
 
 FAST = {"poll_interval": 0.05, "failed_grace_period": 0.4}
 
