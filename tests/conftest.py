@@ -5,6 +5,11 @@ Fixtures: ``sandbox`` (a fast DexCare sandbox), ``slow_sandbox`` (reports stay R
 loopback), ``pg_uri`` and ``admin`` (PostgreSQL). PostgreSQL is an embedded server from the ``pgserver``
 wheel (PostgreSQL 16, starts in about a second, also as root), shared by the session; set
 ``DEXCARE_TEST_POSTGRES_URI`` to run against another server instead.
+
+Markers are given by where a test lives and what it uses (``pytest_collection_modifyitems``), so a test
+added under ``tests/e2e`` or ``tests/compose`` is marked without anyone remembering to: ``e2e``,
+``compose``, ``slow`` and ``postgres`` (see pyproject.toml). The fast loop is
+``pytest -m "not e2e and not compose and not slow"``.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -26,6 +32,37 @@ _AIRFLOW_HOME = tempfile.mkdtemp(prefix="dexcare-test-airflow-home-")
 os.environ["AIRFLOW_HOME"] = _AIRFLOW_HOME
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
+
+# --- markers ---------------------------------------------------------------------------------------------------
+
+#: Directories whose every test gets the marker.
+MARKED_DIRECTORIES = {"tests/e2e/": ("e2e", "slow"), "tests/compose/": ("compose",)}
+#: Tests that take more than a few seconds each (a real ``airflow`` command, the demo, the benchmark).
+SLOW_FILES = (
+    "tests/dag/test_daily_dag_runs.py",
+    "tests/dags/test_dags_test.py",
+    "tests/load/test_load_dag.py",
+    "tests/load/test_benchmark_smoke.py",
+    "tests/test_demo.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = Path(config.rootpath)
+    for item in items:
+        try:
+            where = Path(item.path).resolve().relative_to(root.resolve()).as_posix()
+        except ValueError:
+            continue
+        for directory, markers in MARKED_DIRECTORIES.items():
+            if where.startswith(directory):
+                for marker in markers:
+                    item.add_marker(marker)
+        if where in SLOW_FILES:
+            item.add_marker("slow")
+        if "pg_uri" in getattr(item, "fixturenames", ()):
+            item.add_marker("postgres")
+
 
 # --- DexCare ---------------------------------------------------------------------------------------------------
 

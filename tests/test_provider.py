@@ -49,6 +49,7 @@ def test_provider_info_lists_every_module_of_its_kind(kind):
         importlib.import_module(module)
 
 
+@pytest.mark.slow  # a real airflow command in a migrated AIRFLOW_HOME
 def test_airflow_lists_the_provider_and_its_connection_type(cli_env):
     providers = json.loads(airflow(cli_env, "providers", "list", "--output", "json"))
     assert any(p["package_name"] == "airflow-provider-dexcare" for p in providers)
@@ -56,6 +57,7 @@ def test_airflow_lists_the_provider_and_its_connection_type(cli_env):
     assert "dexcare.hooks.dexcare.DexCareHook" in hooks
 
 
+@pytest.mark.slow  # a real airflow command in a migrated AIRFLOW_HOME
 def test_connections_add_and_test_against_the_sandbox(cli_env, sandbox):
     airflow(
         cli_env,
