@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import os
+import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 from airflow.sdk.exceptions import AirflowRescheduleException, AirflowSensorTimeout, TaskDeferred
@@ -18,7 +22,8 @@ from dexcare.triggers.report_status import CLASSPATH
 from tests.helpers import logged, posts
 from tests.task_runtime import Runtime
 
-FAST = {"poll_interval": 0.05, "failed_grace_period": 0.4}
+DAILY_DAG = Path(__file__).resolve().parents[2] / "dags" / "dexcare_all_visits_report.py"
+FAST = {"poll_interval": 0.05, "failed_grace_period": 0.4, "deferrable": True}
 
 
 def start(rt: Runtime, report_type: str = "virtual", **kwargs) -> str:
@@ -235,6 +240,26 @@ def test_a_new_try_continues_on_the_newest_report_of_the_chain(dexcare_conn_id, 
 
 
 # --- validation ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("default_deferrable", "expected"), [(None, "False True"), ("True", "True True")])
+def test_deferrable_follows_airflows_default_and_the_daily_dag_defers_anyway(default_deferrable, expected, tmp_path):
+    """Like the official providers' sensors; in a fresh interpreter, because the default is read at import."""
+    env = {k: v for k, v in os.environ.items() if k != "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE"}
+    if default_deferrable is not None:
+        env["AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE"] = default_deferrable
+    code = (
+        "import importlib.util, uuid\n"
+        "from dexcare.sensors.report import DexCareReportSensor\n"
+        "sensor = DexCareReportSensor(task_id='w', report_id=str(uuid.uuid4()))\n"
+        f"spec = importlib.util.spec_from_file_location('daily', {str(DAILY_DAG)!r})\n"
+        "daily = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(daily)\n"
+        "print(sensor.deferrable, daily.dag.get_task('fetch.wait_for_report').deferrable)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == expected
 
 
 def test_settings_are_checked_when_the_dag_is_parsed():

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from airflow.providers.common.compat.sdk import conf
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.exceptions import AirflowSensorTimeout
 
@@ -58,7 +59,9 @@ class DexCareReportSensor(BaseSensorOperator):
 
     :param report_id: the report GUID (templated; usually ``start.output``).
     :param dexcare_conn_id: the DexCare connection.
-    :param deferrable: wait in the triggerer (default). False: poke in ``mode="poke"`` or ``"reschedule"``.
+    :param deferrable: wait in the triggerer after the first check. False: poke in ``mode="poke"`` or
+        ``"reschedule"``. Defaults to Airflow's ``[operators] default_deferrable`` (False unless set), like the
+        official providers' sensors.
     :param poll_interval: seconds between status checks (also the poke interval). Default 60.
 
     ``poll_interval``, ``timeout``, ``failed_grace_period``, ``max_resubmits`` and
@@ -100,7 +103,7 @@ class DexCareReportSensor(BaseSensorOperator):
         *,
         report_id: str,
         dexcare_conn_id: str = "dexcare_default",
-        deferrable: bool = True,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poll_interval: float | str | None = None,
         failed_grace_period: float | timedelta | str = 600.0,
         max_resubmits: int | str = 0,
