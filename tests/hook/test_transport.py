@@ -122,6 +122,17 @@ def test_the_hook_argument_wins_over_the_connection_timeout(monkeypatch):
     assert DexCareHook("dexcare_t", timeout=5).transport.read_timeout == 5.0
 
 
+def test_get_conn_is_the_transport_session(monkeypatch):
+    """HttpHook's public entry point gives the same session the hook's own calls use."""
+    set_connection(monkeypatch, "dexcare_t", "https://dexcare.example", proxies={"https": "http://p:3128"})
+    hook = DexCareHook("dexcare_t")
+    session = hook.get_conn(headers={"X-Run": "1"})
+    assert (session.proxies, session.trust_env, session.headers["X-Run"]) == ({"https": "http://p:3128"}, False, "1")
+    assert hook.base_url == "https://dexcare.example" and hook.merged_extra["timeout"] == (10.0, 60.0)
+    with pytest.raises(DexCareValidationError, match=r"put \['verify'\] in the connection's extra"):
+        hook.get_conn(extra_options={"verify": False})
+
+
 def test_key_and_proxy_password_stay_out_of_reprs_and_messages():
     t = transport(proxies={"https": "http://user:pa55word@proxy.example:3128"})
     texts = [repr(t), t.describe(), repr(t.requests_session().auth), str(t.aiohttp_request_kwargs()["proxy"])]
