@@ -216,6 +216,38 @@ async def test_the_trigger_waits_through_the_proxy(sandbox, forward_proxy, monke
     assert relayed(forward_proxy, sandbox) == seen_by(sandbox)
 
 
+async def test_a_deferred_sensor_waits_through_the_proxy_on_the_worker_and_in_the_trigger(
+    sandbox, forward_proxy, monkeypatch, caplog, capfd
+):
+    """The bug this transport fixes: the report started through the proxy, then the deferred wait could not
+    reach DexCare. Here every request (the start, the worker's check, the trigger's checks) goes through the
+    proxy, and a poking sensor reads the connection once for all its checks."""
+    from dexcare.operators.start_report import DexCareStartReportOperator
+    from dexcare.sensors.report import DexCareReportSensor
+
+    from tests.task_runtime import Runtime
+
+    set_connection(monkeypatch, "dexcare_default", sandbox.url, SANDBOX_TOKEN, proxies={"http": forward_proxy.url})
+    rt = Runtime()
+    start = DexCareStartReportOperator(task_id="start", report_type="virtual")
+    report_id = rt.run(start)
+    wait = DexCareReportSensor(task_id="wait", report_id=report_id, deferrable=True, poll_interval=0.05)
+    assert await rt.run_deferrable(wait) == report_id
+    assert len(rt.deferrals) == 1
+    assert relayed(forward_proxy, sandbox) == seen_by(sandbox)
+    assert len(seen_by(sandbox)) >= 3  # the start, the worker's check, the trigger's checks
+
+    second = rt.run(DexCareStartReportOperator(task_id="start2", report_type="retail"))
+    caplog.clear()
+    capfd.readouterr()
+    poking = DexCareReportSensor(task_id="poke", report_id=second, deferrable=False, poll_interval=0.05)
+    assert rt.run(poking) == second
+    assert relayed(forward_proxy, sandbox) == seen_by(sandbox)
+    assert len([line for line in seen_by(sandbox) if line.endswith(second)]) >= 2  # QUEUED ... SUCCEEDED
+    captured = capfd.readouterr()
+    assert (caplog.text + captured.out).count("through proxy") == 1
+
+
 async def test_proxy_credentials_work_on_both_paths_and_never_show(sandbox, tmp_path, monkeypatch, caplog, capfd):
     from tests.forward_proxy import ForwardProxy
 

@@ -147,6 +147,7 @@ class DexCareReportSensor(BaseSensorOperator):
             ReportRequest.build(report_type, report_start_date, report_end_date)
         self._wait: WaitState | None = None
         self._request: ReportRequest | None = None
+        self._hooks: dict[int, DexCareHook] = {}
 
     def _apply_settings(self) -> WaitSettings:
         """Turn the (rendered) settings into numbers, checked before any request is made, by the same rules
@@ -320,6 +321,11 @@ class DexCareReportSensor(BaseSensorOperator):
             ti.xcom_push(key=XCOM_REQUEST, value=self._request.to_dict())
 
     def _hook(self, max_attempts: int = 5) -> DexCareHook:
+        """One hook per kind of call for the whole run: a poking sensor reads the connection once and keeps
+        its session (and its keep-alive connection) from poke to poke."""
         from dexcare.hooks.dexcare import DexCareHook
 
-        return DexCareHook(self.dexcare_conn_id, max_attempts=max_attempts)
+        hook = self._hooks.get(max_attempts)
+        if hook is None:
+            hook = self._hooks[max_attempts] = DexCareHook(self.dexcare_conn_id, max_attempts=max_attempts)
+        return hook
