@@ -1,6 +1,6 @@
 """What the wait on a DexCare report tells the on-call engineer, written in one place.
 
-The sensor on the worker, the trigger in the triggerer and the status tracker both use all report the same
+The sensor on the worker, the trigger in the triggerer and the status tracker report the same
 events (a status change, a failed check, a resubmission, the end of the wait); keeping the wording here
 means a message reads the same whichever process wrote it, and says what to do next. None of them carries
 the reporting service key or report rows: only ids, statuses, windows and times.
