@@ -195,6 +195,10 @@ def waiting_in_trigger(report_id: str, poll_interval: float, grace_period: float
     )
 
 
+def trigger_finished(polls: int, message: str) -> str:
+    return f"Trigger finished after {polls} status checks: {message}"
+
+
 def deferring(report_id: str, deadline: float) -> str:
     return f"Deferring: waiting on DexCare report {report_id} in the triggerer until {format_deadline(deadline)}."
 

@@ -204,7 +204,7 @@ class DexCareReportSensor(BaseSensorOperator):
         wait = self._wait = WaitState.resume(context, state)
         self._request = self._resolve_request(context)
         event = validate_event(event, wait.report_id)
-        self.log.info("Trigger finished after %d status checks: %s", event["polls"], event["message"])
+        self.log.info(messages.trigger_finished(event["polls"], event["message"]))
         wait.observed_in_trigger(event)
         outcome = event["status"]
         if outcome == "success":
