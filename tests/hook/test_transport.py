@@ -43,8 +43,11 @@ def transport(host: str = "https://ecvapi.care.example.com", **extra) -> DexCare
 # --- what the transport reads (no network) -----------------------------------------------------------------
 
 
-def test_defaults():
-    t = transport()
+@pytest.mark.parametrize(
+    "extra", [{}, {"timeout": None, "verify": None, "proxies": None}, {"timeout": "", "verify": ""}]
+)
+def test_defaults(extra):
+    t = transport(**extra)
     assert (t.base_url, t.proxy, t.verify, t.cert, t.requests_timeout) == (
         "https://ecvapi.care.example.com",
         None,

@@ -131,7 +131,8 @@ class DexCareTransport:
     def from_connection(cls, conn: Connection, *, read_timeout: float | None = None) -> DexCareTransport:
         """Read the connection and the environment. ``read_timeout`` (the hook's argument) wins over the
         connection's ``timeout``."""
-        extra = {k: v for k, v in (conn.extra_dejson or {}).items() if v is not None}
+        # A form field left empty arrives as null or "": both mean "not set".
+        extra = {k: v for k, v in (conn.extra_dejson or {}).items() if v is not None and v != ""}
         base_url = base_url_from_connection(conn)
         trust_env = _boolean(conn.conn_id, "trust_env", extra.get("trust_env", True))
         if read_timeout is None:
