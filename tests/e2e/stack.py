@@ -32,6 +32,7 @@ from psycopg import sql
 
 from tests.airflow_cli import AIRFLOW, postgres_connection
 from tests.airflow_cli import airflow_env as base_airflow_env
+from tests.helpers import dexcare_connection
 from tests.processes import free_port, stop_group
 from tests.warehouse import audit_rows as warehouse_audit_rows
 
@@ -112,9 +113,7 @@ def deployment_env(metadata_db: str, sandbox_url: str, pg_uri: str, **extra: str
         # The embedded server allows 100 connections; five processes with default pools could take 75.
         "AIRFLOW__DATABASE__SQL_ALCHEMY_POOL_SIZE": "2",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_MAX_OVERFLOW": "6",
-        "AIRFLOW_CONN_DEXCARE_DEFAULT": json.dumps(
-            {"conn_type": "dexcare", "host": sandbox_url, "password": DEXCARE_KEY}
-        ),
+        "AIRFLOW_CONN_DEXCARE_DEFAULT": dexcare_connection(sandbox_url, DEXCARE_KEY),
         "AIRFLOW_CONN_DEXCARE_WAREHOUSE": postgres_connection(pg_uri),
         # Failures surface at once instead of after minutes of retries.
         "DEXCARE_DAG_RETRIES": "0",

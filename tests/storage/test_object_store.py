@@ -29,7 +29,7 @@ from dexcare.storage import PART_BYTES, ReportLocation
 from psycopg import sql
 
 from tests.airflow_cli import postgres_connection
-from tests.hook.helpers import fast_hook, set_connection
+from tests.helpers import fast_hook, set_connection
 from tests.object_store import SeaweedS3
 from tests.storage.conftest import S3_CONN_ID
 
@@ -229,7 +229,7 @@ def test_the_download_operator_follows_the_deployment_setting(
     from dexcare.operators.download_report import DexCareDownloadReportOperator
     from dexcare.operators.start_report import DexCareStartReportOperator
 
-    from tests.operators.fakes import Runtime
+    from tests.task_runtime import Runtime
 
     monkeypatch.setenv("AIRFLOW__DEXCARE__REPORT_STORAGE", f"s3://{S3_CONN_ID}@{s3.bucket}/{prefix}")
     rt = Runtime()

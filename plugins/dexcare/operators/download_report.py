@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from dexcare.exceptions import DexCareError, DexCareValidationError
+from dexcare.exceptions import DexCareDownloadReportError, DexCareValidationError
 from dexcare.report import ReportRequest, ReportStatus, validate_report_id
 from dexcare.storage import ReportLocation, file_location, run_directory
 from dexcare.task_support import is_literal, refuse_task_dates_as_window, resolve_request, upstream_task_id
@@ -23,10 +23,6 @@ if TYPE_CHECKING:
     import datetime as dt
 
     from airflow.sdk import Context
-
-
-class DexCareDownloadReportError(DexCareError):
-    """The report cannot be downloaded yet (not SUCCEEDED) or its request is unknown."""
 
 
 class DexCareDownloadReportOperator(BaseOperator):
