@@ -48,9 +48,7 @@ DAG_ID = "dexcare_all_visits_report"
 SANDBOX_SERVICE = "dexcare-sandbox"
 SCHEDULER_SERVICE = "airflow-scheduler"
 POSTGRES_SERVICE = "postgres"
-API_SERVICE = "airflow-api-server"
 SCHEMA = "compose_smoke"
-REPORT_TYPES = ("virtual", "retail", "provider_booking")
 WINDOW_DAYS = 3
 # Files the build context must never hold, whatever .dockerignore says.
 FORBIDDEN_IN_CONTEXT = (".env", ".git")
@@ -140,6 +138,18 @@ class Expected:
     def duplicates_in_file(self) -> int:
         return self.rows_in_file - self.distinct_visits
 
+    def audit_row(self) -> dict[str, Any]:
+        """The load_audit columns this load must have written."""
+        return {
+            "report_type": self.report_type,
+            "target_table": self.table,
+            "rows_in_file": self.rows_in_file,
+            "duplicates_in_file": self.duplicates_in_file,
+            "inserted": self.distinct_visits,
+            "updated": 0,
+            "unchanged": 0,
+        }
+
 
 def expected_loads(
     report_types: Iterable[str], start: dt.date, end: dt.date, *, seed: int, visits_per_day: int
@@ -177,16 +187,8 @@ def check_loads(
             problems.append(f"{report_type}: {len(rows)} load_audit rows, expected 1")
             continue
         (row,) = rows
-        seen = {key: row.get(key) for key in ("target_table", "rows_in_file", "duplicates_in_file", "inserted",
-                                               "updated", "unchanged")}
-        wanted = {
-            "target_table": want.table,
-            "rows_in_file": want.rows_in_file,
-            "duplicates_in_file": want.duplicates_in_file,
-            "inserted": want.distinct_visits,
-            "updated": 0,
-            "unchanged": 0,
-        }
+        wanted = want.audit_row()
+        seen = {key: row.get(key) for key in wanted}
         if seen != wanted:
             problems.append(f"{report_type}: load_audit {seen}, expected {wanted}")
         if table_counts.get(want.table) != want.distinct_visits:
@@ -406,6 +408,9 @@ def dexcare_key(config: Mapping[str, Any]) -> tuple[str, str]:
 
 
 def run_smoke(args: argparse.Namespace, timings: Timings, workdir: Path) -> dict[str, Any]:
+    from dexcare.report import ReportType
+
+    report_types = [t.value for t in ReportType]
     env = {**os.environ, "AIRFLOW_API_PORT": str(free_port()), "DEXCARE_AIRFLOW_IMAGE": args.image}
     stack = Stack(args, workdir, env)
     facts: dict[str, Any] = {"stack": stack}
@@ -451,7 +456,7 @@ def run_smoke(args: argparse.Namespace, timings: Timings, workdir: Path) -> dict
     end = dt.datetime.now(dt.UTC).date()
     start = end - dt.timedelta(days=WINDOW_DAYS - 1)
     conf = {
-        "report_types": list(REPORT_TYPES),
+        "report_types": report_types,
         "start_date": start.isoformat(),
         "end_date": end.isoformat(),
         "poll_interval": 1,
@@ -493,7 +498,7 @@ def run_smoke(args: argparse.Namespace, timings: Timings, workdir: Path) -> dict
             if not re.fullmatch(r"avr_[a-z_]+", table):
                 raise SmokeFailure(f"unexpected target table {table!r} in load_audit")
             counts[table] = int(stack.psql(database, user, f"SELECT count(*) FROM {SCHEMA}.{table}"))  # noqa: S608
-        expected = expected_loads(REPORT_TYPES, start, end, seed=sandbox.seed, visits_per_day=sandbox.visits_per_day)
+        expected = expected_loads(report_types, start, end, seed=sandbox.seed, visits_per_day=sandbox.visits_per_day)
         problems = check_loads(expected, audit, counts)
         if problems:
             raise SmokeFailure("the warehouse does not hold what the run had to load:\n  " + "\n  ".join(problems))
