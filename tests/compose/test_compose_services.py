@@ -279,9 +279,9 @@ def test_api_server_is_healthy_only_once_the_execution_api_answers(compose: dict
 
 
 def test_long_running_airflow_services_get_time_to_stop(compose: dict[str, Any]) -> None:
-    """Compose kills a container 10 s after SIGTERM by default. The triggerer (cancelling its triggers), the
-    scheduler (stopping running tasks) and the api-server took 6-7 s when the whole stack stopped, and the
-    triggerer was once killed (exit 137) on a busy host: they get 30 s."""
+    """Compose kills a container 10 s after SIGTERM by default (exit 137). With the whole stack stopping
+    (`make compose-smoke`, 2 vCPUs) the triggerer took 4-16 s, the api-server 3-9 s and the scheduler 1-7 s:
+    they get 30 s."""
     for name in (TRIGGERER, SCHEDULER, API_SERVER):
         assert _seconds(compose["services"][name]["stop_grace_period"]) >= 30, name
 
