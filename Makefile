@@ -16,7 +16,7 @@ minor = $(basename $(1))
 COMPAT_TESTS := tests/hook tests/operators tests/sensors tests/triggers tests/dags tests/dag tests/test_provider.py \
 	tests/test_compat.py
 
-.PHONY: test test-newest test-older lint sandbox bench demo clean constraints
+.PHONY: test test-newest test-older lint sandbox bench demo clean constraints compose-smoke
 
 # $(call install,<venv>,<constraints file>)
 define install
@@ -77,3 +77,9 @@ clean:
 ## demo: the whole job end to end (sandbox + embedded PostgreSQL, two consecutive days through Airflow)
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py $(DEMO_ARGS)
+
+## compose-smoke: docker-compose.airflow.yml on a real Docker engine: build, up, a DAG run, checks, down -v
+##   (not part of `make test`; never pulls; e.g. COMPOSE="../shared/docker/offline-engine.sh compose")
+COMPOSE ?= docker compose
+compose-smoke: $(STAMP)
+	$(BIN)/python scripts/compose_smoke.py --compose "$(COMPOSE)" $(SMOKE_ARGS)

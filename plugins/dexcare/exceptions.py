@@ -68,6 +68,14 @@ class DexCareUnknownStatusError(DexCareResponseError):
     """A report status outside QUEUED/RUNNING/SUCCEEDED/FAILED/CANCELLED: never guessed at."""
 
 
+class DexCareReportFailedError(DexCareError):
+    """The report (and every resubmission allowed) ended FAILED or CANCELLED."""
+
+
+class DexCareDownloadReportError(DexCareError):
+    """The report cannot be downloaded yet (not SUCCEEDED) or its request is unknown."""
+
+
 class DexCareConnectionError(DexCareError):
     """The endpoint could not be reached (DNS, refused, reset, TLS)."""
 
@@ -80,3 +88,22 @@ class DexCareTimeoutError(DexCareConnectionError):
 
 class DexCareIncompleteDownloadError(DexCareConnectionError):
     """The CSV body ended before its announced length: the connection broke off mid-download."""
+
+
+# --- report storage (dexcare.storage) ----------------------------------------------------------------------
+
+
+class DexCareLoadError(DexCareError):
+    """The load into the warehouse failed; the transaction was rolled back, so nothing was written.
+
+    Defined here (``dexcare.load.errors`` re-exports it) so that a missing report file is both a storage and a
+    load error.
+    """
+
+
+class DexCareStorageError(DexCareError):
+    """Report storage that cannot work: a bad location, or a worker-local directory on a multi-machine executor."""
+
+
+class DexCareReportFileMissingError(DexCareStorageError, DexCareLoadError):
+    """A downloaded report file is not where its URI says: deleted, expired, or on another worker's disk."""

@@ -5,11 +5,9 @@ Messages name the file, the line and the column, never a value: report rows carr
 
 from __future__ import annotations
 
-from dexcare.exceptions import DexCareError
+from dexcare.exceptions import DexCareLoadError
 
-
-class DexCareLoadError(DexCareError):
-    """The load into the warehouse failed; the transaction was rolled back, so nothing was written."""
+__all__ = ["DexCareCSVError", "DexCareCastError", "DexCareLoadError", "DexCareSchemaError", "DexCareWarehouseError"]
 
 
 class DexCareCSVError(DexCareLoadError):

@@ -19,9 +19,9 @@ from airflow.sdk import BaseOperator
 
 from dexcare.compat import missing_task_state_store, task_state_store
 from dexcare.exceptions import DexCareNotFoundError
+from dexcare.messages import format_seconds
 from dexcare.report import ReportRequest
 from dexcare.task_support import XCOM_REQUEST, is_literal, refuse_task_dates_as_window
-from dexcare.tracking import format_seconds
 
 if TYPE_CHECKING:
     import datetime as dt

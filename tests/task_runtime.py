@@ -13,7 +13,7 @@ from typing import Any
 from dexcare.compat import HAS_TASK_STATE_STORE, TaskDeferred
 
 from tests.airflow_compat import deserialize, import_string, serialize
-from tests.triggers.helpers import run_trigger
+from tests.helpers import run_trigger
 
 
 class FakeStateStore:
@@ -60,9 +60,17 @@ class Runtime:
     def __init__(self) -> None:
         self.xcoms: dict = {}
         self.stores: dict[str, FakeStateStore] = {}
+        self.tries: dict[str, int] = {}
 
     def context(self, task_id: str, try_number: int = 1, *, store: bool = HAS_TASK_STATE_STORE) -> dict[str, Any]:
-        """What a worker hands the task; ``task_state_store`` only where this Airflow has one (3.3+)."""
+        """What a worker hands the task; ``task_state_store`` only where this Airflow has one (3.3+).
+
+        A new try starts without the task's XComs of earlier tries, as Airflow's task runner clears them.
+        """
+        if self.tries.setdefault(task_id, try_number) != try_number:
+            self.tries[task_id] = try_number
+            for key in [k for k in self.xcoms if k[0] == task_id]:
+                del self.xcoms[key]
         ti = FakeTI(task_id, self.xcoms, try_number)
         ctx: dict[str, Any] = {
             "ti": ti,
@@ -82,10 +90,13 @@ class Runtime:
             ctx["ti"].xcom_push("return_value", result)
         return result
 
-    async def run_deferrable(self, operator: Any, try_number: int = 1, *, max_deferrals: int = 10) -> Any:
+    async def run_deferrable(
+        self, operator: Any, try_number: int = 1, *, max_deferrals: int = 10, store: bool = HAS_TASK_STATE_STORE
+    ) -> Any:
         """execute(), then for each deferral: trigger rebuilt from serde'd kwargs, run, resume the task."""
-        ctx = self.context(operator.task_id, try_number)
+        ctx = self.context(operator.task_id, try_number, store=store)
         self.deferrals = []
+        self.resume_kwargs = []
         step = lambda: operator.execute(ctx)  # noqa: E731
         for _ in range(max_deferrals):
             try:
@@ -94,6 +105,7 @@ class Runtime:
                 classpath, kwargs = deferred.trigger.serialize()
                 trigger = import_string(classpath)(**deserialize(serialize(kwargs)))
                 self.deferrals.append((classpath, kwargs, deferred.timeout))
+                self.resume_kwargs.append(deferred.kwargs)
                 payload = await run_trigger(trigger)
                 next_kwargs = {**deserialize(serialize(deferred.kwargs or {})), "event": payload}
                 step = lambda d=deferred, nk=next_kwargs: operator.resume_execution(  # noqa: E731
