@@ -19,6 +19,7 @@ Only the standard library is used: it runs with the same ``python3`` the Makefil
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import subprocess
 import sys
@@ -80,6 +81,26 @@ def pip(python: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+#: Run in the venv: the requirements of installed distributions whose environment marker (Python version,
+#: platform; not an extra) is false here.
+_ELSEWHERE = r"""
+import importlib.metadata as md, json, re
+from packaging.requirements import Requirement
+names = set()
+for dist in md.distributions():
+    for text in dist.requires or ():
+        req = Requirement(text)
+        if req.marker and "extra" not in str(req.marker) and not req.marker.evaluate():
+            names.add(re.sub(r"[-_.]+", "-", req.name).lower())
+print(json.dumps(sorted(names)))
+"""
+
+
+def _needed_elsewhere(python: Path) -> set[str]:
+    done = subprocess.run([str(python), "-c", _ELSEWHERE], capture_output=True, text=True, check=True)
+    return set(json.loads(done.stdout))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("airflow_version", help="e.g. 3.0.6")
@@ -132,6 +153,12 @@ def main() -> int:
             sys.stderr.write(frozen.stderr)
             return 1
         lines = [line for line in frozen.stdout.splitlines() if canonical(line.split("==", 1)[0]) != own]
+        # A dependency that only another Python needs (e.g. redis wants async-timeout below Python 3.11.3, the
+        # Docker image's Debian Python) is not in this venv; its seed pin is kept for that interpreter.
+        frozen_names = {canonical(line.split("==", 1)[0]) for line in lines}
+        needed = _needed_elsewhere(python) - frozen_names
+        elsewhere = [pin for name, pin in seed.items() if name in needed]
+        lines = sorted([*lines, *elsewhere], key=lambda line: line.split("==", 1)[0].lower())  # as pip freeze
 
     shown = output.relative_to(ROOT) if output.is_relative_to(ROOT) else output
     header = (
@@ -143,6 +170,8 @@ def main() -> int:
     print(f"Wrote {shown}: {len(lines)} pins.")
     if dropped:
         print("Seed pins that conflicted and were resolved afresh: " + ", ".join(sorted(dropped)))
+    if elsewhere:
+        print("Kept for another Python (not installed here): " + ", ".join(elsewhere))
     fresh = sorted(
         line for line in lines if line not in seeded and canonical(line.split("==")[0]) not in AIRFLOW_ITSELF
     )

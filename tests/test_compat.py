@@ -20,8 +20,8 @@ from dexcare.sensors.report import STATE_KEY, DexCareReportSensor
 from packaging.version import Version
 
 from tests.airflow_compat import DagBag, import_string
-from tests.operators.fakes import Runtime
-from tests.triggers.helpers import run_trigger
+from tests.helpers import run_trigger
+from tests.task_runtime import Runtime
 
 DAGS = Path(__file__).resolve().parents[1] / "dags"
 
@@ -42,16 +42,6 @@ def test_the_state_store_flag_matches_the_task_sdk():
 def test_exceptions_are_the_ones_every_task_runner_catches(name):
     """3.0/3.1's task runner imports them from airflow.exceptions; on 3.2+ that is the SDK's class."""
     assert getattr(compat, name) is getattr(airflow.exceptions, name)
-
-
-def test_only_a_plain_path_is_local(tmp_path):
-    """On 3.0/3.1 (universal_pathlib 0.2) an ObjectStoragePath is also a pathlib.Path; it must not count."""
-    from airflow.sdk import ObjectStoragePath
-
-    assert compat.is_local_path(tmp_path / "x.csv")
-    assert not compat.is_local_path(ObjectStoragePath("memory://bucket/x.csv"))
-    assert not compat.is_local_path(ObjectStoragePath(f"file://{tmp_path}/x.csv"))
-    assert not compat.is_local_path(str(tmp_path))
 
 
 def test_the_daily_dags_retry_delay_doubles_on_this_airflow():
@@ -90,16 +80,27 @@ async def test_a_deferred_sensor_resumes_with_the_event_alone(dexcare_conn_id, s
         )
     )
     wait = DexCareReportSensor(
-        task_id="wait", report_id=report_id, request_task_id="start", poll_interval=0.05, failed_grace_period=0.4
+        task_id="wait",
+        report_id=report_id,
+        request_task_id="start",
+        poll_interval=0.05,
+        failed_grace_period=0.4,
+        deferrable=True,
     )
     ctx = rt.context("wait")
     with pytest.raises(compat.TaskDeferred) as deferred:
         wait.execute(ctx)
     classpath, kwargs = deferred.value.trigger.serialize()
     event = await run_trigger(import_string(classpath)(**kwargs))
-    assert compat.load_resume_state(ctx, STATE_KEY)["report_id"] == report_id
+    assert deferred.value.kwargs in (None, {})  # nothing rides on the resume kwargs
+    assert compat.state_store_for_the_try(ctx).get(STATE_KEY)["report_id"] == report_id
     resumed = DexCareReportSensor(
-        task_id="wait", report_id=report_id, request_task_id="start", poll_interval=0.05, failed_grace_period=0.4
+        task_id="wait",
+        report_id=report_id,
+        request_task_id="start",
+        poll_interval=0.05,
+        failed_grace_period=0.4,
+        deferrable=True,
     )
     assert resumed.resume_execution(deferred.value.method_name, {"event": event}, ctx) == report_id
 
