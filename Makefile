@@ -53,7 +53,12 @@ test-newest: $(STAMP)
 	@echo "== Airflow $(NEWEST_AIRFLOW): the whole suite"
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-test-older: $(foreach v,$(OLDER_AIRFLOW),test-airflow-$(call minor,$(v)))
+OLDER_STAMPS := $(foreach v,$(OLDER_AIRFLOW),$(call stamp,.venv-$(call minor,$(v)),constraints/airflow-$(call minor,$(v)).txt))
+
+# The older venvs are installed side by side (pip mostly waits on the network and the disk), then tested in turn.
+test-older:
+	@$(MAKE) --no-print-directory -j $(words $(OLDER_STAMPS)) $(OLDER_STAMPS)
+	@$(MAKE) --no-print-directory $(foreach v,$(OLDER_AIRFLOW),test-airflow-$(call minor,$(v)))
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

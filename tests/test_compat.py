@@ -7,6 +7,7 @@ used, in the operator, sensor and ``airflow dags test`` tests; here are the piec
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 from pathlib import Path
 from types import SimpleNamespace
@@ -79,7 +80,9 @@ async def test_a_deferred_sensor_resumes_with_the_event_alone(dexcare_conn_id, s
             task_id="start", report_type="virtual", report_start_date="2026-11-01", report_end_date="2026-11-03"
         )
     )
-    wait = DexCareReportSensor(
+    # A resumed task is a new instance of the operator, in a new process.
+    wait = functools.partial(
+        DexCareReportSensor,
         task_id="wait",
         report_id=report_id,
         request_task_id="start",
@@ -89,20 +92,12 @@ async def test_a_deferred_sensor_resumes_with_the_event_alone(dexcare_conn_id, s
     )
     ctx = rt.context("wait")
     with pytest.raises(compat.TaskDeferred) as deferred:
-        wait.execute(ctx)
+        wait().execute(ctx)
     classpath, kwargs = deferred.value.trigger.serialize()
     event = await run_trigger(import_string(classpath)(**kwargs))
     assert deferred.value.kwargs in (None, {})  # nothing rides on the resume kwargs
     assert compat.state_store_for_the_try(ctx).get(STATE_KEY)["report_id"] == report_id
-    resumed = DexCareReportSensor(
-        task_id="wait",
-        report_id=report_id,
-        request_task_id="start",
-        poll_interval=0.05,
-        failed_grace_period=0.4,
-        deferrable=True,
-    )
-    assert resumed.resume_execution(deferred.value.method_name, {"event": event}, ctx) == report_id
+    assert wait().resume_execution(deferred.value.method_name, {"event": event}, ctx) == report_id
 
 
 def test_the_ui_gets_the_declared_connection_form_without_deprecation_warnings():
