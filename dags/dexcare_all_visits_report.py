@@ -91,7 +91,7 @@ with DAG(
             1, type="integer", minimum=0, description="Request a report again this often if it is lost."
         ),
         "dexcare_conn_id": Param("dexcare_default", type="string", description="DexCare connection id."),
-        "warehouse_conn_id": Param("dexcare_warehouse", type="string", description="PostgreSQL connection id."),
+        "warehouse_conn_id": Param("dexcare_warehouse", type="string", description="Postgres or MSSQL connection id."),
         "schema": Param("dexcare", type="string", description="Target schema for the avr_* tables."),
         "storage": Param(
             None,
@@ -147,7 +147,7 @@ with DAG(
     DexCareLoadReportsOperator(
         task_id="load_reports",
         reports=downloads,
-        postgres_conn_id="{{ params.warehouse_conn_id }}",
+        warehouse_conn_id="{{ params.warehouse_conn_id }}",
         schema="{{ params.schema }}",
         key_columns="{{ params.key_columns }}",
         delete_files="{{ params.delete_downloads }}",

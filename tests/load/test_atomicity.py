@@ -9,8 +9,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from dexcare.exceptions import DexCareCSVError, DexCareWarehouseError
 from dexcare.load.csv_stream import open_report
-from dexcare.load.errors import DexCareCSVError, DexCareWarehouseError
 from dexcare.load.loader import LoadOptions, load_reports
 
 from tests.load.conftest import END, report, rows, snapshot

@@ -7,7 +7,7 @@ import json
 import logging
 
 import pytest
-from dexcare.load.errors import DexCareCastError, DexCareLoadError, DexCareSchemaError
+from dexcare.exceptions import DexCareCastError, DexCareLoadError, DexCareSchemaError
 
 from tests.load.conftest import END, report, rows, snapshot
 
@@ -272,7 +272,7 @@ def test_audit_rows(load, write_csv, admin, schema) -> None:
 
 
 def test_sha256_mismatch_fails(load, write_csv, admin, schema) -> None:
-    from dexcare.load.errors import DexCareCSVError
+    from dexcare.exceptions import DexCareCSVError
 
     path = write_csv(HEADER + "v1,a,t,x\n")
     with pytest.raises(DexCareCSVError, match="sha256"):

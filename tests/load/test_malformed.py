@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from dexcare.load.errors import DexCareCSVError
+from dexcare.exceptions import DexCareCSVError
 
 from tests.load.conftest import report, rows, snapshot
 
@@ -82,7 +82,7 @@ def test_header_only_is_a_clean_zero_row_load(load, write_csv, admin, schema, bo
 
 
 def test_missing_file_is_a_clear_error(load, tmp_path, admin, schema) -> None:
-    from dexcare.load.errors import DexCareLoadError
+    from dexcare.exceptions import DexCareLoadError
 
     with pytest.raises(DexCareLoadError, match="cannot open"):
         load(report(tmp_path / "nope.csv"))

@@ -7,7 +7,7 @@ import json
 from types import SimpleNamespace
 
 import pytest
-from dexcare.load.errors import DexCareLoadError
+from dexcare.exceptions import DexCareLoadError
 from dexcare.operators.load_reports import DexCareLoadReportsOperator
 from dexcare.task_support import run_end_date as run_date
 

@@ -11,8 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from dexcare.exceptions import DexCareLoadError, DexCareSchemaError
 from dexcare.load.csv_stream import BLOCK_SIZE
-from dexcare.load.errors import DexCareLoadError, DexCareSchemaError
 from dexcare.load.identifiers import normalize_identifier
 from dexcare.report import DEFAULT_LOOKBACK_DAYS, ReportType, parse_iso_date, validate_report_id
 
@@ -77,16 +77,19 @@ class LoadOptions:
     key_columns: Mapping[str, Sequence[str]] = field(default_factory=dict)
     #: Within one file the newest row by this column wins (instead of the last one), per report type.
     version_columns: Mapping[str, str] = field(default_factory=dict)
-    #: ``{"virtual": {"updated_at": "timestamptz"}}``: cast in SQL; everything else stays text.
+    #: ``{"virtual": {"updated_at": "timestamptz"}}``: cast in SQL; everything else stays text. On SQL Server
+    #: its own names (``datetimeoffset``) or the PostgreSQL spellings it maps (``timestamptz``, ``integer``).
     column_types: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
-    #: Server memory for the hash joins and the key index build of this transaction only (``SET LOCAL``
-    #: of work_mem and maintenance_work_mem); too little makes them spill to disk, not fail.
+    #: PostgreSQL: server memory for the hash joins and the key index build of this transaction only
+    #: (``SET LOCAL`` of work_mem and maintenance_work_mem); too little makes them spill to disk, not fail.
     work_mem: str | None = "256MB"
-    #: Server memory for the staging temp table (``temp_buffers``; a bigger file spills to disk).
+    #: PostgreSQL: server memory for the staging temp table (``temp_buffers``; a bigger file spills to disk).
     temp_buffers: str | None = "512MB"
     #: Check the file against the download's sha256 while streaming it (costs ~0.3 s per 300 MB).
     verify_sha256: bool = True
     block_size: int = BLOCK_SIZE
+    #: SQL Server: rows parsed in Python per bulk copy; the worker holds about one batch in memory.
+    batch_rows: int = 10_000
 
     def keys_for(self, report_type: ReportType) -> Sequence[str]:
         keys = _by_type(self.key_columns, "key_columns").get(report_type, DEFAULT_KEY)

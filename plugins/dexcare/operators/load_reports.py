@@ -1,24 +1,28 @@
-"""DexCareLoadReportsOperator: one DAG run's downloaded reports into PostgreSQL, all or nothing.
+"""DexCareLoadReportsOperator: one DAG run's downloaded reports into the warehouse, all or nothing.
 
-A thin wrapper: it resolves the warehouse connection and the run's date, and hands over to
-:func:`dexcare.load.loader.load_reports`, which does not need Airflow (tests and benchmarks call it
-directly). The return value is the load summary, small and JSON-ready for XCom.
+A thin wrapper: it resolves the warehouse connection (PostgreSQL or SQL Server, by the connection's type)
+and the run's date, and hands over to :func:`dexcare.load.loader.load_reports`, which needs no task
+context (tests and benchmarks call it directly). The return value is the load summary, small and
+JSON-ready for XCom.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from airflow.exceptions import AirflowProviderDeprecationWarning
 from airflow.sdk import BaseOperator
 
-from dexcare.load.errors import DexCareLoadError
+from dexcare.exceptions import DexCareLoadError
+from dexcare.load.audit import summary_line
+from dexcare.load.connection import connect
 from dexcare.load.loader import DEFAULT_SCHEMA, LoadOptions, load_reports
 from dexcare.report import ReportType
 from dexcare.task_support import is_literal, run_end_date
 
 if TYPE_CHECKING:
-    import psycopg
     from airflow.sdk import Context
 
 
@@ -41,36 +45,16 @@ def _flatten(reports: Any) -> list[Mapping[str, Any]]:
     return flat
 
 
-def connect(postgres_conn_id: str) -> psycopg.Connection:
-    """A psycopg 3 connection for the Airflow connection (PostgresHook 7 returns one when psycopg 3 and
-    SQLAlchemy 2 are installed; otherwise we connect ourselves from the same connection fields)."""
-    import psycopg
-    from airflow.providers.postgres.hooks.postgres import PostgresHook
-
-    hook = PostgresHook(postgres_conn_id=postgres_conn_id)
-    conn = hook.get_conn()
-    if isinstance(conn, psycopg.Connection):
-        return conn
-    conn.close()
-    airflow_conn = hook.get_connection(postgres_conn_id)
-    extra = {k: v for k, v in airflow_conn.extra_dejson.items() if k not in ("cursor", "iam", "sslcert_path")}
-    return psycopg.connect(
-        host=airflow_conn.host or None,
-        port=airflow_conn.port or None,
-        user=airflow_conn.login or None,
-        password=airflow_conn.password or None,
-        dbname=airflow_conn.schema or None,
-        **extra,
-    )
-
-
 class DexCareLoadReportsOperator(BaseOperator):
     """Load the reports of one DAG run into ``<schema>.avr_<report type>``, deduplicated, in one transaction.
+
+    The warehouse is PostgreSQL or SQL Server, chosen by the connection's type (``postgres`` or ``mssql``).
 
     :param reports: download results (templated), typically ``download.output`` or the XComArg of a
         mapped download task: dicts with ``uri``, ``report_type``, ``report_id``, ``start_date``,
         ``end_date`` and optionally ``sha256`` (verified while streaming) and ``rows``.
-    :param postgres_conn_id: the warehouse connection (a Postgres connection).
+    :param warehouse_conn_id: the warehouse connection: a ``postgres`` or an ``mssql`` connection.
+    :param postgres_conn_id: deprecated name of ``warehouse_conn_id``.
     :param schema: target schema, created if missing; holds the tables and ``load_audit``.
     :param key_columns: per report type, the columns that identify a row (header or normalised names);
         default ``visit_id``.
@@ -78,7 +62,8 @@ class DexCareLoadReportsOperator(BaseOperator):
         within one file (default: the last row in the file wins).
     :param column_types: per report type, ``{column: SQL type}`` for columns to cast (e.g.
         ``{"virtual": {"updated_at": "timestamptz"}}``); everything else is text.
-    :param work_mem: PostgreSQL ``work_mem``/``maintenance_work_mem`` for this load's transaction.
+    :param work_mem: PostgreSQL ``work_mem``/``maintenance_work_mem`` for this load's transaction (not used
+        on SQL Server).
     :param verify_sha256: compare each file with the sha256 recorded at download while streaming it.
     :param delete_files: delete the downloaded files once the load has committed (templated). The CSVs hold
         patient data; they are kept only when the load fails, so a cleared task can load them again.
@@ -87,14 +72,15 @@ class DexCareLoadReportsOperator(BaseOperator):
     summary, so downstream DAGs scheduled on it see what changed.
     """
 
-    template_fields: Sequence[str] = ("reports", "postgres_conn_id", "schema", "key_columns", "delete_files")
+    template_fields: Sequence[str] = ("reports", "warehouse_conn_id", "schema", "key_columns", "delete_files")
     ui_color = "#e3f1e0"
 
     def __init__(
         self,
         *,
         reports: Any,
-        postgres_conn_id: str = "dexcare_warehouse",
+        warehouse_conn_id: str = "dexcare_warehouse",
+        postgres_conn_id: str | None = None,
         schema: str = DEFAULT_SCHEMA,
         key_columns: Mapping[str, Sequence[str] | str] | None = None,
         version_columns: Mapping[str, str] | None = None,
@@ -106,7 +92,15 @@ class DexCareLoadReportsOperator(BaseOperator):
     ) -> None:
         super().__init__(**kwargs)
         self.reports = reports
-        self.postgres_conn_id = postgres_conn_id
+        if postgres_conn_id is not None:
+            warnings.warn(
+                "DexCareLoadReportsOperator: postgres_conn_id is deprecated (the warehouse may be SQL Server "
+                "too); use warehouse_conn_id.",
+                AirflowProviderDeprecationWarning,
+                stacklevel=2,
+            )
+            warehouse_conn_id = postgres_conn_id
+        self.warehouse_conn_id = warehouse_conn_id
         self.schema = schema
         # A template (e.g. "{{ params.key_columns }}") is kept as is and checked once rendered.
         self.key_columns = key_columns if isinstance(key_columns, str) else dict(key_columns or {})
@@ -144,7 +138,7 @@ class DexCareLoadReportsOperator(BaseOperator):
             raise DexCareLoadError("No reports to load: the download step returned nothing.")
         dag = context.get("dag")
         dag_id = getattr(dag, "dag_id", None)
-        conn = connect(self.postgres_conn_id)
+        conn = connect(self.warehouse_conn_id)
         try:
             summary = load_reports(
                 conn,
@@ -157,19 +151,7 @@ class DexCareLoadReportsOperator(BaseOperator):
         finally:
             conn.close()
         for table, totals in summary["tables"].items():
-            self.log.info(
-                "Loaded %s.%s: %d report(s), %d rows in file(s), %d duplicates in file(s), %d inserted, "
-                "%d updated, %d unchanged%s",
-                summary["schema"],
-                table,
-                totals["reports"],
-                totals["rows_in_file"],
-                totals["duplicates_in_file"],
-                totals["inserted"],
-                totals["updated"],
-                totals["unchanged"],
-                f", new columns: {', '.join(totals['new_columns'])}" if totals["new_columns"] else "",
-            )
+            self.log.info("%s", summary_line(summary["schema"], table, totals))
         self._publish_asset_events(context, summary)
         if _truthy(self.delete_files):
             for report in reports:
