@@ -36,6 +36,11 @@ class Dialect(ABC):
     def accepts(conn: Any) -> bool:
         """Whether ``conn`` is this dialect's driver connection."""
 
+    @staticmethod
+    @abstractmethod
+    def quote(*parts: str) -> str:
+        """``schema.table`` (or one name) quoted for this warehouse, for SQL written outside the loader."""
+
     @abstractmethod
     def transaction(self) -> AbstractContextManager[None]:
         """Commit when the block ends normally; roll back on any exception. Refuses a busy connection."""

@@ -189,6 +189,8 @@ class MsSqlDialect(Dialect):
             return False
         return isinstance(conn, pymssql.Connection)
 
+    quote = staticmethod(quote)
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.cursor = self.conn.cursor()

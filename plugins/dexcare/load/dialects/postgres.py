@@ -80,6 +80,10 @@ class PostgresDialect(Dialect):
     def accepts(conn: Any) -> bool:
         return isinstance(conn, psycopg.Connection)
 
+    @staticmethod
+    def quote(*parts: str) -> str:
+        return sql.Identifier(*parts).as_string(None)
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.cursor: psycopg.Cursor = self.conn.cursor()
