@@ -25,8 +25,9 @@ def existing(load, write_csv, warehouse, schema):
 FIRST = b'v1,a,"multi{eol}line"{eol}'
 
 
-@pytest.mark.parametrize("eol", [b"\r\n", b"\n"], ids=["crlf", "lf"])
-@pytest.mark.parametrize(
+#: (rest of the file after FIRST, line named in the message, reason in the message); also run through the
+#: SQL Server path's Python parser alone, offline, in test_records.py.
+MALFORMED = pytest.mark.parametrize(
     ("rest", "line", "reason"),
     [
         (b"v2,a,b{eol}v3,a,b,EXTRA{eol}v4,a,b{eol}", 5, "more fields than the header"),
@@ -37,9 +38,17 @@ FIRST = b'v1,a,"multi{eol}line"{eol}'
     ],
     ids=["extra-field", "missing-field", "invalid-utf8", "unterminated-quote", "blank-line"],
 )
+EOLS = pytest.mark.parametrize("eol", [b"\r\n", b"\n"], ids=["crlf", "lf"])
+
+
+def malformed_file(rest: bytes, eol: bytes) -> bytes:
+    return (HEADER.replace(b"\r\n", eol) + FIRST + rest).replace(b"{eol}", eol)
+
+
+@EOLS
+@MALFORMED
 def test_malformed_rows(load, write_csv, warehouse, schema, existing, rest, line, reason, eol) -> None:
-    body = (HEADER.replace(b"\r\n", eol) + FIRST + rest).replace(b"{eol}", eol)
-    path = write_csv(body)
+    path = write_csv(malformed_file(rest, eol))
     with pytest.raises(DexCareCSVError) as err:
         load(report(path))
     message = str(err.value)
