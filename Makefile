@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 
-.PHONY: test lint sandbox bench demo clean
+.PHONY: test test-mssql lint sandbox bench demo clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python >= 3.11 is required" or 0)'
@@ -20,6 +20,12 @@ $(STAMP): pyproject.toml constraints.txt
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+## test-mssql: the load scenarios (and the operator, the DAG and the demo) against a real SQL Server named by
+## DEXCARE_TEST_MSSQL_URI=mssql://user:password@host:1433/database (e.g. the compose `mssql` profile)
+test-mssql: $(STAMP)
+	@test -n "$$DEXCARE_TEST_MSSQL_URI" || { echo "Set DEXCARE_TEST_MSSQL_URI=mssql://user:password@host:1433/database (see README: SQL Server)"; exit 2; }
+	$(BIN)/pytest tests/load -m mssql -rs $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
