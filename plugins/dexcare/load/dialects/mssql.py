@@ -21,7 +21,7 @@ from typing import Any, BinaryIO, ClassVar
 from dexcare.exceptions import DexCareLoadError, DexCareSchemaError, DexCareWarehouseError
 from dexcare.load import diagnostics
 from dexcare.load.audit import AUDIT_FIELDS, AUDIT_TABLE
-from dexcare.load.csv_stream import Header, records
+from dexcare.load.csv_stream import Header, Opener, records
 from dexcare.load.dialects import Dialect
 from dexcare.load.dialects.mssql_sql import KEY_UNITS, TEXT, MsSqlStatements, is_text, quote, text_units
 from dexcare.load.plan import LoadPlan
@@ -177,6 +177,50 @@ def _server_text(exc: BaseException) -> str:
     return text.strip().splitlines()[0] if text.strip() else ""
 
 
+def statements_for(plan: LoadPlan, index: int) -> MsSqlStatements:
+    """The plan's statements, staging in ``#dexcare_stage_<index>``. Each key is staged as bounded NVARCHAR
+    (the table's own bound, or its share of :data:`KEY_UNITS`), which is what each key value is checked against;
+    a key column of unbounded text is refused, since SQL Server cannot index it."""
+    key_types = {}
+    for key in plan.keys:
+        sql_type = plan.types[key]
+        units = text_units(sql_type) if is_text(sql_type) else KEY_UNITS // len(plan.keys)
+        if units is None:
+            raise DexCareSchemaError(
+                f"{plan.schema}.{plan.table}: key column {key!r} is {sql_type}, which SQL Server cannot index; "
+                f"alter it to nvarchar({KEY_UNITS // len(plan.keys)}) or configure another key."
+            )
+        key_types[key] = f"nvarchar({units})"
+    return MsSqlStatements(plan, stage=f"#dexcare_stage_{index}", key_types=key_types)
+
+
+def batches(st: MsSqlStatements, header: Header, stream: BinaryIO, *, opener: Opener, block_size: int,
+            batch_rows: int) -> Iterator[list[list[Any]]]:
+    """The file's records as bulk-copy rows (values, then the line the record starts on), ``batch_rows`` at a
+    time. Every record of a batch is checked before the batch is handed out, so a bad record stops the load
+    between two bulk copies, with the connection in a clean state, and the worker holds one batch at most."""
+    plan, source = st.plan, st.plan.source
+    checks = [(plan.columns.index(k), text_units(t) or 0, plan.header_of(k), t) for k, t in st.key_types.items()]
+    batch: list[list[Any]] = []
+    for line, record in records(header, stream, source=source, columns=len(plan.columns), opener=opener,
+                                block_size=block_size):
+        row: list[Any] = [value or None for value in record]  # an empty field is NULL
+        for position, units, name, sql_type in checks:
+            key = row[position]
+            if key is None:
+                raise diagnostics.empty_key_error(source, line, plan.keys)
+            # NVARCHAR counts UTF-16 code units: a character outside the BMP takes two.
+            if len(key) > units // 2 and (len(key) > units or len(key.encode("utf-16-le")) > 2 * units):
+                raise diagnostics.key_too_long_error(source, line, name, units, sql_type)
+        row.append(line)
+        batch.append(row)
+        if len(batch) >= batch_rows:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 class MsSqlDialect(Dialect):
     conn_types = ("mssql",)
     types = MsSqlTypes()
@@ -263,21 +307,8 @@ class MsSqlDialect(Dialect):
 
     # --- Staging ------------------------------------------------------------------------------------------
 
-    def _plan_statements(self, plan: LoadPlan, index: int) -> MsSqlStatements:
-        key_types = {}
-        for key in plan.keys:
-            sql_type = plan.types[key]
-            units = text_units(sql_type) if is_text(sql_type) else KEY_UNITS // len(plan.keys)
-            if units is None:
-                raise DexCareSchemaError(
-                    f"{plan.schema}.{plan.table}: key column {key!r} is {sql_type}, which SQL Server cannot index; "
-                    f"alter it to nvarchar({KEY_UNITS // len(plan.keys)}) or configure another key."
-                )
-            key_types[key] = f"nvarchar({units})"
-        return MsSqlStatements(plan, stage=f"#dexcare_stage_{index}", key_types=key_types)
-
     def stage(self, plan: LoadPlan, header: Header, stream: BinaryIO, index: int) -> int:
-        st = self._statements[index] = self._plan_statements(plan, index)
+        st = self._statements[index] = statements_for(plan, index)
         if plan.create:
             self.cursor.execute(st.create_table())
         elif plan.adds:
@@ -286,29 +317,9 @@ class MsSqlDialect(Dialect):
         return self._bulk_copy(st, header, stream)
 
     def _bulk_copy(self, st: MsSqlStatements, header: Header, stream: BinaryIO) -> int:
-        """Parse, check and send the file one batch at a time; every check runs before a batch is sent, so
-        a bad record stops the load between two bulk copies, with the connection in a clean state."""
-        plan, source = st.plan, st.plan.source
-        checks = [(plan.columns.index(k), text_units(t) or 0, plan.header_of(k), t) for k, t in st.key_types.items()]
-        batch_rows = self.options.batch_rows
-        batch: list[list[Any]] = []
         sent = 0
-        for line, record in records(header, stream, source=source, columns=len(plan.columns), opener=self.opener,
-                                    block_size=self.options.block_size):
-            row: list[Any] = [value or None for value in record]  # an empty field is NULL
-            for position, units, name, sql_type in checks:
-                key = row[position]
-                if key is None:
-                    raise diagnostics.empty_key_error(source, line, plan.keys)
-                # NVARCHAR counts UTF-16 code units: a character outside the BMP takes two.
-                if len(key) > units // 2 and (len(key) > units or len(key.encode("utf-16-le")) > 2 * units):
-                    raise diagnostics.key_too_long_error(source, line, name, units, sql_type)
-            row.append(line)
-            batch.append(row)
-            if len(batch) >= batch_rows:
-                sent += self._send(st, batch)
-                batch = []
-        if batch:
+        for batch in batches(st, header, stream, opener=self.opener, block_size=self.options.block_size,
+                             batch_rows=self.options.batch_rows):
             sent += self._send(st, batch)
         return sent
 
