@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import pymssql
 from pymssql import _mssql
 
 _NAME = r"\[((?:[^\]]|\]\])+)\]"
@@ -84,7 +85,11 @@ class RecordingConnection:
         return RecordingCursor(self)
 
     def commit(self) -> None:
-        self._record(Op("commit", "commit"))
+        try:
+            self._record(Op("commit", "commit"))
+        except Exception as exc:
+            # What pymssql's commit() does with any error: one OperationalError carrying the original as text.
+            raise pymssql.OperationalError("Cannot commit transaction: " + str(exc.args[0])) from None
 
     def rollback(self) -> None:
         self._record(Op("rollback", "rollback"))

@@ -18,6 +18,7 @@ import datetime as dt
 import hashlib
 import logging
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from dexcare.exceptions import DexCareCSVError, DexCareLoadError
@@ -48,18 +49,17 @@ class _HashingReader:
         return block
 
 
+@dataclass
 class _Run:
     """One call of :func:`load_reports`: the dialect, the run's identity and its cache of resolved types."""
 
-    def __init__(self, dialect: Dialect, options: LoadOptions, dag_id: str | None, run_id: str | None,
-                 opener: Opener, loaded_at: dt.datetime) -> None:
-        self.dialect = dialect
-        self.options = options
-        self.dag_id = dag_id
-        self.run_id = run_id
-        self.opener = opener
-        self.loaded_at = loaded_at
-        self.type_cache: dict[str, str] = {}
+    dialect: Dialect
+    options: LoadOptions
+    dag_id: str | None
+    run_id: str | None
+    opener: Opener
+    loaded_at: dt.datetime
+    type_cache: dict[str, str] = field(default_factory=dict)
 
     def configured_types(self, rtype: ReportType, columns: list[str]) -> dict[str, str]:
         resolved = {}

@@ -38,7 +38,7 @@ SESSION = (
 #: Exclusive, owned by the transaction (released by its commit or rollback), waiting as long as it takes.
 LOCK = (
     "DECLARE @result int; EXEC @result = sp_getapplock @Resource = %s, @LockMode = 'Exclusive', "
-    "@LockOwner = 'Transaction', @LockTimeout = -1; SELECT @result"
+    "@LockOwner = 'Transaction', @LockTimeout = -1; SELECT @result AS result"
 )
 
 AUDIT_DDL = """
@@ -155,7 +155,7 @@ def _param(value: Any) -> Any:
 #: Errors whose server text names objects and permissions but never a row value: kept in our message.
 _SAFE_MESSAGES = {229, 230, 262, 297, 300, 916, 2760, 15247}
 _DEADLOCK = 1205
-_NUMBER = re.compile(r"^\(?(\d+),")
+_NUMBER = re.compile(r"\((\d+), b?['\"]")
 
 
 def error_number(exc: BaseException) -> int | None:
@@ -166,7 +166,8 @@ def error_number(exc: BaseException) -> int | None:
     arg = exc.args[0] if exc.args else None
     if isinstance(arg, tuple) and arg and isinstance(arg[0], int):
         return arg[0]
-    match = _NUMBER.search(arg.rsplit(": ", 1)[-1]) if isinstance(arg, str) else None
+    # pymssql's commit() re-raises as OperationalError("Cannot commit transaction: (20047, b'...')").
+    match = _NUMBER.search(arg) if isinstance(arg, str) else None
     return int(match.group(1)) if match else None
 
 
@@ -280,7 +281,7 @@ class MsSqlDialect(Dialect):
                 f"SQL Server did not grant the load's lock on schema {schema!r} (sp_getapplock returned "
                 f"{row[0] if row else None}); retry the task."
             )
-        self.cursor.execute("SELECT SCHEMA_ID(%s)", (schema,))
+        self.cursor.execute("SELECT SCHEMA_ID(%s) AS schema_id", (schema,))
         found = self.cursor.fetchone()
         if found is None or found[0] is None:
             self.cursor.execute(f"CREATE SCHEMA {quote(schema)}")

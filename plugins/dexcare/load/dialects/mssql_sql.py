@@ -121,8 +121,8 @@ class MsSqlStatements:
         """Per typed column, the first line whose value will not convert (NULL: every value converts)."""
         checks = ", ".join(
             f"MIN(CASE WHEN s.{quote(c)} IS NOT NULL AND TRY_CONVERT({self.plan.types[c]}, s.{quote(c)}) IS NULL "
-            f"THEN s.{quote(LINE)} END)"
-            for c in self.plan.casts
+            f"THEN s.{quote(LINE)} END) AS {quote(f'bad_{n}')}"
+            for n, c in enumerate(self.plan.casts)
         )
         return f"SELECT {checks} FROM {quote(self.stage)} AS s"
 
