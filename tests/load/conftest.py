@@ -23,10 +23,6 @@ from tests.load.warehouses import MSSQL_URI_VARIABLE, MsSqlWarehouse, PostgresWa
 END = dt.date(2026, 11, 20)
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "mssql: needs a real SQL Server (DEXCARE_TEST_MSSQL_URI; make test-mssql)")
-
-
 @pytest.fixture(params=["postgres", pytest.param("mssql", marks=pytest.mark.mssql)])
 def warehouse(request: pytest.FixtureRequest) -> Iterator[Warehouse]:
     """Each correctness scenario runs on every warehouse: PostgreSQL for real in every run, SQL Server for real
