@@ -124,6 +124,7 @@ with DAG(
         wait = DexCareReportSensor(
             task_id="wait_for_report",
             report_id=start.output,
+            deferrable=True,  # the wait holds no worker slot, whatever [operators] default_deferrable says
             dexcare_conn_id="{{ params.dexcare_conn_id }}",
             poll_interval="{{ params.poll_interval }}",
             timeout="{{ params.sensor_timeout_hours * 3600 }}",

@@ -1,28 +1,70 @@
-"""Test-wide setup: a private AIRFLOW_HOME before Airflow is imported, the DexCare sandbox, and PostgreSQL.
+"""Test-wide setup: a private AIRFLOW_HOME before Airflow is imported, the shared fixtures, and the markers.
 
-PostgreSQL is an embedded server from the ``pgserver`` wheel (PostgreSQL 16, starts in about a second, also
-as root), shared by the session; set ``DEXCARE_TEST_POSTGRES_URI`` to run against another server instead.
+Fixtures: ``sandbox`` (a fast DexCare sandbox), ``slow_sandbox`` (reports stay RUNNING for a minute),
+``dexcare_conn_id`` (``dexcare_default`` pointing at the sandbox), ``forward_proxy`` (a real proxy on
+loopback), ``pg_uri`` and ``admin`` (PostgreSQL). PostgreSQL is an embedded server from the ``pgserver``
+wheel (PostgreSQL 16, starts in about a second, also as root), shared by the session; set
+``DEXCARE_TEST_POSTGRES_URI`` to run against another server instead.
+
+Markers are given by where a test lives and what it uses (``pytest_collection_modifyitems``), so a test
+added under ``tests/e2e`` or ``tests/compose`` is marked without anyone remembering to: ``e2e``,
+``compose``, ``slow`` and ``postgres`` (see pyproject.toml). The fast loop is
+``pytest -m "not e2e and not compose and not slow"``.
 """
 
 from __future__ import annotations
 
 import atexit
-import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
+
+from tests.helpers import SANDBOX_TOKEN, set_connection
+
+__all__ = ["SANDBOX_TOKEN"]  # imported from here by older tests; tests.helpers is its home
 
 _AIRFLOW_HOME = tempfile.mkdtemp(prefix="dexcare-test-airflow-home-")
 os.environ["AIRFLOW_HOME"] = _AIRFLOW_HOME
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
 
-# Distinctive, so token-hygiene tests can search captured output for it.
-SANDBOX_TOKEN = "dc-SECRET-test-key-7f3a9c41"
+# --- markers ---------------------------------------------------------------------------------------------------
+
+#: Directories whose every test gets the marker.
+MARKED_DIRECTORIES = {"tests/e2e/": ("e2e", "slow"), "tests/compose/": ("compose",)}
+#: Tests that take more than a few seconds each (a real ``airflow`` command, the demo, the benchmark).
+SLOW_FILES = (
+    "tests/dag/test_daily_dag_runs.py",
+    "tests/dags/test_dags_test.py",
+    "tests/load/test_load_dag.py",
+    "tests/load/test_benchmark_smoke.py",
+    "tests/test_demo.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = Path(config.rootpath)
+    for item in items:
+        try:
+            where = Path(item.path).resolve().relative_to(root.resolve()).as_posix()
+        except ValueError:
+            continue
+        for directory, markers in MARKED_DIRECTORIES.items():
+            if where.startswith(directory):
+                for marker in markers:
+                    item.add_marker(marker)
+        if where in SLOW_FILES:
+            item.add_marker("slow")
+        if "pg_uri" in getattr(item, "fixturenames", ()):
+            item.add_marker("postgres")
+
+
+# --- DexCare ---------------------------------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -36,12 +78,34 @@ def sandbox():
 
 @pytest.fixture
 def dexcare_conn_id(sandbox, monkeypatch) -> str:
-    """``dexcare_default`` pointing at the sandbox, given the way users give it: an env var in JSON form."""
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_DEXCARE_DEFAULT",
-        json.dumps({"conn_type": "dexcare", "host": sandbox.url, "password": SANDBOX_TOKEN}),
-    )
+    """``dexcare_default`` pointing at the sandbox."""
+    set_connection(monkeypatch, "dexcare_default", sandbox.url, SANDBOX_TOKEN)
     return "dexcare_default"
+
+
+@pytest.fixture
+def slow_sandbox(monkeypatch):
+    """A sandbox whose reports stay RUNNING for a minute, for deadlines and restarts; ``dexcare_default``
+    points at it."""
+    from dexcare.sandbox import SandboxServer
+
+    with SandboxServer(token=SANDBOX_TOKEN, queue_seconds=0.1, run_seconds=60, visits_per_day=5) as server:
+        set_connection(monkeypatch, "dexcare_default", server.url, SANDBOX_TOKEN)
+        yield server
+
+
+@pytest.fixture
+def forward_proxy(tmp_path):
+    """A real forward proxy (proxy.py) on a free loopback port that records every request it relays."""
+    from tests.forward_proxy import ForwardProxy
+
+    workdir = tmp_path / "forward-proxy"
+    workdir.mkdir()
+    with ForwardProxy(workdir) as proxy:
+        yield proxy
+
+
+# --- PostgreSQL ------------------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")

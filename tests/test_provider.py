@@ -9,7 +9,7 @@ import pytest
 from dexcare.get_provider_info import get_provider_info
 
 from tests.airflow_cli import AIRFLOW, airflow_env, migrate
-from tests.conftest import SANDBOX_TOKEN
+from tests.helpers import SANDBOX_TOKEN
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +35,21 @@ def test_provider_info_is_declarative():
     assert conn["ui-field-behaviour"]["placeholders"]["host"].startswith("https://")
 
 
+@pytest.mark.parametrize("kind", ["operators", "sensors", "triggers"])
+def test_provider_info_lists_every_module_of_its_kind(kind):
+    """Airflow's provider registry (and the docs built from it) only know the modules listed here."""
+    import importlib
+    import pkgutil
+
+    package = importlib.import_module(f"dexcare.{kind}")
+    present = {f"dexcare.{kind}.{module.name}" for module in pkgutil.iter_modules(package.__path__)}
+    listed = {module for entry in get_provider_info()[kind] for module in entry["python-modules"]}
+    assert listed == present
+    for module in listed:
+        importlib.import_module(module)
+
+
+@pytest.mark.slow  # a real airflow command in a migrated AIRFLOW_HOME
 def test_airflow_lists_the_provider_and_its_connection_type(cli_env):
     providers = json.loads(airflow(cli_env, "providers", "list", "--output", "json"))
     assert any(p["package_name"] == "airflow-provider-dexcare" for p in providers)
@@ -42,6 +57,7 @@ def test_airflow_lists_the_provider_and_its_connection_type(cli_env):
     assert "dexcare.hooks.dexcare.DexCareHook" in hooks
 
 
+@pytest.mark.slow  # a real airflow command in a migrated AIRFLOW_HOME
 def test_connections_add_and_test_against_the_sandbox(cli_env, sandbox):
     airflow(
         cli_env,

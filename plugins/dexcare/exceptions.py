@@ -68,6 +68,14 @@ class DexCareUnknownStatusError(DexCareResponseError):
     """A report status outside QUEUED/RUNNING/SUCCEEDED/FAILED/CANCELLED: never guessed at."""
 
 
+class DexCareReportFailedError(DexCareError):
+    """The report (and every resubmission allowed) ended FAILED or CANCELLED."""
+
+
+class DexCareDownloadReportError(DexCareError):
+    """The report cannot be downloaded yet (not SUCCEEDED) or its request is unknown."""
+
+
 class DexCareConnectionError(DexCareError):
     """The endpoint could not be reached (DNS, refused, reset, TLS)."""
 

@@ -26,6 +26,7 @@ def get_provider_info() -> dict[str, Any]:
                     "dexcare.operators.start_report",
                     "dexcare.operators.report_status",
                     "dexcare.operators.download_report",
+                    "dexcare.operators.load_reports",
                 ],
             }
         ],
@@ -53,8 +54,9 @@ def get_provider_info() -> dict[str, Any]:
                     },
                     "verify": {
                         "label": "Verify TLS certificate",
-                        "description": "Set to false only for a test endpoint with a self-signed certificate.",
-                        "schema": {"type": ["boolean", "null"]},
+                        "description": "The path of a CA bundle to trust (file or directory), or false only for "
+                        "a test endpoint with a self-signed certificate.",
+                        "schema": {"type": ["boolean", "string", "null"]},
                     },
                 },
             }

@@ -1,8 +1,8 @@
 """Bounded, jittered backoff shared by the synchronous hook and the trigger.
 
-Existing providers either never retry 429, ignore ``Retry-After`` or loop without bound (see the design
-notes); DexCare reports are slow and the API is rate limited, so every wait here is bounded in attempts
-*and* in total time, and a server hint always wins over our own guess.
+The HTTP provider never retries 429, no official provider honours ``Retry-After``, and some poll loops
+have no bound at all; DexCare reports are slow and the API is rate limited, so every wait here is bounded in
+attempts *and* in total time, and a server hint always wins over our own guess.
 """
 
 from __future__ import annotations

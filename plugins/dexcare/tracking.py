@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
 
+from dexcare import messages
 from dexcare.report import ReportStatus
 
 
@@ -23,18 +24,6 @@ class Verdict(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
-
-
-def format_seconds(seconds: float) -> str:
-    """Durations in logs read like ``4m 12s``, not ``252.0316``."""
-    seconds = max(seconds, 0.0)
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m {secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m"
 
 
 @dataclass
@@ -56,19 +45,13 @@ class ReportTracker:
         previous = self.status
         if previous != status.value:
             if previous is None or self.status_since is None:
-                message = f"DexCare report {self.report_id} is {status.value}."
+                message = messages.first_status(self.report_id, status.value)
             else:
-                message = (
-                    f"DexCare report {self.report_id}: {previous} -> {status.value} after "
-                    f"{format_seconds(now - self.status_since)} in {previous}."
-                )
+                message = messages.status_change(self.report_id, previous, status.value, now - self.status_since)
                 if previous == ReportStatus.FAILED and status.in_progress:
-                    message += " DexCare is retrying it on its own; the FAILED grace period is reset."
+                    message += messages.RETRYING_ON_ITS_OWN
             if status == ReportStatus.FAILED:
-                message += (
-                    f" FAILED is provisional: it becomes final after {format_seconds(self.failed_grace_period)}"
-                    " unless DexCare retries the report."
-                )
+                message += messages.failed_is_provisional(self.failed_grace_period)
             self.status = status.value
             self.status_since = now
         if status == ReportStatus.SUCCEEDED:

@@ -19,7 +19,7 @@ from dexcare.sandbox import iter_report_csv
 from psycopg import sql
 
 from tests.airflow_cli import AIRFLOW, airflow_env, migrate, postgres_connection
-from tests.conftest import SANDBOX_TOKEN
+from tests.helpers import SANDBOX_TOKEN, dexcare_connection
 from tests.warehouse import audit_rows
 
 REPO = Path(__file__).resolve().parents[2]
@@ -59,9 +59,7 @@ class Runner:
     def __init__(self, home: Path, sandbox, pg_uri: str, schema: str, tmp_path: Path) -> None:
         self.env = dag_env(
             home,
-            AIRFLOW_CONN_DEXCARE_DEFAULT=json.dumps(
-                {"conn_type": "dexcare", "host": sandbox.url, "password": SANDBOX_TOKEN}
-            ),
+            AIRFLOW_CONN_DEXCARE_DEFAULT=dexcare_connection(sandbox.url),
             AIRFLOW_CONN_DEXCARE_WAREHOUSE=postgres_connection(pg_uri),
         )
         self.schema, self.storage = schema, f"{tmp_path}/csv/"

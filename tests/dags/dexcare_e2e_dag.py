@@ -46,6 +46,7 @@ with DAG(
     wait = DexCareReportSensor(
         task_id="wait_for_report",
         report_id=start.output,
+        deferrable=True,
         poll_interval="{{ params.poll_seconds }}",
         failed_grace_period="{{ params.grace_minutes * 60 }}",
         max_resubmits="{{ 1 }}",

@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 import pytest
 
 from tests.airflow_cli import AIRFLOW, airflow_env, migrate
-from tests.conftest import SANDBOX_TOKEN
+from tests.helpers import SANDBOX_TOKEN, dexcare_connection
 
 DAG_FILE = Path(__file__).with_name("dexcare_e2e_dag.py")
 
@@ -40,9 +40,7 @@ def test_start_wait_download_with_airflow_dags_test(e2e_sandbox, tmp_path):
     env = airflow_env(
         home,
         dags,
-        AIRFLOW_CONN_DEXCARE_DEFAULT=json.dumps(
-            {"conn_type": "dexcare", "host": e2e_sandbox.url, "password": SANDBOX_TOKEN}
-        ),
+        AIRFLOW_CONN_DEXCARE_DEFAULT=dexcare_connection(e2e_sandbox.url),
         DEXCARE_E2E_RESULT=str(result_file),
         DEXCARE_E2E_DESTINATION=f"{tmp_path}/reports/",
     )

@@ -30,6 +30,7 @@ from psycopg import sql
 
 from tests.airflow_cli import postgres_connection
 from tests.e2e.stack import AirflowStack, component_outputs, wait_for
+from tests.helpers import dexcare_connection
 from tests.warehouse import audit_rows as warehouse_audit_rows
 
 DAG_ID = "dexcare_all_visits_report"
@@ -86,9 +87,7 @@ def stack(
             # The embedded server allows 100 connections; five processes with default pools could take 75.
             "AIRFLOW__DATABASE__SQL_ALCHEMY_POOL_SIZE": "2",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_MAX_OVERFLOW": "6",
-            "AIRFLOW_CONN_DEXCARE_DEFAULT": json.dumps(
-                {"conn_type": "dexcare", "host": sandbox.url, "password": DEXCARE_KEY}
-            ),
+            "AIRFLOW_CONN_DEXCARE_DEFAULT": dexcare_connection(sandbox.url, DEXCARE_KEY),
             "AIRFLOW_CONN_DEXCARE_WAREHOUSE": postgres_connection(pg_uri),
             # Failures surface at once instead of after minutes of retries.
             "DEXCARE_DAG_RETRIES": "0",

@@ -17,7 +17,7 @@ from dexcare.exceptions import (
 from dexcare.hooks.dexcare import DexCareHook
 from dexcare.report import ReportStatus
 
-from tests.hook.helpers import set_connection
+from tests.helpers import set_connection
 
 UNKNOWN_ID = "3f2b8c1e-4d5a-4b6c-9e7f-0a1b2c3d4e5f"
 

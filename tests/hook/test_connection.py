@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import functools
 import http.server
-import json
 import threading
 import urllib.parse
 
 import pytest
 from dexcare.exceptions import DexCareResponseError, DexCareUnknownStatusError, DexCareValidationError
-from dexcare.hooks.dexcare import DexCareHook, base_url_from_connection
+from dexcare.hooks.dexcare import DexCareHook
+from dexcare.hooks.transport import base_url_from_connection
 from dexcare.report import REPORTS_PATH
 
-from tests.conftest import SANDBOX_TOKEN
-from tests.hook.helpers import set_connection
+from tests.helpers import SANDBOX_TOKEN, set_connection
 
 REPORT_ID = "3f2b8c1e-4d5a-4b6c-9e7f-0a1b2c3d4e5f"
 
@@ -74,10 +73,7 @@ def impostor(tmp_path, monkeypatch):
     handler.log_message = lambda *a, **k: None
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_DEXCARE_IMPOSTOR",
-        json.dumps({"conn_type": "dexcare", "host": f"http://127.0.0.1:{server.server_port}", "password": "k-12345"}),
-    )
+    set_connection(monkeypatch, "dexcare_impostor", f"http://127.0.0.1:{server.server_port}")
 
     def serve(body: str) -> None:
         path = root / REPORTS_PATH.lstrip("/") / REPORT_ID

@@ -15,7 +15,7 @@ from dexcare.hooks.dexcare import DexCareHook
 from dexcare.report import ReportStatus
 from dexcare.sandbox.process import SandboxProcess
 
-from tests.hook.helpers import fast_hook, set_connection
+from tests.helpers import fast_hook, set_connection
 
 
 def succeeded_report(hook: DexCareHook, report_type: str = "virtual", *window: str) -> str:

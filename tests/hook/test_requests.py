@@ -13,7 +13,7 @@ from dexcare.exceptions import (
 )
 from dexcare.report import REPORTS_PATH, ReportStatus, ReportType
 
-from tests.hook.helpers import fast_hook, requests_to, set_connection
+from tests.helpers import fast_hook, requests_to, set_connection
 
 UNKNOWN_ID = "3f2b8c1e-4d5a-4b6c-9e7f-0a1b2c3d4e5f"
 

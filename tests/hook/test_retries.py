@@ -11,7 +11,7 @@ from dexcare.hooks.dexcare import DexCareHook
 from dexcare.report import ReportStatus
 from dexcare.retry import RetryPolicy, parse_retry_after
 
-from tests.hook.helpers import fast_hook, requests_to, set_connection
+from tests.helpers import fast_hook, requests_to, set_connection
 
 
 def test_burst_of_500_is_ridden_out(dexcare_conn_id, sandbox):

@@ -10,8 +10,7 @@ from dexcare.exceptions import DexCareError
 from dexcare.hooks.dexcare import DexCareHook
 from dexcare.report import ReportStatus
 
-from tests.conftest import SANDBOX_TOKEN
-from tests.hook.helpers import fast_hook
+from tests.helpers import SANDBOX_TOKEN, fast_hook
 
 
 def test_key_never_appears_in_output(dexcare_conn_id, sandbox, tmp_path, caplog, capfd):

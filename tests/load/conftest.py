@@ -23,6 +23,15 @@ from tests.load.warehouses import MSSQL_URI_VARIABLE, MsSqlWarehouse, PostgresWa
 END = dt.date(2026, 11, 20)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A scenario's PostgreSQL run gets the ``postgres`` marker too: tests/conftest.py marks by fixture names,
+    and the parametrised ``warehouse`` asks for ``pg_uri`` only once it knows which warehouse it is."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("warehouse") == "postgres":
+            item.add_marker("postgres")
+
+
 @pytest.fixture(params=["postgres", pytest.param("mssql", marks=pytest.mark.mssql)])
 def warehouse(request: pytest.FixtureRequest) -> Iterator[Warehouse]:
     """Each correctness scenario runs on every warehouse: PostgreSQL for real in every run, SQL Server for real

@@ -14,7 +14,7 @@ import pytest
 from dexcare.operators.download_report import DexCareDownloadReportError, DexCareDownloadReportOperator
 from dexcare.operators.start_report import DexCareStartReportOperator
 
-from tests.operators.fakes import Runtime
+from tests.task_runtime import Runtime
 
 CONTRACT = {"uri", "bytes", "sha256", "rows", "report_id", "report_type", "start_date", "end_date"}
 

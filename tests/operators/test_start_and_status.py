@@ -11,8 +11,8 @@ from dexcare.exceptions import DexCareNotFoundError, DexCareValidationError
 from dexcare.operators.report_status import DexCareReportStatusOperator
 from dexcare.operators.start_report import STATE_KEY, DexCareStartReportOperator
 
-from tests.operators.fakes import Runtime
-from tests.triggers.helpers import logged, posts
+from tests.helpers import logged, posts
+from tests.task_runtime import Runtime
 
 
 def start_op(**kwargs) -> DexCareStartReportOperator:

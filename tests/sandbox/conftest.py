@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from dexcare.sandbox import SandboxServer
 
-from tests.conftest import SANDBOX_TOKEN
+from tests.helpers import SANDBOX_TOKEN
 from tests.sandbox.helpers import Api
 
 

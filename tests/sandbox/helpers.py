@@ -8,7 +8,7 @@ from typing import Any
 import requests
 from dexcare.report import REPORTS_PATH, ReportStatus
 
-from tests.conftest import SANDBOX_TOKEN
+from tests.helpers import SANDBOX_TOKEN
 
 
 class Api:

@@ -6,7 +6,7 @@ import aiohttp
 import pytest
 from dexcare.report import REPORTS_PATH
 
-from tests.conftest import SANDBOX_TOKEN
+from tests.helpers import SANDBOX_TOKEN
 from tests.sandbox.helpers import Api
 
 HEADERS = {"Authorization": f"dc-token {SANDBOX_TOKEN}"}

@@ -18,7 +18,7 @@ import pytest
 from dexcare.sandbox import visits_per_day_for
 from dexcare.sandbox.__main__ import build_parser, main, resolve_token
 
-from tests.conftest import SANDBOX_TOKEN
+from tests.helpers import SANDBOX_TOKEN
 from tests.sandbox.helpers import Api
 
 LINE = re.compile(r"^DexCare sandbox listening on (http://127\.0\.0\.1:(\d+))$")

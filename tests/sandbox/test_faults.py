@@ -11,7 +11,7 @@ import requests
 from dexcare.report import REPORTS_PATH
 from dexcare.sandbox import FAULTS_PATH, Fault, FaultKind, parse_fault_spec
 
-from tests.conftest import SANDBOX_TOKEN
+from tests.helpers import SANDBOX_TOKEN
 from tests.sandbox.helpers import Api
 
 WINDOW = {"type": "virtual", "startDate": "2026-11-01", "endDate": "2026-11-05"}

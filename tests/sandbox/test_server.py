@@ -13,7 +13,7 @@ import requests
 from dexcare.report import DEFAULT_LOOKBACK_DAYS, REPORTS_PATH, ReportStatus, ReportType
 from dexcare.sandbox import FAULTS_PATH, SandboxServer, iter_report_csv
 
-from tests.conftest import SANDBOX_TOKEN
+from tests.helpers import SANDBOX_TOKEN
 from tests.sandbox.helpers import Api
 
 AUTH_FAILED = {"message": "Authorization failed: bad service token"}

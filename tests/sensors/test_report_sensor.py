@@ -5,20 +5,25 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import os
+import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 from airflow.sdk.exceptions import AirflowRescheduleException, AirflowSensorTimeout, TaskDeferred
-from dexcare.exceptions import DexCareError, DexCareNotFoundError, DexCareValidationError
+from dexcare.exceptions import DexCareError, DexCareNotFoundError, DexCareReportFailedError, DexCareValidationError
 from dexcare.operators.start_report import DexCareStartReportOperator
-from dexcare.sensors.report import DexCareReportFailedError, DexCareReportSensor
+from dexcare.sensors.report import DexCareReportSensor
 from dexcare.triggers.report_status import CLASSPATH
 
-from tests.operators.fakes import Runtime
-from tests.triggers.helpers import logged, posts
+from tests.helpers import logged, posts
+from tests.task_runtime import Runtime
 
-FAST = {"poll_interval": 0.05, "failed_grace_period": 0.4}
+DAILY_DAG = Path(__file__).resolve().parents[2] / "dags" / "dexcare_all_visits_report.py"
+FAST = {"poll_interval": 0.05, "failed_grace_period": 0.4, "deferrable": True}
 
 
 def start(rt: Runtime, report_type: str = "virtual", **kwargs) -> str:
@@ -30,6 +35,11 @@ def start(rt: Runtime, report_type: str = "virtual", **kwargs) -> str:
         **kwargs,
     )
     return rt.run(op)
+
+
+def status_codes(sandbox, report_id: str) -> list[int]:
+    """The answers to status requests for one report, in order."""
+    return [status for method, path, status in sandbox.request_log if method == "GET" and path.endswith(report_id)]
 
 
 def sensor(report_id: str, **kwargs) -> DexCareReportSensor:
@@ -58,6 +68,25 @@ async def test_deferrable_waits_in_the_trigger_and_returns_the_id(dexcare_conn_i
         "end_date": "2026-11-03",
     }
     assert posts(sandbox) == 1
+
+
+async def test_the_wait_state_is_kept_in_one_place(dexcare_conn_id, sandbox):
+    """With a task state store the deferral carries nothing (the store is the one copy); without one (Airflow
+    before 3.3) the resume kwargs carry the state instead, and the wait resumes from them."""
+    sandbox.inject("fail", count=1)
+    rt = Runtime()
+    first = start(rt)
+    result = await rt.run_deferrable(sensor(first, max_resubmits=1))
+    assert rt.resume_kwargs == [{}, {}]
+    assert rt.stores["wait"].get("dexcare_wait")["report_ids"] == [first, result]
+
+    sandbox.inject("fail", count=1)
+    rt = Runtime()
+    first = start(rt)
+    result = await rt.run_deferrable(sensor(first, max_resubmits=1), store=False)
+    assert result != first and "wait" not in rt.stores
+    assert [kwargs["state"]["report_id"] for kwargs in rt.resume_kwargs] == [first, result]
+    assert rt.resume_kwargs[1]["state"]["report_ids"] == [first, result]
 
 
 async def test_does_not_defer_for_a_report_that_is_already_final(dexcare_conn_id, sandbox):
@@ -213,6 +242,26 @@ def test_a_new_try_continues_on_the_newest_report_of_the_chain(dexcare_conn_id, 
 # --- validation ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(("default_deferrable", "expected"), [(None, "False True"), ("True", "True True")])
+def test_deferrable_follows_airflows_default_and_the_daily_dag_defers_anyway(default_deferrable, expected, tmp_path):
+    """Like the official providers' sensors; in a fresh interpreter, because the default is read at import."""
+    env = {k: v for k, v in os.environ.items() if k != "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE"}
+    if default_deferrable is not None:
+        env["AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE"] = default_deferrable
+    code = (
+        "import importlib.util, uuid\n"
+        "from dexcare.sensors.report import DexCareReportSensor\n"
+        "sensor = DexCareReportSensor(task_id='w', report_id=str(uuid.uuid4()))\n"
+        f"spec = importlib.util.spec_from_file_location('daily', {str(DAILY_DAG)!r})\n"
+        "daily = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(daily)\n"
+        "print(sensor.deferrable, daily.dag.get_task('fetch.wait_for_report').deferrable)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == expected
+
+
 def test_settings_are_checked_when_the_dag_is_parsed():
     with pytest.raises(DexCareValidationError, match="GUID"):
         DexCareReportSensor(task_id="w", report_id="42")
@@ -221,6 +270,33 @@ def test_settings_are_checked_when_the_dag_is_parsed():
     with pytest.raises(DexCareValidationError, match="failed_grace_period"):
         DexCareReportSensor(task_id="w", report_id=str(uuid.uuid4()), failed_grace_period="10m")
     DexCareReportSensor(task_id="w", report_id="{{ ti.xcom_pull('start') }}")  # templates wait for runtime
+
+
+def test_an_endless_timeout_is_refused_when_the_dag_is_parsed():
+    """The trigger needs a finite deadline: refusing "inf" only when the task defers would come after the
+    report was started."""
+    with pytest.raises(DexCareValidationError, match="timeout must be a finite number of seconds, got 'inf'"):
+        DexCareReportSensor(task_id="w", report_id=str(uuid.uuid4()), timeout="inf")
+    with pytest.raises(DexCareValidationError, match="timeout must be a finite number"):
+        DexCareReportSensor(task_id="w", report_id=str(uuid.uuid4()), timeout=float("inf"))
+    with pytest.raises(DexCareValidationError, match="timeout must be at most"):
+        DexCareReportSensor(task_id="w", report_id=str(uuid.uuid4()), timeout=dt.timedelta(days=365 * 100))
+
+
+def test_a_setting_that_renders_to_something_the_trigger_refuses_fails_before_any_request(dexcare_conn_id, sandbox):
+    rt = Runtime()
+    report_id = start(rt)
+    for name, rendered in [("timeout", "inf"), ("poll_interval", "0"), ("failed_grace_period", "nan")]:
+        template = "{{ params.value }}"
+        wait = DexCareReportSensor(task_id="wait", report_id=report_id, request_task_id="start", **{name: template})
+        ctx = rt.context("wait")
+        ctx["params"] = {"value": rendered}
+        wait.render_template_fields(ctx)
+        before = len(sandbox.request_log)
+        with pytest.raises(DexCareValidationError, match=name):
+            wait.execute(ctx)
+        assert len(sandbox.request_log) == before  # not even a status check
+    assert posts(sandbox) == 1
 
 
 def test_resubmission_without_a_known_request_is_refused_before_any_call(dexcare_conn_id, sandbox):
@@ -255,12 +331,7 @@ async def test_failed_seen_on_the_worker_keeps_its_clock_in_the_trigger(dexcare_
     assert time.time() - started < 1.8  # grace counted from the worker's first sight, not restarted
 
 
-def test_poke_mode_counts_consecutive_transient_errors(dexcare_conn_id, sandbox, monkeypatch):
-    from tests.hook.helpers import fast_hook
-
-    # One attempt per poke, so the sensor's own budget is what is tested (the hook's retries are tested
-    # with the hook).
-    monkeypatch.setattr(DexCareReportSensor, "_hook", lambda self: fast_hook(attempts=1))
+def test_poke_mode_counts_consecutive_transient_errors(dexcare_conn_id, sandbox):
     rt = Runtime()
     report_id = start(rt)
     sandbox.inject("http_500", count=2, endpoint="status")
@@ -271,6 +342,24 @@ def test_poke_mode_counts_consecutive_transient_errors(dexcare_conn_id, sandbox,
     sandbox.inject("http_500", count=3, endpoint="status")
     with pytest.raises(DexCareError, match="3 failed status checks in a row"):
         rt.run(sensor(report_id, deferrable=False, max_consecutive_errors=3, timeout=20))
+    # Three failed status requests, not three checks of up to five requests each.
+    assert status_codes(sandbox, report_id) == [500, 500, 500]
+
+
+async def test_consecutive_errors_are_counted_across_the_worker_and_the_trigger(dexcare_conn_id, sandbox):
+    rt = Runtime()
+    report_id = start(rt)
+    sandbox.inject("http_500", count=3, endpoint="status")
+    with pytest.raises(DexCareError, match="3 transient errors in a row"):
+        await rt.run_deferrable(sensor(report_id, max_consecutive_errors=3))
+    assert rt.deferrals[0][1]["consecutive_errors"] == 1  # the worker's failed check
+    assert status_codes(sandbox, report_id) == [500, 500, 500]
+
+    rt = Runtime()
+    report_id = start(rt)
+    sandbox.inject("http_500", count=2, endpoint="status")
+    assert await rt.run_deferrable(sensor(report_id, max_consecutive_errors=3)) == report_id
+    assert status_codes(sandbox, report_id)[:3] == [500, 500, 200]
 
 
 def test_settings_can_be_templates_rendered_at_run_time(dexcare_conn_id, sandbox):

@@ -20,7 +20,7 @@ from dexcare.triggers.report_status import (
     validate_event,
 )
 
-from tests.triggers.helpers import logged, posts, run_trigger
+from tests.helpers import logged, posts, run_trigger
 
 FAST = {"poll_interval": 0.05, "backoff_initial": 0.01, "backoff_max": 0.05}
 
@@ -41,7 +41,13 @@ def rebuilt(trigger: DexCareReportStatusTrigger) -> DexCareReportStatusTrigger:
 
 
 def test_round_trips_through_airflow_serialization():
-    trigger = make(str(uuid.uuid4()), last_status="FAILED", last_status_since=time.time() - 3, request_timeout=5)
+    trigger = make(
+        str(uuid.uuid4()),
+        last_status="FAILED",
+        last_status_since=time.time() - 3,
+        request_timeout=5,
+        consecutive_errors=2,
+    )
     again = rebuilt(trigger)
     assert CLASSPATH == "dexcare.triggers.report_status.DexCareReportStatusTrigger"
     assert again.serialize() == trigger.serialize()
@@ -59,6 +65,8 @@ def test_round_trips_through_airflow_serialization():
         ("failed_grace_period", -1),
         ("max_consecutive_errors", 0),
         ("max_consecutive_errors", 2.5),
+        ("consecutive_errors", -1),
+        ("consecutive_errors", 10),  # the default budget: the wait should already have failed
         ("last_status", "DONE"),
         ("dexcare_conn_id", ""),
     ],
@@ -183,6 +191,28 @@ async def test_error_budget_is_consecutive_and_then_ends_the_wait(dexcare_conn_i
     assert "3 transient errors in a row" in event["message"]
 
 
+async def test_the_error_count_continues_from_the_worker(dexcare_conn_id, sandbox):
+    report_id = DexCareHook().start_report("virtual")
+    sandbox.inject("http_500", count=1, endpoint="status")
+    event = await run_trigger(make(report_id, max_consecutive_errors=3, consecutive_errors=2))
+    assert event["status"] == "error" and "3 transient errors in a row" in event["message"]
+    assert [r[2] for r in sandbox.request_log if r[0] == "GET"] == [500]
+
+
+async def test_a_good_check_resets_the_count_handed_over_by_the_worker(slow_sandbox):
+    report_id = DexCareHook().start_report("virtual")  # RUNNING for a minute
+    trigger = make(report_id, deadline_in=2.0, poll_interval=0.1, max_consecutive_errors=3, consecutive_errors=2)
+    task = asyncio.ensure_future(run_trigger(trigger))
+    for _ in range(500):  # the sandbox records requests in its own thread: poll its log
+        if any(method == "GET" for method, _path, _status in slow_sandbox.request_log):
+            break
+        await asyncio.sleep(0.01)
+    slow_sandbox.inject("http_500", count=2, endpoint="status")  # two more in a row: 2 of 3, not 4 of 3
+    event = await task
+    assert event["status"] == "timeout"
+    assert [r[2] for r in slow_sandbox.request_log if r[0] == "GET"][:3] == [200, 500, 500]
+
+
 async def test_429_retry_after_is_honoured(dexcare_conn_id, sandbox):
     report_id = DexCareHook().start_report("virtual")
     sandbox.inject("http_429", count=1, endpoint="status", retry_after=1)
@@ -193,7 +223,7 @@ async def test_429_retry_after_is_honoured(dexcare_conn_id, sandbox):
 
 
 async def test_403_ends_the_wait_at_once_naming_the_key(sandbox, monkeypatch):
-    from tests.hook.helpers import set_connection
+    from tests.helpers import set_connection
 
     set_connection(monkeypatch, "dexcare_default", sandbox.url, "wrong-key-123")
     event = await run_trigger(make(str(uuid.uuid4())))

@@ -1,13 +1,15 @@
 """DexCareHook: the one place that speaks DexCare's asynchronous reporting API.
 
-Built on the HTTP provider's ``HttpHook`` so a DexCare connection gets the same session handling (proxies,
-TLS options, keep-alive) as any Airflow HTTP connection; what it adds is what DexCare needs and ``HttpHook``
-does not do: a ``dc-token`` key that never leaks, https by default, typed errors for every documented
-answer, bounded Retry-After-aware retries, and a streamed, verified, atomic download.
+Built on the HTTP provider's ``HttpHook``, so a DexCare connection's extra means what it means for any Airflow
+HTTP connection (proxies, TLS options, timeout; read once into a ``DexCareTransport`` that sets up both the
+worker's requests session and the trigger's aiohttp session). What it adds is what DexCare needs and
+``HttpHook`` does not do: a ``dc-token`` key that never leaks, https by default, typed errors for every
+documented answer, bounded Retry-After-aware retries, and a streamed, verified, atomic download.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import uuid
@@ -20,8 +22,8 @@ import aiohttp
 import requests
 from airflow.providers.common.compat.connection import get_async_connection
 from airflow.providers.http.hooks.http import HttpHook
-from airflow.sdk.log import mask_secret
 
+from dexcare import messages
 from dexcare.csv_records import CsvRecordCounter
 from dexcare.exceptions import (
     DexCareAuthError,
@@ -34,55 +36,14 @@ from dexcare.exceptions import (
     DexCareValidationError,
 )
 from dexcare.hooks.responses import error_for_response, parse_json_body, parse_report_id, parse_status
+from dexcare.hooks.transport import DexCareTransport
 from dexcare.report import REPORTS_PATH, DownloadResult, ReportRequest, ReportStatus, validate_report_id
 from dexcare.retry import RetryPolicy, call_with_retries
 
 if TYPE_CHECKING:
-    from airflow.sdk import Connection, ObjectStoragePath
+    from airflow.sdk import ObjectStoragePath
 
-DEFAULT_CONNECT_TIMEOUT = 10.0
-DEFAULT_READ_TIMEOUT = 60.0
 DOWNLOAD_CHUNK_BYTES = 1 << 20
-
-
-def base_url_from_connection(conn: Connection) -> str:
-    """The connection host is a base URL; a bare host name means https, because DexCare only serves TLS."""
-    host = (conn.host or "").strip().rstrip("/")
-    if not host:
-        raise DexCareValidationError(
-            f"Connection {conn.conn_id!r} has no host: set it to the DexCare REST endpoint, "
-            "e.g. https://ecvapi.care.<customer-domain>.com"
-        )
-    url = host if "://" in host else f"https://{host}"
-    if conn.port:
-        url = f"{url}:{conn.port}"
-    return url
-
-
-def service_key_from_connection(conn: Connection) -> str:
-    key = (conn.password or "").strip()
-    if not key:
-        raise DexCareValidationError(
-            f"Connection {conn.conn_id!r} has no reporting service key: put the key in the connection's "
-            "password field (labelled 'Reporting service key')."
-        )
-    # Airflow masks connection passwords it hands out, but only on some code paths; make sure.
-    mask_secret(key)
-    return key
-
-
-class _DcTokenAuth(requests.auth.AuthBase):
-    """Adds the header at send time; its repr is redacted so the key cannot reach a log through a session."""
-
-    def __init__(self, key: str) -> None:
-        self._key = key
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        request.headers["Authorization"] = f"dc-token {self._key}"
-        return request
-
-    def __repr__(self) -> str:
-        return "<dc-token ***>"
 
 
 class DexCareHook(HttpHook):
@@ -112,42 +73,60 @@ class DexCareHook(HttpHook):
         self.dexcare_conn_id = dexcare_conn_id
         self.retry_policy = RetryPolicy(max_attempts=max_attempts, max_total_seconds=max_retry_seconds)
         self.timeout = timeout
+        self._transport: DexCareTransport | None = None
         self._session: requests.Session | None = None
 
-    # --- HttpHook extension points -------------------------------------------------------------------
+    # --- transport ---------------------------------------------------------------------------------------
 
-    def _set_base_url(self, connection: Connection) -> None:
-        self.base_url = base_url_from_connection(connection)
-        self._base_url_initialized = True
+    @property
+    def transport(self) -> DexCareTransport:
+        """How to reach DexCare, read from the connection on first use (building the hook makes no call)."""
+        if self._transport is None:
+            connection = self.get_connection(self.dexcare_conn_id)
+            self._transport = self._announce(DexCareTransport.from_connection(connection, read_timeout=self.timeout))
+            self.base_url = self._transport.base_url
+        return self._transport
 
-    def _extract_auth(self, connection: Connection) -> requests.auth.AuthBase:
-        return _DcTokenAuth(service_key_from_connection(connection))
+    def _announce(self, transport: DexCareTransport) -> DexCareTransport:
+        if transport.proxy:
+            self.log.info("Reaching %s.", transport.describe())
+        return transport
 
-    # --- plumbing ------------------------------------------------------------------------------------
+    def get_conn(
+        self, headers: dict[str, str] | None = None, extra_options: dict[str, Any] | None = None
+    ) -> requests.Session:
+        """A requests session set up by the transport: the same proxy, TLS and timeouts as the trigger's."""
+        if extra_options:
+            raise DexCareValidationError(
+                f"DexCareHook reads its transport settings from connection {self.dexcare_conn_id!r}; "
+                f"put {sorted(extra_options)} in the connection's extra instead of extra_options."
+            )
+        session = self._configure_session_from_mount_adapters(self.transport.requests_session())  # TCP keep-alive
+        if headers:
+            session.headers.update(headers)
+        # HttpHook.run() sends with these; DexCareHook's own calls pass them explicitly.
+        self.merged_extra = {"timeout": self.transport.requests_timeout, "allow_redirects": False}
+        return session
 
     def _get_session(self) -> requests.Session:
         if self._session is None:
             self._session = self.get_conn()
         return self._session
 
-    def _timeouts(self) -> tuple[float, float]:
-        read = self.timeout or self.merged_extra.get("timeout") or DEFAULT_READ_TIMEOUT
-        return DEFAULT_CONNECT_TIMEOUT, float(read)
-
     def _send(
         self, method: str, path: str, *, what: str, report_id: str | None = None, **kwargs: Any
     ) -> requests.Response:
         """One request, no retries; any non-2xx answer becomes the matching DexCareError."""
         session = self._get_session()
-        url = self.url_from_endpoint(path)
+        transport = self.transport
         try:
-            response = session.request(method, url, timeout=self._timeouts(), allow_redirects=False, **kwargs)
+            response = session.request(
+                method, transport.url(path), timeout=transport.requests_timeout, allow_redirects=False, **kwargs
+            )
         except requests.Timeout as exc:
             raise DexCareTimeoutError(f"DexCare did not answer {what} within the timeout ({exc}).") from None
         except requests.ConnectionError as exc:
-            raise DexCareConnectionError(
-                f"Cannot reach DexCare at {self.base_url} for {what}: {_reason(exc)}"
-            ) from None
+            raise DexCareConnectionError(f"Cannot reach {transport.describe()} for {what}: {_reason(exc)}") from None
         self.log.debug("DexCare %s %s -> %s", method, path, response.status_code)
         if response.status_code >= 300:
             with response:
@@ -185,10 +164,9 @@ class DexCareHook(HttpHook):
                 return parse_report_id(parse_json_body(response.content, response.headers, what))
 
         report_id = self._retrying(once, f"Starting a {request.report_type.value} report")
-        window = (
-            f"{request.start_date}..{request.end_date}" if request.start_date else "DexCare's default window"
+        self.log.info(
+            "Started DexCare %s report %s for %s", request.report_type.value, report_id, messages.window(request)
         )
-        self.log.info("Started DexCare %s report %s for %s", request.report_type.value, report_id, window)
         return report_id
 
     def get_report_status(self, report_id: str) -> ReportStatus:
@@ -244,7 +222,7 @@ class DexCareHook(HttpHook):
             return False, f"DexCare endpoint unreachable: {exc}"
         except DexCareError as exc:
             return False, f"DexCare answered unexpectedly: {exc}"
-        return True, f"Connected to DexCare at {self.base_url}; the reporting service key was accepted."
+        return True, f"Connected to {self.transport.describe()}; the reporting service key was accepted."
 
     @asynccontextmanager
     async def async_session(self) -> AsyncIterator[DexCareAsyncSession]:
@@ -254,30 +232,22 @@ class DexCareHook(HttpHook):
         a fixed wait: the trigger must own backoff, Retry-After and its failure budget.
         """
         conn = await get_async_connection(conn_id=self.dexcare_conn_id, hook=self)
-        base_url = base_url_from_connection(conn)
-        key = service_key_from_connection(conn)
-        read = self.timeout or conn.extra_dejson.get("timeout") or DEFAULT_READ_TIMEOUT
-        client_timeout = aiohttp.ClientTimeout(
-            total=float(read) + DEFAULT_CONNECT_TIMEOUT,
-            connect=DEFAULT_CONNECT_TIMEOUT,
-            sock_read=float(read),
-        )
-        verify = conn.extra_dejson.get("verify", True)
-        connector = aiohttp.TCPConnector(ssl=None if verify else False)
-        async with aiohttp.ClientSession(timeout=client_timeout, connector=connector) as session:
-            yield DexCareAsyncSession(session, base_url, _DcTokenAuth(key), self.dexcare_conn_id)
+        # The environment and the CA bundle are files to read: off the event loop.
+        transport = await asyncio.to_thread(DexCareTransport.from_connection, conn, read_timeout=self.timeout)
+        ssl_context = await asyncio.to_thread(transport.ssl_context)
+        self._announce(transport)
+        async with transport.aiohttp_session(ssl_context) as session:
+            yield DexCareAsyncSession(session, transport)
 
 
 class DexCareAsyncSession:
     """Single-attempt async calls: retrying is the trigger's decision, informed by the error type."""
 
-    def __init__(
-        self, session: aiohttp.ClientSession, base_url: str, auth: _DcTokenAuth, conn_id: str
-    ) -> None:
+    def __init__(self, session: aiohttp.ClientSession, transport: DexCareTransport) -> None:
         self._session = session
-        self.base_url = base_url
-        self._auth = auth
-        self.conn_id = conn_id
+        self._transport = transport
+        self.base_url = transport.base_url
+        self.conn_id = transport.conn_id
 
     def __repr__(self) -> str:
         return f"DexCareAsyncSession(base_url={self.base_url!r}, conn_id={self.conn_id!r})"
@@ -285,10 +255,10 @@ class DexCareAsyncSession:
     async def get_report_status(self, report_id: str) -> ReportStatus:
         report_id = validate_report_id(report_id)
         what = f"the status request for report {report_id}"
-        headers = {"Authorization": f"dc-token {self._auth._key}"}
+        transport = self._transport
         try:
             async with self._session.get(
-                f"{self.base_url}{REPORTS_PATH}/{report_id}", headers=headers, allow_redirects=False
+                transport.url(f"{REPORTS_PATH}/{report_id}"), **transport.aiohttp_request_kwargs()
             ) as response:
                 body = await response.content.read(1 << 16)
                 if response.status >= 300:
@@ -305,7 +275,7 @@ class DexCareAsyncSession:
             raise DexCareTimeoutError(f"DexCare did not answer {what} within the timeout.") from None
         except aiohttp.ClientError as exc:
             raise DexCareConnectionError(
-                f"Cannot reach DexCare at {self.base_url} for {what}: {type(exc).__name__}: {exc}"
+                f"Cannot reach {transport.describe()} for {what}: {type(exc).__name__}: {exc}"
             ) from None
 
 

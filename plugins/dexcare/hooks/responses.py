@@ -67,6 +67,12 @@ def error_for_response(
             "expired: start a new report.",
             **kwargs,
         )
+    if status == 407:
+        return DexCareResponseError(
+            f"A proxy between Airflow and DexCare refused {what} (407 Proxy Authentication Required). Check the "
+            f"proxy user and password in the 'proxies' extra of connection {conn_id!r}, or in HTTPS_PROXY / "
+            "HTTP_PROXY where Airflow runs."
+        )
     if status == 429:
         return DexCareRateLimitError(
             f"DexCare is rate limiting {what} (429){said}.",

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, ObjectStoragePath
 
-from dexcare.exceptions import DexCareError, DexCareValidationError
+from dexcare.exceptions import DexCareDownloadReportError, DexCareValidationError
 from dexcare.report import ReportRequest, ReportStatus, validate_report_id
 from dexcare.task_support import is_literal, refuse_task_dates_as_window, resolve_request, upstream_task_id
 
@@ -27,10 +27,6 @@ if TYPE_CHECKING:
 
 #: Under ``$AIRFLOW_HOME``; created 0700 because reports hold patient visit data.
 DEFAULT_DIRECTORY = "dexcare-reports"
-
-
-class DexCareDownloadReportError(DexCareError):
-    """The report cannot be downloaded yet (not SUCCEEDED) or its request is unknown."""
 
 
 def _safe(part: str) -> str:

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from dexcare.exceptions import DexCareNotFoundError
+from dexcare.messages import format_seconds
 from dexcare.report import ReportRequest
 from dexcare.task_support import XCOM_REQUEST, is_literal, refuse_task_dates_as_window, state_store
-from dexcare.tracking import format_seconds
 
 if TYPE_CHECKING:
     import datetime as dt

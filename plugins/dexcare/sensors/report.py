@@ -1,28 +1,29 @@
 """DexCareReportSensor: waits for a DexCare report to SUCCEED, requesting it again if DexCare loses it.
 
-Deferrable by default: after one status check on the worker, the wait moves to the triggerer and costs no
+After one status check on the worker, a deferrable sensor moves the wait to the triggerer, where it costs no
 worker slot. Whatever the mode, the same rules apply (``dexcare.tracking``): FAILED is final only after a
 grace period, CANCELLED at once, and a final failure can be resubmitted up to ``max_resubmits`` times. A
 resubmission is a POST, so it always happens here on the worker, never in the trigger.
 
-State that must outlive one process (current report id, resubmissions used, deadline, last status and
-since when) lives in the trigger's resume kwargs and in Airflow 3.3's task state store, which keeps it
-across reschedules and tries (XCom is cleared at each reschedule).
+This module holds the Airflow entry points and the deferral only: the settings and their rules are in
+``dexcare.wait_settings``, the state that outlives a process in ``dexcare.wait_state``, and what the wait
+says in ``dexcare.messages``.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from airflow.providers.common.compat.sdk import conf
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.exceptions import AirflowSensorTimeout
 
-from dexcare.exceptions import DexCareError, DexCareValidationError
-from dexcare.report import ReportRequest, validate_report_id
+from dexcare import messages
+from dexcare.exceptions import DexCareError, DexCareReportFailedError, DexCareValidationError
+from dexcare.report import ReportRequest, ReportStatus, validate_report_id
 from dexcare.task_support import (
     XCOM_REPORT_ID,
     XCOM_REPORT_IDS,
@@ -31,11 +32,12 @@ from dexcare.task_support import (
     refuse_task_dates_as_window,
     resolve_request,
     state_store,
-    try_number,
     upstream_task_id,
 )
-from dexcare.tracking import ReportTracker, Verdict, format_seconds
-from dexcare.triggers.report_status import DexCareReportStatusTrigger, format_deadline, validate_event
+from dexcare.tracking import Verdict
+from dexcare.triggers.report_status import DexCareReportStatusTrigger, validate_event
+from dexcare.wait_settings import WaitSettings
+from dexcare.wait_state import STATE_KEY, WaitState
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -44,35 +46,9 @@ if TYPE_CHECKING:
 
     from dexcare.hooks.dexcare import DexCareHook
 
-#: Task state store key of the sensor's ``WaitState``.
-STATE_KEY = "dexcare_wait"
+__all__ = ["STATE_KEY", "DexCareReportFailedError", "DexCareReportSensor"]
+
 DEFAULT_TIMEOUT = 24 * 3600.0
-
-
-class DexCareReportFailedError(DexCareError):
-    """The report (and every resubmission allowed) ended FAILED or CANCELLED."""
-
-
-@dataclass
-class WaitState:
-    """Everything the wait needs to continue in another process; plain values only."""
-
-    origin: str
-    try_number: int
-    report_id: str
-    deadline: float
-    tracker: dict[str, Any]
-    report_ids: list[str] = field(default_factory=list)
-    resubmits: int = 0
-    errors: int = 0
-    started: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> WaitState:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
 
 class DexCareReportSensor(BaseSensorOperator):
@@ -83,7 +59,9 @@ class DexCareReportSensor(BaseSensorOperator):
 
     :param report_id: the report GUID (templated; usually ``start.output``).
     :param dexcare_conn_id: the DexCare connection.
-    :param deferrable: wait in the triggerer (default). False: poke in ``mode="poke"`` or ``"reschedule"``.
+    :param deferrable: wait in the triggerer after the first check. False: poke in ``mode="poke"`` or
+        ``"reschedule"``. Defaults to Airflow's ``[operators] default_deferrable`` (False unless set), like the
+        official providers' sensors.
     :param poll_interval: seconds between status checks (also the poke interval). Default 60.
 
     ``poll_interval``, ``timeout``, ``failed_grace_period``, ``max_resubmits`` and
@@ -96,8 +74,8 @@ class DexCareReportSensor(BaseSensorOperator):
         failed report on its own and a return to QUEUED or RUNNING resets the clock. Default 10 minutes.
     :param max_resubmits: how many times a report that ends FAILED or CANCELLED is requested again with
         the same type and window (default 0: fail at once). Counted per task try.
-    :param max_consecutive_errors: transient errors (5xx, 429, connection, timeout) in a row before the
-        wait fails; any good status check resets the count.
+    :param max_consecutive_errors: failed status requests (5xx, 429, connection, timeout) in a row before
+        the wait fails, counted across the worker and the triggerer; any good status check resets the count.
     :param report_type: with ``report_start_date``/``report_end_date``, the request to resubmit; by default
         it is pulled from the ``request`` XCom of ``request_task_id``.
     :param report_start_date: first day of the window to resubmit.
@@ -125,7 +103,7 @@ class DexCareReportSensor(BaseSensorOperator):
         *,
         report_id: str,
         dexcare_conn_id: str = "dexcare_default",
-        deferrable: bool = True,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poll_interval: float | str | None = None,
         failed_grace_period: float | timedelta | str = 600.0,
         max_resubmits: int | str = 0,
@@ -140,9 +118,11 @@ class DexCareReportSensor(BaseSensorOperator):
         # poke_interval/timeout to numbers in its constructor, so it gets defaults here and the real values
         # are applied once the templates are rendered (``_apply_settings``).
         timeout = kwargs.pop("timeout", DEFAULT_TIMEOUT)
+        if timeout is not None and not isinstance(timeout, str):
+            timeout = WaitSettings.check("timeout", timeout)  # before BaseSensorOperator trips over it
         kwargs["timeout"] = DEFAULT_TIMEOUT if isinstance(timeout, str) else timeout
         if poll_interval is not None and not isinstance(poll_interval, str):
-            kwargs["poke_interval"] = poll_interval
+            kwargs["poke_interval"] = WaitSettings.check("poll_interval", poll_interval)
         kwargs.setdefault("poke_interval", 60.0)
         refuse_task_dates_as_window(kwargs)
         super().__init__(**kwargs)
@@ -158,87 +138,62 @@ class DexCareReportSensor(BaseSensorOperator):
         self.report_start_date = report_start_date
         self.report_end_date = report_end_date
         self.request_task_id = request_task_id or upstream_task_id(report_id)
-        settings = (poll_interval, timeout, failed_grace_period, max_resubmits, max_consecutive_errors)
+        settings = (poll_interval, timeout, failed_grace_period, max_resubmits, max_consecutive_errors, dexcare_conn_id)
         if all(not isinstance(v, str) or is_literal(v) for v in settings):
             self._apply_settings()  # fail when the DAG is parsed, not when the report is hours old
         if is_literal(report_id):
             validate_report_id(report_id)
         if report_type is not None and all(is_literal(v) for v in (report_type, report_start_date, report_end_date)):
             ReportRequest.build(report_type, report_start_date, report_end_date)
-        self._state: WaitState | None = None
+        self._wait: WaitState | None = None
         self._request: ReportRequest | None = None
+        self._hooks: dict[int, DexCareHook] = {}
 
-    def _apply_settings(self) -> None:
-        """Turn the (rendered) settings into numbers, checked before any request is made."""
-        self.poll_interval = _seconds("poll_interval", self.poll_interval, allow_zero=False)
-        self.poke_interval = self.poll_interval
-        self.wait_timeout = _seconds("timeout", self.wait_timeout)
-        self.timeout = self.wait_timeout
-        self.failed_grace_period = _seconds("failed_grace_period", self.failed_grace_period)
-        self.max_resubmits = _count("max_resubmits", self.max_resubmits, least=0)
-        self.max_consecutive_errors = _count("max_consecutive_errors", self.max_consecutive_errors, least=1)
+    def _apply_settings(self) -> WaitSettings:
+        """Turn the (rendered) settings into numbers, checked before any request is made, by the same rules
+        the trigger applies to them (``dexcare.wait_settings``)."""
+        settings = WaitSettings.parse(
+            poll_interval=self.poll_interval,
+            timeout=self.wait_timeout,
+            failed_grace_period=self.failed_grace_period,
+            max_resubmits=self.max_resubmits,
+            max_consecutive_errors=self.max_consecutive_errors,
+            dexcare_conn_id=self.dexcare_conn_id,
+        )
+        self.poll_interval = self.poke_interval = settings.poll_interval
+        self.wait_timeout = self.timeout = settings.timeout
+        self.failed_grace_period = settings.failed_grace_period
+        self.max_resubmits = settings.max_resubmits
+        self.max_consecutive_errors = settings.max_consecutive_errors
+        return settings
 
     # --- entry points ------------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> Any:
-        self._apply_settings()
-        self._prepare(context)
+        self._begin(context)
         if not self.deferrable:
             return super().execute(context)
         first = self.poke(context)
         if first:
             return first.xcom_value
-        self._defer(context)
+        self._defer()
 
     def poke(self, context: Context) -> PokeReturnValue:
-        if self._state is None:  # a subclass or test calling poke() directly
-            self._apply_settings()
-            self._prepare(context)
-        state = self._state
-        assert state is not None
-        tracker = ReportTracker.from_dict(state.tracker)
-        try:
-            status = self._hook().get_report_status(state.report_id)
-        except DexCareError as exc:
-            if not exc.retryable:
-                raise
-            state.errors += 1
-            self._save(context)
-            if state.errors >= self.max_consecutive_errors:
-                raise DexCareError(
-                    f"Gave up on DexCare report {state.report_id} after {state.errors} failed status checks in "
-                    f"a row; the last was {type(exc).__name__}: {exc}"
-                ) from exc
-            self.log.warning(
-                "Status check %d of at most %d in a row failed for report %s: %s",
-                state.errors,
-                self.max_consecutive_errors,
-                state.report_id,
-                exc,
-            )
+        if self._wait is None:  # a subclass or test calling poke() directly
+            self._begin(context)
+        wait = self._wait
+        assert wait is not None
+        status = self._check(wait)
+        if status is None:
             return PokeReturnValue(False)
-        changed = state.errors > 0
-        state.errors = 0
         now = time.time()
-        verdict, message = tracker.observe(status, now)
-        if message:
-            self.log.info(message)
-            changed = True
-        state.tracker = tracker.to_dict()
+        verdict, change = wait.observe(status, now)
+        if change:
+            self.log.info(change)
         if verdict == Verdict.SUCCEEDED:
-            self._save(context)
-            self._log_summary()
-            return PokeReturnValue(True, state.report_id)
-        if verdict == Verdict.WAIT:
-            if changed:
-                self._save(context)
-            return PokeReturnValue(False)
-        ending = (
-            "was CANCELLED"
-            if verdict == Verdict.CANCELLED
-            else f"stayed FAILED for {format_seconds(tracker.failed_for(now))}"
-        )
-        self._resubmit_or_fail(context, ending)
+            return PokeReturnValue(True, self._succeeded(wait))
+        if verdict != Verdict.WAIT:
+            self._resubmit_or_fail(context, wait, wait.how_it_ended(verdict, now))
         return PokeReturnValue(False)
 
     def execute_complete(
@@ -246,38 +201,27 @@ class DexCareReportSensor(BaseSensorOperator):
     ) -> str:
         """Resume after the trigger: succeed, resubmit and wait again, or fail with the trigger's reason."""
         self._apply_settings()
-        if state is None:
-            # ``dag.test()`` runs triggers inline and replaces the resume kwargs with the event alone; the
-            # copy saved in the task state store before deferring covers that.
-            store = state_store(context)
-            state = store.get(STATE_KEY) if store is not None else None
-        if not isinstance(state, dict):
-            raise DexCareError("The sensor resumed without its wait state; refusing to guess the report id.")
-        self._state = WaitState.from_dict(state)
+        wait = self._wait = WaitState.resume(context, state)
         self._request = self._resolve_request(context)
-        event = validate_event(event, self._state.report_id)
-        self.log.info("Trigger finished after %d status checks: %s", event["polls"], event["message"])
-        tracker = ReportTracker(
-            event["report_id"], float(self.failed_grace_period), event["report_status"], event["status_since"]
-        )
-        self._state.tracker = tracker.to_dict()
-        status = event["status"]
-        if status == "success":
-            self._save(context)
-            self._log_summary()
-            return self._state.report_id
-        if status == "timeout":
-            raise AirflowSensorTimeout(f"{event['message']} {self._advice_on_timeout()}")
-        if status == "error":
+        event = validate_event(event, wait.report_id)
+        self.log.info(messages.trigger_finished(event["polls"], event["message"]))
+        wait.observed_in_trigger(event)
+        outcome = event["status"]
+        if outcome == "success":
+            return self._succeeded(wait)
+        if outcome == "timeout":
+            raise AirflowSensorTimeout(f"{event['message']} {messages.timeout_advice(float(self.timeout))}")
+        if outcome == "error":
             raise DexCareError(event["message"])
-        failed_for = format_seconds(tracker.failed_for(time.time()))
-        self._resubmit_or_fail(context, "was CANCELLED" if status == "cancelled" else f"stayed FAILED for {failed_for}")
-        self._defer(context)
+        self._resubmit_or_fail(context, wait, wait.how_it_ended(outcome, time.time()))
+        self._defer()
 
-    # --- the wait's state ---------------------------------------------------------------------------------
+    # --- the wait ------------------------------------------------------------------------------------------
 
-    def _prepare(self, context: Context) -> None:
-        """Validate, then pick up where an earlier reschedule or try left off, and tell XCom what we wait on."""
+    def _begin(self, context: Context) -> None:
+        """Check everything, then pick up where an earlier reschedule or try left off, and tell XCom what we
+        wait on. Nothing here sends a request."""
+        settings = self._apply_settings()
         origin = validate_report_id(self.report_id)
         self._request = self._resolve_request(context)
         if self.max_resubmits and self._request is None:
@@ -286,66 +230,78 @@ class DexCareReportSensor(BaseSensorOperator):
                 "report_id=<start task>.output, request_task_id=<start task>, or "
                 "report_type/report_start_date/report_end_date."
             )
-        store = state_store(context)
-        if store is None and not self.deferrable and self.reschedule:
+        if state_store(context) is None and not self.deferrable and self.reschedule:
             raise DexCareValidationError(
                 "mode='reschedule' keeps the FAILED grace period and resubmissions in Airflow 3.3's task state "
                 "store, which this Airflow does not have: use deferrable=True or mode='poke'."
             )
-        saved = store.get(STATE_KEY) if store is not None else None
-        current_try = try_number(context)
-        state = WaitState.from_dict(saved) if isinstance(saved, dict) else None
-        if state is not None and state.origin != origin:
-            state = None
-        if state is not None and state.try_number != current_try:
-            # A new try keeps waiting on the newest report of the chain, with a fresh deadline and budget.
-            self.log.info(
-                "An earlier try last waited on report %s (reports so far: %s); this try continues with it.",
-                state.report_id,
-                ", ".join(state.report_ids),
-            )
-            state = self._fresh_state(origin, current_try, state.report_id, state.report_ids)
-        elif state is not None:
-            self.log.info(
-                "Continuing the wait on report %s (%d resubmission(s) used, deadline %s).",
-                state.report_id,
-                state.resubmits,
-                format_deadline(state.deadline),
-            )
-        else:
-            state = self._fresh_state(origin, current_try, origin, [origin])
-        self._state = state
-        self._save(context)
+        self._wait = WaitState.begin(
+            context, origin, timeout=settings.timeout, grace_period=settings.failed_grace_period, log=self.log
+        )
         self._push(context)
 
-    def _log_summary(self) -> None:
-        """The last line of the task log: what an on-call engineer needs without scrolling."""
-        state = self._state
-        assert state is not None
-        request = self._request
-        what = f"{request.report_type.value} report " if request else "report "
-        window = f" for {request.start_date}..{request.end_date}" if request and request.start_date else ""
-        waited = format_seconds(time.time() - state.started) if state.started else "an unknown time"
+    def _check(self, wait: WaitState) -> ReportStatus | None:
+        """One status request; a transient failure counts against max_consecutive_errors and returns None."""
+        try:
+            # One request per check: max_consecutive_errors counts failed status requests, here and in the
+            # trigger, so the hook must not retry on its own.
+            return self._hook(max_attempts=1).get_report_status(wait.report_id)
+        except DexCareError as exc:
+            if not exc.retryable:
+                raise
+            errors = wait.check_failed()
+            if errors >= self.max_consecutive_errors:
+                raise DexCareError(messages.failed_checks_on_worker(wait.report_id, errors, exc)) from exc
+            self.log.warning(messages.failed_check_on_worker(errors, self.max_consecutive_errors, wait.report_id, exc))
+            return None
+
+    def _succeeded(self, wait: WaitState) -> str:
         self.log.info(
-            "Summary: DexCare %s%s%s SUCCEEDED after waiting %s; reports tried: %s (%d resubmission(s)).",
-            what,
-            state.report_id,
-            window,
-            waited,
-            ", ".join(state.report_ids),
-            state.resubmits,
+            messages.summary(self._request, wait.report_id, wait.waited, wait.report_ids, wait.resubmits)
+        )
+        return wait.report_id
+
+    def _resubmit_or_fail(self, context: Context, wait: WaitState, how_it_ended: str) -> None:
+        """Request the same report again from the worker, or fail with what happened and what to do."""
+        request = self._request
+        if wait.resubmits >= self.max_resubmits or request is None:
+            raise DexCareReportFailedError(
+                messages.give_up(
+                    request, wait.report_id, how_it_ended, wait.report_ids, wait.resubmits, self.max_resubmits
+                )
+            )
+        if time.time() >= wait.deadline:
+            raise AirflowSensorTimeout(messages.deadline_passed(wait.report_id, how_it_ended, wait.deadline))
+        new_id = self._hook().start_report(request.report_type.value, request.start_date, request.end_date)
+        old_id = wait.report_id
+        wait.resubmitted(new_id)
+        self.log.warning(
+            messages.resubmitted(wait.resubmits, self.max_resubmits, old_id, how_it_ended, request, new_id)
+        )
+        self._push(context)
+
+    def _defer(self) -> None:
+        wait = self._wait
+        assert wait is not None
+        trigger = DexCareReportStatusTrigger(
+            **wait.handoff(),
+            dexcare_conn_id=self.dexcare_conn_id,
+            poll_interval=self.poll_interval,
+            failed_grace_period=self.failed_grace_period,
+            max_consecutive_errors=self.max_consecutive_errors,
+        )
+        # Airflow's own deferral timeout is only a backstop for a dead triggerer: the trigger itself looks
+        # one last time at the deadline and reports "timeout" with the last status it saw.
+        backstop = max(wait.deadline - time.time(), 0.0) + self.poll_interval + 60.0
+        self.log.info(messages.deferring(wait.report_id, wait.deadline))
+        self.defer(
+            trigger=trigger,
+            method_name="execute_complete",
+            kwargs=wait.resume_kwargs(),
+            timeout=timedelta(seconds=backstop),
         )
 
-    def _fresh_state(self, origin: str, current_try: int, report_id: str, ids: list[str]) -> WaitState:
-        return WaitState(
-            origin=origin,
-            try_number=current_try,
-            report_id=report_id,
-            deadline=time.time() + float(self.timeout),
-            tracker=ReportTracker(report_id, float(self.failed_grace_period)).to_dict(),
-            report_ids=list(ids),
-            started=time.time(),
-        )
+    # --- plumbing ------------------------------------------------------------------------------------------
 
     def _resolve_request(self, context: Context) -> ReportRequest | None:
         return resolve_request(
@@ -356,142 +312,20 @@ class DexCareReportSensor(BaseSensorOperator):
             request_task_id=self.request_task_id,
         )
 
-    def _save(self, context: Context) -> None:
-        store = state_store(context)
-        if store is not None and self._state is not None:
-            store.set(STATE_KEY, self._state.to_dict())
-
     def _push(self, context: Context) -> None:
-        assert self._state is not None
+        assert self._wait is not None
         ti = context["ti"]
-        ti.xcom_push(key=XCOM_REPORT_ID, value=self._state.report_id)
-        ti.xcom_push(key=XCOM_REPORT_IDS, value=list(self._state.report_ids))
+        ti.xcom_push(key=XCOM_REPORT_ID, value=self._wait.report_id)
+        ti.xcom_push(key=XCOM_REPORT_IDS, value=list(self._wait.report_ids))
         if self._request is not None:
             ti.xcom_push(key=XCOM_REQUEST, value=self._request.to_dict())
 
-    def _hook(self) -> DexCareHook:
+    def _hook(self, max_attempts: int = 5) -> DexCareHook:
+        """One hook per kind of call for the whole run: a poking sensor reads the connection once and keeps
+        its session (and its keep-alive connection) from poke to poke."""
         from dexcare.hooks.dexcare import DexCareHook
 
-        return DexCareHook(self.dexcare_conn_id)
-
-    # --- resubmission and failure --------------------------------------------------------------------------
-
-    def _resubmit_or_fail(self, context: Context, ending: str) -> None:
-        """Request the same report again from the worker, or fail with what happened and what to do."""
-        state = self._state
-        assert state is not None
-        if state.resubmits >= self.max_resubmits or self._request is None:
-            raise DexCareReportFailedError(self._give_up_message(ending))
-        if time.time() >= state.deadline:
-            raise AirflowSensorTimeout(
-                f"DexCare report {state.report_id} {ending}, and the deadline "
-                f"{format_deadline(state.deadline)} has passed, so it is not requested again."
-            )
-        request = self._request
-        new_id = self._hook().start_report(request.report_type.value, request.start_date, request.end_date)
-        state.resubmits += 1
-        self.log.warning(
-            "Resubmission %d of %d: DexCare report %s %s; requested the same %s report for %s again as %s.",
-            state.resubmits,
-            self.max_resubmits,
-            state.report_id,
-            ending,
-            request.report_type.value,
-            _window(request),
-            new_id,
-        )
-        state.report_id = new_id
-        state.report_ids.append(new_id)
-        state.tracker = ReportTracker(new_id, float(self.failed_grace_period)).to_dict()
-        state.errors = 0
-        self._save(context)  # before anything else can fail, so a retry continues on the new report
-        self._push(context)
-
-    def _give_up_message(self, ending: str) -> str:
-        state = self._state
-        assert state is not None
-        request = self._request
-        what = f"{request.report_type.value} report for {_window(request)}" if request else "report"
-        lines = [
-            f"DexCare {what} {state.report_id} {ending}.",
-            f"Reports tried: {', '.join(state.report_ids)} ({state.resubmits} resubmission(s), "
-            f"max_resubmits={self.max_resubmits}).",
-            "What to do: ask DexCare support about report "
-            f"{state.report_id} (give them the id and the time above) and check whether DexCare is degraded. "
-            "Then clear this task: it waits on the newest report again"
-            + (
-                f" and may request it up to {self.max_resubmits} more time(s)."
-                if self.max_resubmits
-                else "; set max_resubmits to request a lost report again automatically."
-            )
-            + " Clearing the start task as well requests a brand-new report.",
-        ]
-        return " ".join(lines)
-
-    def _advice_on_timeout(self) -> str:
-        return (
-            f"Timeout was {format_seconds(float(self.timeout))}. The report may still finish: clear this task to "
-            "wait again on the same report, or raise timeout if DexCare is just slow today."
-        )
-
-    def _defer(self, context: Context) -> None:
-        state = self._state
-        assert state is not None
-        self._save(context)  # the resume kwargs carry it too, but dag.test() drops them
-        tracker = ReportTracker.from_dict(state.tracker)
-        trigger = DexCareReportStatusTrigger(
-            report_id=state.report_id,
-            deadline=state.deadline,
-            dexcare_conn_id=self.dexcare_conn_id,
-            poll_interval=self.poll_interval,
-            failed_grace_period=float(self.failed_grace_period),
-            max_consecutive_errors=self.max_consecutive_errors,
-            last_status=tracker.status,
-            last_status_since=tracker.status_since,
-        )
-        # Airflow's own deferral timeout is only a backstop for a dead triggerer: the trigger itself looks
-        # one last time at the deadline and reports "timeout" with the last status it saw.
-        backstop = max(state.deadline - time.time(), 0.0) + self.poll_interval + 60.0
-        self.log.info(
-            "Deferring: waiting on DexCare report %s in the triggerer until %s.",
-            state.report_id,
-            format_deadline(state.deadline),
-        )
-        self.defer(
-            trigger=trigger,
-            method_name="execute_complete",
-            kwargs={"state": state.to_dict()},
-            timeout=timedelta(seconds=backstop),
-        )
-
-
-def _seconds(name: str, value: Any, *, allow_zero: bool = True) -> float:
-    """A number of seconds from a number, a timedelta or a rendered template such as ``"600"``."""
-    if isinstance(value, timedelta):
-        value = value.total_seconds()
-    elif isinstance(value, str):
-        try:
-            value = float(value.strip())
-        except ValueError:
-            raise DexCareValidationError(f"{name} must be a number of seconds, got {value!r}.") from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-        raise DexCareValidationError(f"{name} must be a number of seconds, got {value!r}.")
-    if value < 0 or (value == 0 and not allow_zero):
-        raise DexCareValidationError(f"{name} must be {'>=' if allow_zero else '>'} 0 seconds, got {value!r}.")
-    return float(value)
-
-
-def _count(name: str, value: Any, *, least: int) -> int:
-    """An integer from an int or a rendered template such as ``"2"``; ``2.5`` or ``True`` is a mistake."""
-    if isinstance(value, str):
-        text = value.strip()
-        value = int(text) if text.lstrip("-").isdigit() else text
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise DexCareValidationError(f"{name} must be an integer >= {least}, got {value!r}.")
-    return value
-
-
-def _window(request: ReportRequest | None) -> str:
-    if request is None or request.start_date is None:
-        return "DexCare's default window"
-    return f"{request.start_date.isoformat()}..{request.end_date.isoformat() if request.end_date else ''}"
+        hook = self._hooks.get(max_attempts)
+        if hook is None:
+            hook = self._hooks[max_attempts] = DexCareHook(self.dexcare_conn_id, max_attempts=max_attempts)
+        return hook

@@ -8,19 +8,19 @@ on the worker. The stored kwargs carry an absolute deadline, so a restart contin
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import math
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from dexcare import messages
 from dexcare.exceptions import DexCareError, DexCareValidationError
 from dexcare.hooks.dexcare import DexCareHook
 from dexcare.report import ReportStatus, validate_report_id
 from dexcare.retry import RetryPolicy
-from dexcare.tracking import ReportTracker, Verdict, format_seconds
+from dexcare.tracking import ReportTracker, Verdict
+from dexcare.wait_settings import MAX_EPOCH, conn_id, count, seconds
 
 CLASSPATH = "dexcare.triggers.report_status.DexCareReportStatusTrigger"
 
@@ -31,19 +31,6 @@ EVENT_KEYS = frozenset({"status", "report_id", "report_status", "status_since", 
 EVENT_STATUSES = frozenset({"success", "failed", "cancelled", "timeout", "error"})
 
 
-def _number(name: str, value: Any, *, minimum: float = 0.0, allow_zero: bool = False) -> float:
-    """Plain finite numbers only; ``bool`` is an ``int`` in Python but never a duration."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise DexCareValidationError(f"{name} must be a finite number of seconds, got {value!r}.")
-    if value < minimum or (value == minimum and not allow_zero):
-        raise DexCareValidationError(f"{name} must be {'>=' if allow_zero else '>'} {minimum}, got {value!r}.")
-    return float(value)
-
-
-def format_deadline(deadline: float) -> str:
-    return dt.datetime.fromtimestamp(deadline, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
 class DexCareReportStatusTrigger(BaseTrigger):
     """Poll one report until it is final, the deadline passes, or an error makes waiting pointless.
 
@@ -52,8 +39,9 @@ class DexCareReportStatusTrigger(BaseTrigger):
     :param dexcare_conn_id: the DexCare connection.
     :param poll_interval: seconds between status checks while the report is in progress.
     :param failed_grace_period: seconds a FAILED status must last before it counts (DexCare auto-retries).
-    :param max_consecutive_errors: transient errors (5xx, 429, connection, timeout) in a row before giving
-        up; the count resets after any good poll.
+    :param max_consecutive_errors: failed status requests (5xx, 429, connection, timeout) in a row before
+        giving up; the count resets after any good poll.
+    :param consecutive_errors: failed status requests in a row the worker already counted before deferring.
     :param last_status: the status the worker saw last (so the grace period continues across the handoff).
     :param last_status_since: epoch seconds since ``last_status`` has held.
     :param request_timeout: read timeout per request (default: the connection's, or 60 s).
@@ -69,6 +57,7 @@ class DexCareReportStatusTrigger(BaseTrigger):
         poll_interval: float = 60.0,
         failed_grace_period: float = 600.0,
         max_consecutive_errors: int = 10,
+        consecutive_errors: int = 0,
         last_status: str | None = None,
         last_status_since: float | None = None,
         request_timeout: float | None = None,
@@ -78,29 +67,32 @@ class DexCareReportStatusTrigger(BaseTrigger):
         super().__init__()
         # Validated here, on the worker, before the task defers: a bad value must not reach the database
         # or fail later inside the triggerer.
+        # The same rules as the sensor's (``dexcare.wait_settings``), so nothing it accepted is refused here.
         self.report_id = validate_report_id(report_id)
-        self.deadline = _number("deadline", deadline)
-        if not isinstance(dexcare_conn_id, str) or not dexcare_conn_id:
-            raise DexCareValidationError(f"dexcare_conn_id must be a non-empty string, got {dexcare_conn_id!r}.")
-        self.dexcare_conn_id = dexcare_conn_id
-        self.poll_interval = _number("poll_interval", poll_interval)
-        self.failed_grace_period = _number("failed_grace_period", failed_grace_period, allow_zero=True)
-        if isinstance(max_consecutive_errors, bool) or not isinstance(max_consecutive_errors, int) or (
-            max_consecutive_errors < 1
-        ):
+        self.deadline = seconds("deadline", deadline, positive=True, maximum=MAX_EPOCH)
+        self.dexcare_conn_id = conn_id("dexcare_conn_id", dexcare_conn_id)
+        self.poll_interval = seconds("poll_interval", poll_interval, positive=True)
+        self.failed_grace_period = seconds("failed_grace_period", failed_grace_period)
+        self.max_consecutive_errors = count("max_consecutive_errors", max_consecutive_errors, least=1)
+        self.consecutive_errors = count("consecutive_errors", consecutive_errors, least=0)
+        if self.consecutive_errors >= self.max_consecutive_errors:
             raise DexCareValidationError(
-                f"max_consecutive_errors must be an integer >= 1, got {max_consecutive_errors!r}."
+                f"consecutive_errors ({consecutive_errors}) must be below max_consecutive_errors "
+                f"({max_consecutive_errors}): the wait should already have failed."
             )
-        self.max_consecutive_errors = max_consecutive_errors
         if last_status is not None:
             last_status = ReportStatus(last_status).value
         self.last_status = last_status
         self.last_status_since = (
-            None if last_status_since is None else _number("last_status_since", last_status_since)
+            None
+            if last_status_since is None
+            else seconds("last_status_since", last_status_since, positive=True, maximum=MAX_EPOCH)
         )
-        self.request_timeout = None if request_timeout is None else _number("request_timeout", request_timeout)
-        self.backoff_initial = _number("backoff_initial", backoff_initial, allow_zero=True)
-        self.backoff_max = _number("backoff_max", backoff_max)
+        self.request_timeout = (
+            None if request_timeout is None else seconds("request_timeout", request_timeout, positive=True)
+        )
+        self.backoff_initial = seconds("backoff_initial", backoff_initial)
+        self.backoff_max = seconds("backoff_max", backoff_max, positive=True)
         if self.backoff_max < self.backoff_initial:
             raise DexCareValidationError("backoff_max must be >= backoff_initial.")
 
@@ -114,6 +106,7 @@ class DexCareReportStatusTrigger(BaseTrigger):
                 "poll_interval": self.poll_interval,
                 "failed_grace_period": self.failed_grace_period,
                 "max_consecutive_errors": self.max_consecutive_errors,
+                "consecutive_errors": self.consecutive_errors,
                 "last_status": self.last_status,
                 "last_status_since": self.last_status_since,
                 "request_timeout": self.request_timeout,
@@ -135,7 +128,7 @@ class DexCareReportStatusTrigger(BaseTrigger):
             event = self._event(
                 "error",
                 tracker,
-                f"Stopped waiting for DexCare report {self.report_id}: {type(exc).__name__}: {exc}",
+                messages.stopped(self.report_id, f"{type(exc).__name__}: {exc}"),
                 error=type(exc).__name__,
             )
         self.log.info(event["message"])
@@ -148,20 +141,19 @@ class DexCareReportStatusTrigger(BaseTrigger):
             max_delay=self.backoff_max,
         )
         hook = DexCareHook(self.dexcare_conn_id, timeout=self.request_timeout)
-        failures = 0
+        failures = self.consecutive_errors
         self.log.info(
-            "Waiting for DexCare report %s: poll every %s, FAILED grace %s, deadline %s.",
-            self.report_id,
-            format_seconds(self.poll_interval),
-            format_seconds(self.failed_grace_period),
-            format_deadline(self.deadline),
+            messages.waiting_in_trigger(self.report_id, self.poll_interval, self.failed_grace_period, self.deadline)
         )
-        if self.last_status is not None:
+        if self.last_status is not None or failures:
             # The worker checked the status just before deferring. Checking again at once only repeats that
             # request, and an event fired within seconds of the deferral can reach Airflow 3.3's scheduler
             # before it has seen the worker exit, which then fails the resumed task ("finished with state
-            # success, but the task instance's state attribute is queued"). So the first check waits a poll.
-            await asyncio.sleep(max(self._pause(tracker, time.time()), 0.0))
+            # success, but the task instance's state attribute is queued"). So the first check waits a poll,
+            # or the backoff when the worker's check failed.
+            now = time.time()
+            pause = min(policy.backoff(failures), self.deadline - now) if failures else self._pause(tracker, now)
+            await asyncio.sleep(max(pause, 0.0))
         async with hook.async_session() as session:
             while True:
                 try:
@@ -169,19 +161,14 @@ class DexCareReportStatusTrigger(BaseTrigger):
                 except DexCareError as exc:
                     if not exc.retryable:
                         return self._event(
-                            "error",
-                            tracker,
-                            f"Stopped waiting for DexCare report {self.report_id}: {exc}",
-                            error=type(exc).__name__,
+                            "error", tracker, messages.stopped(self.report_id, str(exc)), error=type(exc).__name__
                         )
                     failures += 1
                     if failures >= self.max_consecutive_errors:
                         return self._event(
                             "error",
                             tracker,
-                            f"Gave up on DexCare report {self.report_id} after {failures} transient errors in a "
-                            f"row; the last was {type(exc).__name__}: {exc} DexCare may be down: check its "
-                            "status, then clear the task to wait again on the same report.",
+                            messages.failed_checks_in_trigger(self.report_id, failures, exc),
                             error=type(exc).__name__,
                         )
                     now = time.time()
@@ -189,37 +176,30 @@ class DexCareReportStatusTrigger(BaseTrigger):
                         return self._timeout(tracker, f" The last status check failed: {exc}")
                     delay = policy.backoff(failures, getattr(exc, "retry_after", None))
                     self.log.warning(
-                        "Status check %d of at most %d in a row failed for DexCare report %s (%s: %s); "
-                        "next check in %.1fs.",
-                        failures,
-                        self.max_consecutive_errors,
-                        self.report_id,
-                        type(exc).__name__,
-                        exc,
-                        delay,
+                        messages.failed_check_in_trigger(
+                            failures, self.max_consecutive_errors, self.report_id, exc, delay
+                        )
                     )
                     await asyncio.sleep(min(delay, self.deadline - now))
                     continue
 
                 self._polls += 1
                 if failures:
-                    self.log.info("DexCare answered again after %d failed status checks.", failures)
+                    self.log.info(messages.answered_again(failures))
                     failures = 0
                 now = time.time()
                 verdict, change = tracker.observe(status, now)
                 if change:
                     self.log.info(change)
                 if verdict == Verdict.SUCCEEDED:
-                    return self._event("success", tracker, f"DexCare report {self.report_id} SUCCEEDED.")
+                    return self._event("success", tracker, messages.succeeded(self.report_id))
                 if verdict == Verdict.CANCELLED:
-                    return self._event("cancelled", tracker, f"DexCare report {self.report_id} was CANCELLED.")
+                    return self._event("cancelled", tracker, messages.cancelled(self.report_id))
                 if verdict == Verdict.FAILED:
                     return self._event(
                         "failed",
                         tracker,
-                        f"DexCare report {self.report_id} stayed FAILED for "
-                        f"{format_seconds(tracker.failed_for(now))} (grace period "
-                        f"{format_seconds(self.failed_grace_period)}) without DexCare retrying it.",
+                        messages.stayed_failed(self.report_id, tracker.failed_for(now), self.failed_grace_period),
                     )
                 if now >= self.deadline:
                     return self._timeout(tracker, "")
@@ -235,18 +215,9 @@ class DexCareReportStatusTrigger(BaseTrigger):
         return pause
 
     def _timeout(self, tracker: ReportTracker, detail: str) -> dict[str, Any]:
-        now = time.time()
-        seen = (
-            f"still {tracker.status} (for {format_seconds(tracker.time_in_status(now))})"
-            if tracker.status
-            else "never seen"
-        )
-        return self._event(
-            "timeout",
-            tracker,
-            f"DexCare report {self.report_id} was {seen} at the deadline {format_deadline(self.deadline)}."
-            f"{detail}",
-        )
+        seconds_in_status = tracker.time_in_status(time.time())
+        message = messages.timed_out(self.report_id, tracker.status, seconds_in_status, self.deadline, detail)
+        return self._event("timeout", tracker, message)
 
     def _event(self, status: str, tracker: ReportTracker, message: str, *, error: str | None = None) -> dict:
         return {

@@ -13,7 +13,7 @@ from typing import Any
 from airflow.sdk.exceptions import TaskDeferred
 from airflow.sdk.serde import deserialize, serialize
 
-from tests.triggers.helpers import run_trigger
+from tests.helpers import run_trigger
 
 
 class FakeStateStore:
@@ -80,10 +80,13 @@ class Runtime:
             ctx["ti"].xcom_push("return_value", result)
         return result
 
-    async def run_deferrable(self, operator: Any, try_number: int = 1, *, max_deferrals: int = 10) -> Any:
+    async def run_deferrable(
+        self, operator: Any, try_number: int = 1, *, max_deferrals: int = 10, store: bool = True
+    ) -> Any:
         """execute(), then for each deferral: trigger rebuilt from serde'd kwargs, run, resume the task."""
-        ctx = self.context(operator.task_id, try_number)
+        ctx = self.context(operator.task_id, try_number, store=store)
         self.deferrals = []
+        self.resume_kwargs = []
         step = lambda: operator.execute(ctx)  # noqa: E731
         for _ in range(max_deferrals):
             try:
@@ -94,6 +97,7 @@ class Runtime:
 
                 trigger = import_string(classpath)(**deserialize(serialize(kwargs)))
                 self.deferrals.append((classpath, kwargs, deferred.timeout))
+                self.resume_kwargs.append(deferred.kwargs)
                 payload = await run_trigger(trigger)
                 next_kwargs = {**deserialize(serialize(deferred.kwargs or {})), "event": payload}
                 step = lambda d=deferred, nk=next_kwargs: operator.resume_execution(  # noqa: E731

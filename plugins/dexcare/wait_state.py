@@ -1,0 +1,196 @@
+"""The state of a sensor's wait on a chain of DexCare reports: one object that loads, advances and saves itself.
+
+A wait outlives the process that started it: a reschedule, a deferral to the triggerer and a task retry
+all continue it elsewhere. So the current report id, the resubmissions used, the deadline, the failed
+checks in a row and the last status seen (a ``ReportTracker``) live in one ``WaitState``, which is saved
+to exactly one place: Airflow 3.3's task state store when the task has one (it survives reschedules and
+tries, which XCom does not), otherwise the resume kwargs of the deferral. Only this module converts it to
+and from its stored form, which is kept stable so a task retried across an upgrade continues its wait.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from dexcare import messages
+from dexcare.exceptions import DexCareError
+from dexcare.report import ReportStatus
+from dexcare.task_support import state_store, try_number
+from dexcare.tracking import ReportTracker, Verdict
+
+if TYPE_CHECKING:
+    import logging
+
+    from airflow.sdk import Context
+
+#: Task state store key; renaming it breaks the wait of tasks retried across an upgrade.
+STATE_KEY = "dexcare_wait"
+
+
+@dataclass
+class WaitState:
+    """``origin`` is the report the task was given; ``report_id`` the one waited on now (after resubmissions).
+
+    ``deadline`` and ``started`` are wall-clock epoch seconds, because the wait crosses machines.
+    """
+
+    origin: str
+    try_number: int
+    report_id: str
+    deadline: float
+    tracker: ReportTracker
+    report_ids: list[str] = field(default_factory=list)
+    resubmits: int = 0
+    errors: int = 0
+    started: float = 0.0
+    store: Any = field(default=None, repr=False, compare=False)
+
+    # --- where it comes from ---------------------------------------------------------------------------------
+
+    @classmethod
+    def begin(
+        cls, context: Context, origin: str, *, timeout: float, grace_period: float, log: logging.Logger
+    ) -> WaitState:
+        """Pick up where an earlier reschedule or try of this task left off, or start a fresh wait."""
+        store = state_store(context)
+        current_try = try_number(context)
+        saved = cls._load(store.get(STATE_KEY) if store is not None else None, store)
+        if saved is not None and saved.origin == origin:
+            if saved.try_number == current_try:
+                log.info(messages.continuing(saved.report_id, saved.resubmits, saved.deadline))
+                return saved
+            # A new try keeps waiting on the newest report of the chain, with a fresh deadline and budget.
+            log.info(messages.earlier_try(saved.report_id, saved.report_ids))
+            return cls._fresh(store, origin, current_try, saved.report_id, saved.report_ids, timeout, grace_period)
+        return cls._fresh(store, origin, current_try, origin, [origin], timeout, grace_period)
+
+    @classmethod
+    def resume(cls, context: Context, carried: dict[str, Any] | None) -> WaitState:
+        """After the trigger: the state saved before deferring (the resume kwargs carry it only without a
+        store; ``dag.test()`` drops them, so the store always wins)."""
+        store = state_store(context)
+        state = cls._load(store.get(STATE_KEY) if store is not None else carried, store)
+        if state is None:
+            raise DexCareError("The sensor resumed without its wait state; refusing to guess the report id.")
+        return state
+
+    @classmethod
+    def _fresh(
+        cls,
+        store: Any,
+        origin: str,
+        current_try: int,
+        report_id: str,
+        report_ids: list[str],
+        timeout: float,
+        grace_period: float,
+    ) -> WaitState:
+        now = time.time()
+        state = cls(
+            origin=origin,
+            try_number=current_try,
+            report_id=report_id,
+            deadline=now + timeout,
+            tracker=ReportTracker(report_id, grace_period),
+            report_ids=list(report_ids),
+            started=now,
+            store=store,
+        )
+        state.save()
+        return state
+
+    # --- how it is stored ------------------------------------------------------------------------------------
+
+    @classmethod
+    def _load(cls, data: Any, store: Any) -> WaitState | None:
+        if not isinstance(data, dict):
+            return None
+        return cls(
+            origin=str(data["origin"]),
+            try_number=int(data["try_number"]),
+            report_id=str(data["report_id"]),
+            deadline=float(data["deadline"]),
+            tracker=ReportTracker.from_dict(data["tracker"]),
+            report_ids=[str(i) for i in data.get("report_ids", [])],
+            resubmits=int(data.get("resubmits", 0)),
+            errors=int(data.get("errors", 0)),
+            started=float(data.get("started", 0.0)),
+            store=store,
+        )
+
+    def _dump(self) -> dict[str, Any]:
+        return {
+            "origin": self.origin,
+            "try_number": self.try_number,
+            "report_id": self.report_id,
+            "deadline": self.deadline,
+            "tracker": self.tracker.to_dict(),
+            "report_ids": list(self.report_ids),
+            "resubmits": self.resubmits,
+            "errors": self.errors,
+            "started": self.started,
+        }
+
+    def save(self) -> None:
+        if self.store is not None:
+            self.store.set(STATE_KEY, self._dump())
+
+    def resume_kwargs(self) -> dict[str, Any]:
+        """What the deferral must carry: nothing when the store keeps the state, the state itself otherwise."""
+        self.save()
+        return {} if self.store is not None else {"state": self._dump()}
+
+    # --- how it advances -------------------------------------------------------------------------------------
+
+    def check_failed(self) -> int:
+        """One more failed status request in a row; saved at once, so a reschedule keeps counting."""
+        self.errors += 1
+        self.save()
+        return self.errors
+
+    def observe(self, status: ReportStatus, now: float) -> tuple[Verdict, str | None]:
+        """A status check answered: the error count resets, and the tracker decides what the status means."""
+        changed = self.errors > 0
+        self.errors = 0
+        verdict, message = self.tracker.observe(status, now)
+        if changed or message or verdict != Verdict.WAIT:
+            self.save()
+        return verdict, message
+
+    def observed_in_trigger(self, event: dict[str, Any]) -> None:
+        """The trigger's last sight of the report (a validated event) replaces the worker's."""
+        self.tracker = ReportTracker(
+            event["report_id"], self.tracker.failed_grace_period, event["report_status"], event["status_since"]
+        )
+        self.errors = 0
+        self.save()
+
+    def resubmitted(self, new_id: str) -> None:
+        """Saved before anything else can fail, so a retry continues on the new report."""
+        self.resubmits += 1
+        self.report_id = new_id
+        self.report_ids.append(new_id)
+        self.tracker = ReportTracker(new_id, self.tracker.failed_grace_period)
+        self.errors = 0
+        self.save()
+
+    # --- what others need to know ------------------------------------------------------------------------
+
+    def handoff(self) -> dict[str, Any]:
+        """The trigger kwargs that continue this wait: same report, same deadline, same clocks and counts."""
+        return {
+            "report_id": self.report_id,
+            "deadline": self.deadline,
+            "last_status": self.tracker.status,
+            "last_status_since": self.tracker.status_since,
+            "consecutive_errors": self.errors,
+        }
+
+    def how_it_ended(self, verdict: Verdict | str, now: float) -> str:
+        return messages.ending(verdict == Verdict.CANCELLED, self.tracker.failed_for(now))
+
+    @property
+    def waited(self) -> float | None:
+        return time.time() - self.started if self.started else None

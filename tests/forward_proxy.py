@@ -1,0 +1,112 @@
+"""A real forward proxy on loopback (``proxy.py`` in a subprocess) that records every request it relays.
+
+proxy.py's own access log has one line per client connection, so a keep-alive session's second request
+would not show; the ``RequestRecorder`` plugin below is called by proxy.py for every request, pipelined
+ones included, and appends ``METHOD host:port/path`` (never a header, so never the key) to a file.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from proxy.http.proxy import HttpProxyBasePlugin
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class RequestRecorder(HttpProxyBasePlugin):
+    """Runs inside the proxy's worker processes; the file comes from the environment they inherit."""
+
+    def handle_client_request(self, request):  # type: ignore[no-untyped-def]
+        method = (request.method or b"").decode("ascii", "replace")
+        path = (request.path or b"").decode("ascii", "replace")
+        if method == "CONNECT":
+            path = ""
+        target = f"{(request.host or b'').decode('ascii', 'replace')}:{request.port}"
+        with open(os.environ["DEXCARE_TEST_PROXY_LOG"], "a") as log:
+            log.write(f"{method} {target}{path}\n")
+        return request
+
+
+class ForwardProxy:
+    """``proxy.py`` on a free loopback port; ``requests`` lists what went through it, oldest first."""
+
+    def __init__(self, workdir: Path, *, basic_auth: str | None = None) -> None:
+        self.workdir = workdir
+        self.basic_auth = basic_auth
+        self._log = workdir / "relayed.log"
+        self._process: subprocess.Popen | None = None
+        self.port = 0
+
+    def start(self, limit: float = 60.0) -> ForwardProxy:
+        port_file = self.workdir / "port"
+        args = [
+            sys.executable, "-m", "proxy",
+            "--hostname", "127.0.0.1", "--port", "0", "--port-file", str(port_file),
+            "--num-acceptors", "1", "--num-workers", "1",
+            "--plugins", f"{__name__}.RequestRecorder",
+            "--log-file", str(self.workdir / "proxy.log"), "--log-level", "WARNING",
+        ]  # fmt: skip
+        if self.basic_auth:
+            args += ["--basic-auth", self.basic_auth]
+        self._log.touch()
+        env = {
+            **os.environ,
+            "DEXCARE_TEST_PROXY_LOG": str(self._log),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        }
+        self._process = subprocess.Popen(
+            args, cwd=self.workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"proxy.py exited at start: {self._process.stderr.read().decode()[-2000:]}")
+            text = port_file.read_text().strip() if port_file.exists() else ""
+            if text.isdigit() and _listening(int(text)):
+                self.port = int(text)
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"proxy.py did not listen within {limit:.0f} s")
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=15)
+        if process.stderr is not None:
+            process.stderr.close()
+
+    def __enter__(self) -> ForwardProxy:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def url_with(self, credentials: str) -> str:
+        return f"http://{credentials}@127.0.0.1:{self.port}"
+
+    @property
+    def requests(self) -> list[str]:
+        return self._log.read_text().splitlines()
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex(("127.0.0.1", port)) == 0

@@ -1,0 +1,97 @@
+"""WaitState: one object that loads, advances and saves the sensor's wait (pure apart from the state store)."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+import pytest
+from dexcare.exceptions import DexCareError
+from dexcare.report import ReportStatus
+from dexcare.tracking import Verdict
+from dexcare.wait_state import STATE_KEY, WaitState
+
+from tests.task_runtime import Runtime
+
+LOG = logging.getLogger("test")
+ORIGIN = str(uuid.uuid4())
+
+
+def begin(rt: Runtime, try_number: int = 1, *, store: bool = True, origin: str = ORIGIN) -> WaitState:
+    return WaitState.begin(
+        rt.context("wait", try_number, store=store), origin, timeout=60, grace_period=10, log=LOG
+    )
+
+
+def test_a_fresh_wait_is_saved_at_once_in_its_stable_form():
+    rt = Runtime()
+    state = begin(rt)
+    assert (state.report_id, state.report_ids, state.resubmits, state.errors) == (ORIGIN, [ORIGIN], 0, 0)
+    assert abs(state.deadline - (time.time() + 60)) < 5
+    stored = rt.stores["wait"].get(STATE_KEY)
+    # Tasks retried across an upgrade read this form: its keys do not change.
+    assert set(stored) == {
+        "origin", "try_number", "report_id", "deadline", "tracker", "report_ids", "resubmits", "errors", "started"
+    }  # fmt: skip
+    assert stored["tracker"] == {"report_id": ORIGIN, "failed_grace_period": 10.0, "status": None, "status_since": None}
+
+
+def test_the_same_try_continues_and_a_new_try_keeps_the_newest_report_with_a_fresh_deadline():
+    rt = Runtime()
+    state = begin(rt)
+    second = str(uuid.uuid4())
+    state.resubmitted(second)
+    state.deadline -= 30
+    state.save()
+    again = begin(rt)
+    assert (again.report_id, again.resubmits, again.deadline) == (second, 1, state.deadline)
+    retried = begin(rt, try_number=2)
+    assert (retried.report_id, retried.report_ids, retried.resubmits) == (second, [ORIGIN, second], 0)
+    assert retried.deadline > state.deadline
+
+
+def test_a_wait_for_another_report_starts_over():
+    rt = Runtime()
+    begin(rt).resubmitted(str(uuid.uuid4()))
+    other = str(uuid.uuid4())
+    assert begin(rt, origin=other).report_ids == [other]
+
+
+def test_advancing_saves_what_another_process_needs():
+    rt = Runtime()
+    state = begin(rt)
+    assert state.check_failed() == 1 and rt.stores["wait"].get(STATE_KEY)["errors"] == 1
+    assert state.observe(ReportStatus.RUNNING, 100.0) == (Verdict.WAIT, f"DexCare report {ORIGIN} is RUNNING.")
+    stored = rt.stores["wait"].get(STATE_KEY)
+    assert stored["errors"] == 0 and stored["tracker"]["status"] == "RUNNING"
+    assert state.handoff() == {
+        "report_id": ORIGIN,
+        "deadline": state.deadline,
+        "last_status": "RUNNING",
+        "last_status_since": 100.0,
+        "consecutive_errors": 0,
+    }
+
+
+def test_the_trigger_event_replaces_the_last_sight():
+    rt = Runtime()
+    state = begin(rt)
+    state.observed_in_trigger({"report_id": ORIGIN, "report_status": "FAILED", "status_since": 50.0})
+    assert (state.tracker.status, state.tracker.status_since, state.tracker.failed_grace_period) == ("FAILED", 50.0, 10)
+    assert state.how_it_ended(Verdict.FAILED, 80.0) == "stayed FAILED for 30.0s"
+    assert state.how_it_ended("cancelled", 80.0) == "was CANCELLED"
+
+
+def test_resume_reads_the_one_copy():
+    rt = Runtime()
+    state = begin(rt)
+    assert state.resume_kwargs() == {}  # the store holds it
+    assert WaitState.resume(rt.context("wait"), None).report_id == ORIGIN
+
+    storeless = begin(Runtime(), store=False)
+    carried = storeless.resume_kwargs()
+    assert carried["state"]["report_id"] == ORIGIN
+    assert WaitState.resume(Runtime().context("wait", store=False), carried["state"]).report_ids == [ORIGIN]
+    with pytest.raises(DexCareError, match="without its wait state"):
+        WaitState.resume(Runtime().context("wait", store=False), None)
