@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 
-.PHONY: test test-mssql lint sandbox bench demo clean
+.PHONY: test test-mssql lint sandbox bench demo clean compose-smoke
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python >= 3.11 is required" or 0)'
@@ -44,3 +44,9 @@ clean:
 ## demo: the whole job end to end (sandbox + embedded PostgreSQL, two consecutive days through Airflow)
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py $(DEMO_ARGS)
+
+## compose-smoke: docker-compose.airflow.yml on a real Docker engine: build, up, a DAG run, checks, down -v
+##   (not part of `make test`; never pulls; e.g. COMPOSE="../shared/docker/offline-engine.sh compose")
+COMPOSE ?= docker compose
+compose-smoke: $(STAMP)
+	$(BIN)/python scripts/compose_smoke.py --compose "$(COMPOSE)" $(SMOKE_ARGS)

@@ -22,21 +22,28 @@ fi
 # 32 random bytes, URL-safe base64: exactly the format of a Fernet key, and usable unescaped in a
 # database URL, a JSON string and a .env line.
 fernet_key() { head -c 32 /dev/urandom | base64 | tr '+/' '-_'; }
-# URL-safe random token without padding (no '=', '+', '/', '$' or quotes to escape anywhere).
-token() { head -c 32 /dev/urandom | base64 | tr -d '=+/\n'; }
+# $1 random bytes (default 32) as URL-safe base64 without padding: ceil(4 * $1 / 3) characters, none of
+# '=', '+', '/', '$' or quotes to escape anywhere.
+token() { head -c "${1:-32}" /dev/urandom | base64 | tr -d '=\n' | tr '+/' '-_'; }
 
+# fill NAME VALUE [MIN_LENGTH]: set NAME unless it already has a value of at least MIN_LENGTH characters
+# (default 1). Only pass MIN_LENGTH for a secret that can be replaced at no cost (the JWT secret: tokens signed
+# with the old one just expire), never for a key or password that data or volumes depend on.
 fill() {
     name=$1
     value=$2
-    if grep -q "^${name}=..*" "$target"; then
+    min=${3:-1}
+    current=$(sed -n "s/^${name}=//p" "$target" | head -n 1)
+    if [ "${#current}" -ge "$min" ]; then
         return 0
     fi
     tmp="$target.tmp.$$"
     if grep -q "^${name}=" "$target"; then
-        # The line is there but empty: fill it in place, keeping the file's order and comments.
+        # The line is there but empty or too short: replace it in place, keeping the file's order and comments.
         awk -v name="$name" -v value="$value" \
-            'index($0, name "=") == 1 && length($0) == length(name) + 1 { print name "=" value; next } { print }' \
+            'index($0, name "=") == 1 && !done { print name "=" value; done = 1; next } { print }' \
             "$target" >"$tmp"
+        [ -z "$current" ] || echo "replacing $name: ${#current} characters, shorter than $min"
     else
         cat "$target" >"$tmp"
         printf '%s=%s\n' "$name" "$value" >>"$tmp"
@@ -46,7 +53,9 @@ fill() {
 }
 
 fill AIRFLOW_FERNET_KEY "$(fernet_key)"
-fill AIRFLOW_JWT_SECRET "$(token)"
+# Airflow signs its JWTs with HS512, whose key must be at least 64 bytes (PyJWT warns on every token otherwise):
+# 64 random bytes make 86 characters.
+fill AIRFLOW_JWT_SECRET "$(token 64)" 64
 fill AIRFLOW_API_SECRET_KEY "$(token)"
 fill AIRFLOW_ADMIN_PASSWORD "$(token)"
 fill POSTGRES_PASSWORD "$(token)"

@@ -7,7 +7,9 @@ ones included, and appends ``METHOD host:port/path`` (never a header, so never t
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -60,8 +62,11 @@ class ForwardProxy:
             "DEXCARE_TEST_PROXY_LOG": str(self._log),
             "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         }
+        # Its own process group: proxy.py forks acceptor and worker processes that inherit the listening
+        # socket, and stopping only the parent would leave a port that accepts and never answers.
         self._process = subprocess.Popen(
-            args, cwd=self.workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            args, cwd=self.workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            start_new_session=True,
         )
         deadline = time.monotonic() + limit
         while time.monotonic() < deadline:
@@ -79,14 +84,20 @@ class ForwardProxy:
         process, self._process = self._process, None
         if process is None:
             return
-        process.terminate()
+        _signal_group(process, signal.SIGTERM)
         try:
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
-            process.kill()
+            _signal_group(process, signal.SIGKILL)
             process.wait(timeout=15)
+        _signal_group(process, signal.SIGKILL)  # any acceptor or worker the parent left behind
         if process.stderr is not None:
             process.stderr.close()
+        deadline = time.monotonic() + 15
+        while self.port and _listening(self.port):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"proxy.py still listens on port {self.port} after it was stopped")
+            time.sleep(0.05)
 
     def __enter__(self) -> ForwardProxy:
         return self.start()
@@ -104,6 +115,11 @@ class ForwardProxy:
     @property
     def requests(self) -> list[str]:
         return self._log.read_text().splitlines()
+
+
+def _signal_group(process: subprocess.Popen, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, sig)
 
 
 def _listening(port: int) -> bool:

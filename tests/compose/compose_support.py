@@ -28,7 +28,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.airflow.yml"
 DOCKERFILE = ROOT / "docker" / "Dockerfile.airflow"
-DOCKERIGNORE = ROOT / "docker" / "Dockerfile.airflow.dockerignore"
+DOCKERIGNORE = ROOT / ".dockerignore"
 ENV_EXAMPLE = ROOT / ".env.example"
 MAKE_ENV = ROOT / "docker" / "make-env.sh"
 AIRFLOW_INIT = ROOT / "docker" / "airflow-init.sh"

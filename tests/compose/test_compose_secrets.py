@@ -114,3 +114,52 @@ def test_make_env_keeps_what_is_set(tmp_path: Path) -> None:
     assert set(cs.SECRET_VARIABLES) <= {name for name, value in values.items() if value}
     cs.run_make_env(tmp_path)
     assert (tmp_path / ".env").read_text() == first
+
+
+def _sign_with_airflow(secret: str) -> str:
+    """A token signed the way the api-server signs task and UI tokens (Airflow's JWTGenerator, HS512 for a
+    shared secret), with PyJWT's InsecureKeyLengthWarning turned into an error."""
+    import warnings
+
+    from airflow.api_fastapi.auth.tokens import JWTGenerator
+    from jwt.warnings import InsecureKeyLengthWarning
+
+    generator = JWTGenerator(secret_key=secret, private_key=None, valid_for=60, audience="compose-test", issuer=None)
+    assert generator.algorithm == "HS512"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InsecureKeyLengthWarning)
+        return generator.generate({"sub": "compose-test"})
+
+
+def test_jwt_secret_is_long_enough_for_hs512(filled_env: dict[str, str]) -> None:
+    """Airflow signs with HS512, and PyJWT logs InsecureKeyLengthWarning for every token whose key is shorter
+    than 64 bytes: make-env.sh's secret must not be."""
+    secret = filled_env["AIRFLOW_JWT_SECRET"]
+    assert len(secret.encode()) >= 64
+    assert _sign_with_airflow(secret).count(".") == 2
+
+
+def test_a_short_jwt_secret_is_what_airflow_warns_about() -> None:
+    """The check above has teeth: the 43-character secret make-env.sh used to generate is refused."""
+    from jwt.warnings import InsecureKeyLengthWarning
+
+    with pytest.raises(InsecureKeyLengthWarning):
+        _sign_with_airflow("x" * 43)
+
+
+def test_make_env_replaces_a_short_jwt_secret_only(tmp_path: Path) -> None:
+    """An .env from the old make-env.sh gets a long JWT secret on the next run (rotating it only ends
+    sessions); every other value, which data or volumes depend on, stays as it is."""
+    cs.run_make_env(tmp_path)
+    before = cs.read_env_file(tmp_path / ".env")
+    short = "s" * 43
+    text = (tmp_path / ".env").read_text().replace(before["AIRFLOW_JWT_SECRET"], short)
+    (tmp_path / ".env").write_text(text)
+    proc = cs.run_make_env(tmp_path)
+    assert "replacing AIRFLOW_JWT_SECRET: 43 characters, shorter than 64" in proc.stdout
+    after = cs.read_env_file(tmp_path / ".env")
+    assert len(after["AIRFLOW_JWT_SECRET"]) >= 64 and after["AIRFLOW_JWT_SECRET"] != short
+    assert {k: v for k, v in after.items() if k != "AIRFLOW_JWT_SECRET"} == {
+        k: v for k, v in before.items() if k != "AIRFLOW_JWT_SECRET"
+    }
+    assert short not in proc.stdout + proc.stderr and after["AIRFLOW_JWT_SECRET"] not in proc.stdout
