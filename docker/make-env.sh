@@ -61,4 +61,7 @@ fill AIRFLOW_ADMIN_PASSWORD "$(token)"
 fill POSTGRES_PASSWORD "$(token)"
 fill WAREHOUSE_PASSWORD "$(token)"
 fill DEXCARE_SANDBOX_TOKEN "$(token)"
+# SQL Server (profile mssql) refuses an sa password without three of: upper case, lower case, digits, symbols.
+# A random token nearly always has the first three; the suffix makes sure.
+fill MSSQL_SA_PASSWORD "$(token)Aa1"
 echo "$target is ready; the Airflow login is AIRFLOW_ADMIN_USERNAME / AIRFLOW_ADMIN_PASSWORD in it"
