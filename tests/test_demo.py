@@ -6,25 +6,33 @@ import os
 import re
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import psutil
 
 REPO = Path(__file__).resolve().parent.parent
+TAG_ENV = "DEXCARE_TEST_DEMO_TAG"
 ROW = re.compile(r"^(avr_\w+)\s+(\S+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)$")
 
 
-def children_named(fragment: str) -> list[psutil.Process]:
+def processes_tagged(tag: str) -> list[psutil.Process]:
+    """Processes that inherited the demo's environment: whatever the demo started (sandbox, PostgreSQL,
+    Airflow), and nothing another test or a container on the same machine runs."""
     found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        cmdline = " ".join(proc.info.get("cmdline") or [])
-        if fragment in cmdline:
-            found.append(proc)
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get(TAG_ENV) == tag:
+                found.append(proc)
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
     return found
 
 
-def test_demo_runs_two_days_and_stops_everything():
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+def test_demo_runs_two_days_and_stops_everything(tmp_path):
+    tag = uuid.uuid4().hex
+    # A private TMPDIR, so "removes its working directory" is checked on the demo's own directory only.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")} | {TAG_ENV: tag, "TMPDIR": str(tmp_path)}
     done = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "demo.py"), "--day", "2026-11-20"],
         capture_output=True,
@@ -47,6 +55,5 @@ def test_demo_runs_two_days_and_stops_everything():
         assert ins2 + upd2 + same2 == rows2 - dups2
         assert upd2 > 0 and same2 > 0, "the overlapping day must update some visits and leave others"
         assert total2 == total1 + ins2 and ins2 < total1 / 5, "day two must add only its new day, not duplicate"
-    assert children_named("dexcare.sandbox") == []
-    assert children_named("dexcare-demo-") == []
-    assert not list(Path(os.environ.get("TMPDIR", "/tmp")).glob("dexcare-demo-*"))
+    assert processes_tagged(tag) == []
+    assert not list(tmp_path.glob("dexcare-demo-*"))
