@@ -177,6 +177,7 @@ def test_empty_fields_are_staged_as_null_and_lines_follow_the_file(write_csv) ->
 # --- Rollback on every failure path --------------------------------------------------------------------------
 
 LOST = pymssql.OperationalError((20047, b"DB-Lib error message 20047, severity 9:\nDBPROCESS is dead or not enabled\n"))
+KILLED = pymssql.OperationalError((596, b"Cannot continue the execution because the session is in the kill state."))
 REFUSED = pymssql.IntegrityError(
     (547, f"The INSERT statement conflicted with the CHECK constraint. The value is '{SECRET}'.".encode()))
 FAILING_STEPS = ["lock", "schema", "audit_table", "create_table", "stage", "bulk_copy", "cast_check", "dedupe",
@@ -216,6 +217,13 @@ def test_a_failed_rollback_closes_the_connection(write_csv) -> None:
     with pytest.raises(DexCareWarehouseError):
         run(conn, report(write_csv(HEADER + "v1,a,t,x\n")))
     assert conn.steps[-2:] == ["rollback", "close"] and "commit" not in conn.steps
+
+
+def test_a_killed_session_is_a_lost_connection_worth_a_retry(write_csv) -> None:
+    conn = RecordingConnection(fail_step="dedupe", fail_with=KILLED)
+    with pytest.raises(DexCareWarehouseError, match="lost the warehouse connection") as err:
+        run(conn, report(write_csv(HEADER + "v1,a,t,x\n")))
+    assert err.value.retryable and "error 596" in str(err.value)
 
 
 @pytest.mark.parametrize(

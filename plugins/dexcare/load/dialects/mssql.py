@@ -155,6 +155,9 @@ def _param(value: Any) -> Any:
 #: Errors whose server text names objects and permissions but never a row value: kept in our message.
 _SAFE_MESSAGES = {229, 230, 262, 297, 300, 916, 2760, 15247}
 _DEADLOCK = 1205
+#: The session is gone: killed (596), or the transport broke under it (64, 121, 233, 10053, 10054). FreeTDS's
+#: own "DB-Lib" errors (20000-20999: unreachable, timed out, connection dead) mean the same.
+_SESSION_LOST = {64, 121, 233, 596, 10053, 10054}
 _NUMBER = re.compile(r"\((\d+), b?['\"]")
 
 
@@ -393,7 +396,7 @@ class MsSqlDialect(Dialect):
             return None
         number = error_number(exc)
         lost = isinstance(exc, pymssql.InterfaceError | _mssql.MSSQLDriverException) or (
-            number is not None and 20000 <= number < 21000
+            number is not None and (20000 <= number < 21000 or number in _SESSION_LOST)
         )
         if lost or number == _DEADLOCK:
             if committing:
