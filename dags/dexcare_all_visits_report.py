@@ -10,7 +10,7 @@ import os
 from typing import Any
 
 from airflow.sdk import DAG, Asset, Param, task, task_group
-from dexcare.dag_support import RUNBOOK, failure_callbacks, plan_reports
+from dexcare.dag_support import RUNBOOK, failure_callbacks, plan_reports, queue
 from dexcare.operators.download_report import DexCareDownloadReportOperator
 from dexcare.operators.load_reports import DexCareLoadReportsOperator
 from dexcare.operators.start_report import DexCareStartReportOperator
@@ -21,6 +21,7 @@ DAG_ID = "dexcare_all_visits_report"
 # Deployment knobs read from the environment (no I/O at parse time); tests shorten them.
 RETRIES = int(os.environ.get("DEXCARE_DAG_RETRIES", "3"))
 RETRY_DELAY = dt.timedelta(seconds=float(os.environ.get("DEXCARE_DAG_RETRY_DELAY_SECONDS", "60")))
+FETCH_QUEUE, LOAD_QUEUE = queue("fetch"), queue("load")  # DEXCARE_FETCH_QUEUE / DEXCARE_LOAD_QUEUE
 TABLE_ASSETS = [Asset(name=f"dexcare.avr_{t.value}", uri=f"dexcare://warehouse/avr_{t.value}") for t in ReportType]
 
 with DAG(
@@ -96,20 +97,21 @@ with DAG(
         "storage": Param(
             None,
             type=["null", "string"],
-            description="Where the CSVs go, as a directory URI ending in / (file:///shared/dexcare/, "
-            "s3://bucket/dexcare/); default a private directory on the worker.",
+            description="Where this run's CSVs go, as a directory URI (s3://aws_conn_id@bucket/dexcare/, "
+            "file:///shared/dexcare/); each run gets <dag_id>/<run_id>/ below it. Default: the deployment's "
+            "[dexcare] report_storage, else a private directory on the worker (LocalExecutor only).",
         ),
         "delete_downloads": Param(True, type="boolean", description="Delete the CSVs after a successful load."),
     },
 ) as dag:
 
-    @task
+    @task(**FETCH_QUEUE)
     def plan(**context: Any) -> list[dict[str, Any]]:
-        """The window and one entry per report type; validated here so a bad override fails first."""
+        """The window, the storage and one entry per report type; checked here, before DexCare is asked."""
         return plan_reports(context)
 
     @task_group
-    def fetch(report_type: str, report_start_date: str, report_end_date: str) -> Any:
+    def fetch(report_type: str, report_start_date: str, report_end_date: str, destination: str) -> Any:
         window = {
             "report_type": report_type,
             "report_start_date": report_start_date,
@@ -119,6 +121,7 @@ with DAG(
             task_id="start_report",
             dexcare_conn_id="{{ params.dexcare_conn_id }}",
             map_index_template="{{ task.report_type }}",
+            **FETCH_QUEUE,
             **window,
         )
         wait = DexCareReportSensor(
@@ -132,14 +135,16 @@ with DAG(
             max_resubmits="{{ params.max_resubmits }}",
             map_index_template="{{ task.report_type }}",
             retries=min(RETRIES, 1),  # a retry waits on the same report again; losses are resubmitted instead
+            **FETCH_QUEUE,
             **window,
         )
         return DexCareDownloadReportOperator(
             task_id="download_report",
             report_id=wait.output,
-            destination="{{ params.storage }}",
+            destination=destination,
             dexcare_conn_id="{{ params.dexcare_conn_id }}",
             map_index_template="{{ task.report_type }}",
+            **FETCH_QUEUE,
             **window,
         ).output
 
@@ -153,4 +158,5 @@ with DAG(
         key_columns="{{ params.key_columns }}",
         delete_files="{{ params.delete_downloads }}",
         outlets=TABLE_ASSETS,
+        **LOAD_QUEUE,
     )

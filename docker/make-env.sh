@@ -61,6 +61,8 @@ fill AIRFLOW_ADMIN_PASSWORD "$(token)"
 fill POSTGRES_PASSWORD "$(token)"
 fill WAREHOUSE_PASSWORD "$(token)"
 fill DEXCARE_SANDBOX_TOKEN "$(token)"
+fill REDIS_PASSWORD "$(token)"
+fill S3_SECRET_KEY "$(token)"
 # SQL Server (profile mssql) refuses an sa password without three of: upper case, lower case, digits, symbols.
 # A random token nearly always has the first three; the suffix makes sure.
 fill MSSQL_SA_PASSWORD "$(token)Aa1"

@@ -43,6 +43,8 @@ SLOW_FILES = (
     "tests/dags/test_dags_test.py",
     "tests/load/test_load_dag.py",
     "tests/load/test_benchmark_smoke.py",
+    "tests/storage/test_benchmark_smoke.py",
+    "tests/storage/test_object_store.py",
     "tests/test_demo.py",
 )
 

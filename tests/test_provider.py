@@ -77,3 +77,11 @@ def test_connections_add_and_test_against_the_sandbox(cli_env, sandbox):
     assert "success" in tested.lower(), tested
     assert SANDBOX_TOKEN not in tested
     assert not any(method == "POST" for method, _, _ in sandbox.request_log)
+
+
+def test_report_storage_is_an_option_airflow_knows(cli_env):
+    """Declared in the provider info, so Airflow lists it, has its (empty) default, and reads the environment."""
+    assert "report_storage" in airflow(cli_env, "config", "list", "--section", "dexcare", "--include-descriptions")
+    assert airflow(cli_env, "config", "get-value", "dexcare", "report_storage").strip() == ""
+    env = {**cli_env, "AIRFLOW__DEXCARE__REPORT_STORAGE": "s3://aws_default@bucket/dexcare/"}
+    assert airflow(env, "config", "get-value", "dexcare", "report_storage").strip() == "s3://aws_default@bucket/dexcare/"

@@ -9,23 +9,38 @@ from __future__ import annotations
 import datetime as dt
 import importlib
 import json
+import logging
 import os
 from collections.abc import Mapping
 from typing import Any
 
 from dexcare.exceptions import DexCareValidationError
 from dexcare.report import ReportRequest
+from dexcare.storage import check_storage_reaches_every_worker, executor_setting, run_directory, storage_choice
 from dexcare.task_support import run_end_date
+
+log = logging.getLogger(__name__)
 
 #: ``module.path:ClassName`` or ``module.path.ClassName`` of an Airflow notifier to call when a run fails.
 NOTIFIER_ENV = "DEXCARE_FAILURE_NOTIFIER"
 #: JSON object of keyword arguments for that notifier.
 NOTIFIER_KWARGS_ENV = "DEXCARE_FAILURE_NOTIFIER_KWARGS"
+#: Celery (or Edge) queues for the fetch tasks (plan, start, wait, download) and for load_reports.
+QUEUE_ENVS = {"fetch": "DEXCARE_FETCH_QUEUE", "load": "DEXCARE_LOAD_QUEUE"}
 
 
-def plan_reports(context: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """One ``{report_type, report_start_date, report_end_date}`` per requested type, validated up front."""
+def plan_reports(context: Mapping[str, Any], executor: str | None = None) -> list[dict[str, Any]]:
+    """One ``{report_type, report_start_date, report_end_date, destination}`` per requested type.
+
+    Everything that can be wrong before DexCare is asked is checked here, first the storage: a worker-local
+    directory on an executor that runs tasks on several machines would let every report be requested and
+    downloaded, and the load fail hours later on another machine.
+    """
     params = context["params"]
+    storage, source = storage_choice(params.get("storage"))
+    check_storage_reaches_every_worker(storage, source, executor_setting() if executor is None else executor)
+    destination = run_directory(storage, context["dag"].dag_id, context["run_id"])
+    log.info("Reports of this run go to %s (storage from %s).", destination, source)
     start, end = params.get("start_date"), params.get("end_date")
     if start and not end:
         raise DexCareValidationError(
@@ -41,9 +56,19 @@ def plan_reports(context: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "report_type": request.report_type.value,
                 "report_start_date": request.start_date.isoformat(),
                 "report_end_date": request.end_date.isoformat(),
+                "destination": destination,
             }
         )
     return plan
+
+
+def queue(stage: str, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``{"queue": ...}`` for a task of ``stage`` ("fetch" or "load") when the deployment names one, else ``{}``
+    (Airflow's ``[operators] default_queue``): a deployment routes the load near the warehouse without a DAG
+    edit. Read at parse time, like the retry knobs."""
+    environ = os.environ if environ is None else environ
+    name = environ.get(QUEUE_ENVS[stage], "").strip()
+    return {"queue": name} if name else {}
 
 
 def failure_callbacks(environ: Mapping[str, str] | None = None) -> list[Any]:
@@ -89,7 +114,7 @@ duplicated, and an older window never overwrites newer data.
 
 | task | what it means | what to do |
 |---|---|---|
-| `plan` | bad trigger params (window override, report type) | fix the params, trigger again |
+| `plan` | bad trigger params (window override, report type), or the report storage is a worker-local directory while the executor runs tasks on several machines; no report was requested | fix the params, or set `[dexcare] report_storage` (`AIRFLOW__DEXCARE__REPORT_STORAGE`) to s3://, gs://, abfs:// or a file:// volume every worker mounts; trigger again |
 | `start_report` 403 | DexCare refused the reporting service key | fix connection `dexcare_default` (password), clear the task |
 | `start_report` 5xx / 429 / network | DexCare unavailable beyond the retry budget | clear the task when DexCare is back; a retry reuses a report already started |
 | `wait_for_report` FAILED / CANCELLED | DexCare lost the report and resubmissions (`max_resubmits`) ran out | clear `start_report` of that type (a new report is requested) |
@@ -97,6 +122,7 @@ duplicated, and an older window never overwrites newer data.
 | `wait_for_report` timeout | the report did not finish within `sensor_timeout_hours` | check DexCare status; clear `start_report` to request again |
 | `download_report` | network or storage problem; no partial file is left | clear the task (the report can be downloaded again) |
 | `load_reports` | bad CSV (message names file, line, column), warehouse down, key column missing | nothing was written (one transaction): fix the cause, clear `load_reports` |
+| `load_reports` "Report file ... is not on this worker / not in the object store" | the CSV is gone: deleted, expired by a bucket lifecycle rule, or on another worker's disk | the last log line says which; clear the run's `download_report` tasks and `load_reports` (set shared storage first if it was another worker's disk) |
 
 A run whose load failed wrote nothing, so clearing and re-running it is always safe; so is re-running a
 successful day (rows unchanged are not rewritten). Backfills (`airflow backfill create --dag-id
@@ -110,5 +136,10 @@ window never overwrites newer data.
 the scheduler's environment; no DAG edit needed.
 
 **Data.** CSVs hold patient data: they are private files, deleted after a successful load
-(`params.delete_downloads`), and never logged. Logs show ids, counts and timings only.
+(`params.delete_downloads`), and never logged. Logs show ids, counts and timings only. They go to
+`<storage>/<dag_id>/<run_id>/`, where storage is `params.storage`, else `[dexcare] report_storage`, else a
+private directory on the worker; `plan`'s return value shows the directory of each run.
+
+**Queues.** `DEXCARE_FETCH_QUEUE` (plan, start, wait, download) and `DEXCARE_LOAD_QUEUE` (load_reports) in the
+environment route the tasks to Celery queues, e.g. to load on workers near the warehouse.
 """

@@ -95,7 +95,11 @@ class DexCareIncompleteDownloadError(DexCareConnectionError):
 
 
 class DexCareLoadError(DexCareError):
-    """The load into the warehouse failed; the transaction was rolled back, so nothing was written."""
+    """The load into the warehouse failed; the transaction was rolled back, so nothing was written.
+
+    Also the base of :class:`DexCareReportFileMissingError`: a missing report file is both a storage and a
+    load error.
+    """
 
 
 class DexCareCSVError(DexCareLoadError):
@@ -114,3 +118,14 @@ class DexCareWarehouseError(DexCareLoadError):
     """The warehouse went away or refused us mid-load; another try can succeed."""
 
     retryable = True
+
+
+# --- report storage (dexcare.storage) ----------------------------------------------------------------------
+
+
+class DexCareStorageError(DexCareError):
+    """Report storage that cannot work: a bad location, or a worker-local directory on a multi-machine executor."""
+
+
+class DexCareReportFileMissingError(DexCareStorageError, DexCareLoadError):
+    """A downloaded report file is not where its URI says: deleted, expired, or on another worker's disk."""

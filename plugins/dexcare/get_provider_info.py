@@ -32,6 +32,27 @@ def get_provider_info() -> dict[str, Any]:
         ],
         "sensors": [{"integration-name": "DexCare", "python-modules": ["dexcare.sensors.report"]}],
         "triggers": [{"integration-name": "DexCare", "python-modules": ["dexcare.triggers.report_status"]}],
+        # Airflow reads provider options from here: `airflow config list` shows them, and
+        # conf.get("dexcare", "report_storage") sees the default and AIRFLOW__DEXCARE__REPORT_STORAGE.
+        "config": {
+            "dexcare": {
+                "description": "Settings of the DexCare provider (airflow-provider-dexcare).\n",
+                "options": {
+                    "report_storage": {
+                        "description": "Where downloaded reports go, as a directory URI every worker reaches: "
+                        "s3://<aws conn id>@<bucket>/<prefix>/, gs://, abfs://, or file:///<path>/ on a volume "
+                        "every worker mounts. Each run gets <dag_id>/<run_id>/ below it; the DAG's storage param "
+                        "overrides it for one run. Empty: a private directory under $AIRFLOW_HOME on the "
+                        "worker, which the daily DAG refuses when the executor runs tasks on several machines "
+                        "(Celery, Kubernetes, Edge).\n",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "s3://aws_default@my-bucket/dexcare/",
+                        "default": "",
+                    }
+                },
+            }
+        },
         "connection-types": [
             {
                 "hook-class-name": "dexcare.hooks.dexcare.DexCareHook",

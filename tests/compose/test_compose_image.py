@@ -73,7 +73,9 @@ def test_package_installed_with_constraints() -> None:
     (install,) = installs
     assert "-c constraints.txt" in install
     assert '"apache-airflow==${AIRFLOW_VERSION}"' in install
-    assert re.search(r"(^|\s)-e \.(\s|$)", install), "the package itself is installed (editable, from /opt/dexcare)"
+    assert re.search(r"(^|\s)-e (\.|\"\.\[amazon,celery\]\")(\s|$)", install), (
+        "the package itself is installed (editable, from /opt/dexcare), with the celery profile's extras"
+    )
     assert "pip check" in install
     assert _instructions("WORKDIR")[0] == "/opt/dexcare", "the compose file mounts plugins/ at /opt/dexcare/plugins"
 

@@ -9,8 +9,8 @@ import warnings
 from pathlib import Path
 
 import pytest
-from dexcare.dag_support import failure_callbacks, plan_reports
-from dexcare.exceptions import DexCareValidationError
+from dexcare.dag_support import failure_callbacks, plan_reports, queue
+from dexcare.exceptions import DexCareStorageError, DexCareValidationError
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 DAG_ID = "dexcare_all_visits_report"
@@ -76,22 +76,66 @@ def test_params_have_descriptions_and_validate(dag):
 
 def context(**params):
     import datetime as dt
+    from types import SimpleNamespace
 
-    base = {"report_types": ["virtual", "retail"], "lookback_days": 10, "start_date": None, "end_date": None}
-    return {"params": {**base, **params}, "data_interval_end": dt.datetime(2026, 11, 21, tzinfo=dt.UTC)}
+    base = {
+        "report_types": ["virtual", "retail"],
+        "lookback_days": 10,
+        "start_date": None,
+        "end_date": None,
+        "storage": "s3://aws_default@bucket/dexcare/",
+    }
+    return {
+        "params": {**base, **params},
+        "data_interval_end": dt.datetime(2026, 11, 21, tzinfo=dt.UTC),
+        "dag": SimpleNamespace(dag_id=DAG_ID),
+        "run_id": "scheduled__2026-11-20T00:00:00+00:00",
+    }
 
 
 def test_window_ends_at_the_data_interval_end_and_looks_back():
-    assert plan_reports(context()) == [
-        {"report_type": "virtual", "report_start_date": "2026-11-11", "report_end_date": "2026-11-21"},
-        {"report_type": "retail", "report_start_date": "2026-11-11", "report_end_date": "2026-11-21"},
+    run_dir = f"s3://aws_default@bucket/dexcare/{DAG_ID}/scheduled__2026-11-20T00_00_00_00_00/"
+    assert plan_reports(context(), executor="LocalExecutor") == [
+        {"report_type": "virtual", "report_start_date": "2026-11-11", "report_end_date": "2026-11-21",
+         "destination": run_dir},
+        {"report_type": "retail", "report_start_date": "2026-11-11", "report_end_date": "2026-11-21",
+         "destination": run_dir},
     ]
-    override = plan_reports(context(start_date="2026-10-01", end_date="2026-10-05", report_types=["retail"]))
-    assert override == [{"report_type": "retail", "report_start_date": "2026-10-01", "report_end_date": "2026-10-05"}]
+    override = plan_reports(
+        context(start_date="2026-10-01", end_date="2026-10-05", report_types=["retail"]), executor="LocalExecutor"
+    )
+    assert override == [
+        {"report_type": "retail", "report_start_date": "2026-10-01", "report_end_date": "2026-10-05",
+         "destination": run_dir}
+    ]
     with pytest.raises(DexCareValidationError, match="give both"):
-        plan_reports(context(start_date="2026-10-01"))
+        plan_reports(context(start_date="2026-10-01"), executor="LocalExecutor")
     with pytest.raises(DexCareValidationError, match="is after end_date"):
-        plan_reports(context(start_date="2026-10-09", end_date="2026-10-05"))
+        plan_reports(context(start_date="2026-10-09", end_date="2026-10-05"), executor="LocalExecutor")
+
+
+def test_plan_checks_the_storage_against_the_executor_before_anything_else(tmp_path, monkeypatch):
+    monkeypatch.delenv("AIRFLOW__DEXCARE__REPORT_STORAGE", raising=False)
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
+    with pytest.raises(DexCareStorageError, match=r"\(the default, as \[dexcare\] report_storage is not set\)"):
+        plan_reports(context(storage=None), executor="CeleryExecutor")
+    with pytest.raises(DexCareStorageError, match=r"\(the run's storage param\).*KubernetesExecutor"):
+        plan_reports(context(storage=f"{tmp_path}/local/", start_date="2026-10-09"), executor="KubernetesExecutor")
+    monkeypatch.setenv("AIRFLOW__DEXCARE__REPORT_STORAGE", "file:///mnt/shared%20volume/dexcare/")
+    (entry, _) = plan_reports(context(storage=None), executor="CeleryExecutor")
+    assert entry["destination"].startswith(f"file:///mnt/shared%20volume/dexcare/{DAG_ID}/scheduled__")
+    (entry, _) = plan_reports(context(storage=None), executor="LocalExecutor")
+    assert entry["destination"].startswith("file:///mnt/shared%20volume/")
+    monkeypatch.delenv("AIRFLOW__DEXCARE__REPORT_STORAGE")
+    (entry, _) = plan_reports(context(storage=None), executor="LocalExecutor")
+    assert entry["destination"].startswith((tmp_path / "dexcare-reports" / DAG_ID).as_uri())
+
+
+def test_queues_come_from_the_environment():
+    assert queue("fetch", {}) == {} and queue("load", {"DEXCARE_LOAD_QUEUE": " "}) == {}
+    env = {"DEXCARE_FETCH_QUEUE": "near-internet", "DEXCARE_LOAD_QUEUE": "near-warehouse"}
+    assert queue("fetch", env) == {"queue": "near-internet"}
+    assert queue("load", env) == {"queue": "near-warehouse"}
 
 
 def test_failure_notifier_is_configured_from_the_environment():

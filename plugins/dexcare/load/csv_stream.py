@@ -15,14 +15,13 @@ import csv
 import io
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, BinaryIO
-from urllib.parse import unquote, urlparse
 
 import psycopg
 from psycopg import sql
 
 from dexcare.exceptions import DexCareCSVError
+from dexcare.storage import ReportLocation
 
 BLOCK_SIZE = 1 << 20
 #: A header larger than this is not a header: most likely a quote that never closes.
@@ -33,14 +32,8 @@ Opener = Callable[[str], BinaryIO]
 
 
 def open_report(uri: str) -> BinaryIO:
-    """Open a local path directly (no fsspec layer in the hot loop); anything else via ObjectStoragePath."""
-    parsed = urlparse(uri)
-    if parsed.scheme in ("", "file") or (len(parsed.scheme) == 1 and uri[1:3] in (":\\", ":/")):
-        path = unquote(parsed.path) if parsed.scheme == "file" else uri
-        return Path(path).open("rb")
-    from airflow.sdk import ObjectStoragePath
-
-    return ObjectStoragePath(uri).open("rb")
+    """The file behind a download's URI, local or in an object store (see :mod:`dexcare.storage`)."""
+    return ReportLocation.parse(uri).open()
 
 
 @dataclass

@@ -151,7 +151,7 @@ def find_line(opener: Opener | None, source: str, finder: Any, *args: Any) -> in
     try:
         with opener(source) as stream:
             return finder(stream, *args)
-    except (OSError, csv.Error, UnicodeDecodeError):
+    except (OSError, csv.Error, UnicodeDecodeError, DexCareLoadError):  # gone meanwhile: the first error stands
         return None
 
 

@@ -1,49 +1,28 @@
 """DexCareDownloadReportOperator: puts a finished report's CSV somewhere and returns where, never the data.
 
 XCom holds a location and a checksum, not the payload (the HTTP provider's trigger puts whole bodies in the
-metadata database). The destination is an ``ObjectStoragePath`` URI so a multi-worker deployment can point
-it at s3://, gs:// or a shared volume; the default is a private local directory per DAG run, which only
-works when the loading task runs on the same machine.
+metadata database). Where the file goes is decided by :mod:`dexcare.storage`: the ``destination`` given, else
+the deployment's ``[dexcare] report_storage`` (s3://, gs://, abfs:// or a shared volume, so a multi-worker
+deployment works without editing DAGs), else a private local directory per DAG run, which only works when
+the loading task runs on the same machine.
 """
 
 from __future__ import annotations
 
-import os
-import re
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator, ObjectStoragePath
+from airflow.sdk import BaseOperator
 
 from dexcare.exceptions import DexCareDownloadReportError, DexCareValidationError
 from dexcare.report import ReportRequest, ReportStatus, validate_report_id
+from dexcare.storage import ReportLocation, file_location, run_directory
 from dexcare.task_support import is_literal, refuse_task_dates_as_window, resolve_request, upstream_task_id
 
 if TYPE_CHECKING:
     import datetime as dt
 
     from airflow.sdk import Context
-
-#: Under ``$AIRFLOW_HOME``; created 0700 because reports hold patient visit data.
-DEFAULT_DIRECTORY = "dexcare-reports"
-
-
-def _safe(part: str) -> str:
-    """Run ids contain ':' and '+'; keep file names portable across local disks and object stores."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", part).strip("._") or "_"
-
-
-def _private_dir(path: Path) -> Path:
-    """mkdir -p with 0700 on every level we create (``Path.mkdir`` applies ``mode`` to the last one only)."""
-    missing = []
-    current = path
-    while not current.exists():
-        missing.append(current)
-        current = current.parent
-    for directory in reversed(missing):
-        directory.mkdir(mode=0o700, exist_ok=True)
-    return path
 
 
 class DexCareDownloadReportOperator(BaseOperator):
@@ -52,9 +31,11 @@ class DexCareDownloadReportOperator(BaseOperator):
     Returns ``{"uri", "bytes", "sha256", "rows", "report_id", "report_type", "start_date", "end_date"}``.
 
     :param report_id: the report GUID (templated; ``sensor.output`` is the id that succeeded).
-    :param destination: ObjectStoragePath URI (templated). Ending in ``/`` means a directory, and the file
-        is named after the report; otherwise it is the file itself. Default:
-        ``$AIRFLOW_HOME/dexcare-reports/<dag_id>/<run_id>/`` (private, local to this worker).
+    :param destination: a path or URI (templated): ``s3://conn_id@bucket/prefix/``, ``file:///shared/dir/``
+        (percent-decoded), a bare path (literal). Ending in ``/`` means a directory, and the file is named after
+        the report; otherwise it is the file itself. Default: ``<[dexcare] report_storage>/<dag_id>/<run_id>/``,
+        or without that setting ``$AIRFLOW_HOME/dexcare-reports/<dag_id>/<run_id>/`` (private, local to this
+        worker).
     :param report_type: the report's type; with ``report_start_date``/``report_end_date`` it overrides the request
         pulled from XCom.
     :param report_start_date: first day of the window.
@@ -131,7 +112,7 @@ class DexCareDownloadReportOperator(BaseOperator):
         target = self._target(context, report_id, request)
         result = hook.download_report(report_id, target)
         rows = result.rows
-        uri = target.resolve().as_uri() if isinstance(target, Path) else str(target)
+        uri = target.uri
         self.log.info(
             "Report %s (%s) is at %s: %d rows, %d bytes, sha256 %s.",
             report_id,
@@ -150,19 +131,8 @@ class DexCareDownloadReportOperator(BaseOperator):
             **request.to_dict(),
         }
 
-    def _target(self, context: Context, report_id: str, request: ReportRequest) -> Path | ObjectStoragePath:
+    def _target(self, context: Context, report_id: str, request: ReportRequest) -> ReportLocation:
         window = f"_{request.start_date}_{request.end_date}" if request.start_date else ""
         filename = f"dexcare_{request.report_type.value}{window}_{report_id}.csv"
-        if not self.destination:
-            home = Path(os.environ.get("AIRFLOW_HOME") or "~/airflow").expanduser()
-            run_dir = home / DEFAULT_DIRECTORY / _safe(context["dag"].dag_id) / _safe(context["run_id"])
-            return _private_dir(run_dir) / filename
-        is_dir = str(self.destination).endswith("/")
-        path = ObjectStoragePath(str(self.destination))
-        if path.protocol in ("", "file", "local"):
-            local = Path(path.path).expanduser()
-            if is_dir:
-                return _private_dir(local) / filename
-            _private_dir(local.parent)
-            return local
-        return path / filename if is_dir else path
+        destination = self.destination or run_directory(None, context["dag"].dag_id, context["run_id"])
+        return file_location(destination, filename)

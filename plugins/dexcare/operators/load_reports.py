@@ -20,6 +20,7 @@ from dexcare.load.audit import summary_line
 from dexcare.load.connection import connect
 from dexcare.load.loader import DEFAULT_SCHEMA, LoadOptions, load_reports
 from dexcare.report import ReportType
+from dexcare.storage import ReportLocation
 from dexcare.task_support import is_literal, run_end_date
 
 if TYPE_CHECKING:
@@ -154,10 +155,20 @@ class DexCareLoadReportsOperator(BaseOperator):
             self.log.info("%s", summary_line(summary["schema"], table, totals))
         self._publish_asset_events(context, summary)
         if _truthy(self.delete_files):
-            for report in reports:
-                _delete(str(report["uri"]))
-            self.log.info("Deleted %d downloaded file(s) after the committed load.", len(reports))
+            self._delete_files(reports)
         return summary
+
+    def _delete_files(self, reports: list[Mapping[str, Any]]) -> None:
+        """After the commit, on every storage. A file already gone is reported, not counted as deleted."""
+        gone = []
+        for report in reports:
+            if not ReportLocation.parse(str(report["uri"])).delete():
+                gone.append(str(report["uri"]))
+        self.log.info(
+            "Deleted %d of %d downloaded file(s) after the committed load.", len(reports) - len(gone), len(reports)
+        )
+        if gone:
+            self.log.warning("Already gone before the clean-up: %s", ", ".join(gone))
 
     def _publish_asset_events(self, context: Context, summary: dict[str, Any]) -> None:
         events = context.get("outlet_events")
@@ -177,19 +188,3 @@ class DexCareLoadReportsOperator(BaseOperator):
 
 def _truthy(value: bool | str) -> bool:
     return value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes", "on")
-
-
-def _delete(uri: str) -> None:
-    """Local paths and ``file://`` URIs directly; anything else through ObjectStoragePath."""
-    from pathlib import Path
-    from urllib.parse import urlparse
-
-    parsed = urlparse(uri)
-    if parsed.scheme in ("", "file", "local"):
-        Path(parsed.path if parsed.scheme else uri).unlink(missing_ok=True)
-        return
-    from airflow.sdk import ObjectStoragePath
-
-    path = ObjectStoragePath(uri)
-    if path.exists():
-        path.unlink()

@@ -1,0 +1,369 @@
+"""Where report files live: the one place that turns a location into a path, a URI, a stream, or a deletion.
+
+The download writes a file, the load reads it and the clean-up deletes it, often on different machines. They
+must agree on what a location string means, or a file is loaded and never deleted, or written to one directory
+and looked for in another. So they all go through :class:`ReportLocation`:
+
+- a bare path (``/data/dexcare``) and a ``file://`` URI are files on a disk. A ``file://`` URI is
+  percent-decoded (RFC 8089: ``Path.as_uri()`` and browsers write a space as ``%20``); a bare path is taken
+  literally. A local file's URI is always the percent-encoded ``file://`` form.
+- anything else (``s3://conn_id@bucket/key``, ``gs://``, ``abfs://``) is an Airflow ``ObjectStoragePath``; its
+  key is taken literally, as fsspec and S3 do (``%`` is a legal key character), and its URI keeps the
+  connection id so another worker reaches the same store with the same credentials.
+
+Writes are all-or-nothing on every store: a local file appears by an atomic rename of a private (0600)
+temporary sibling; an object-store upload is a multipart upload in bounded parts that is completed only when
+the caller's block finished without an error, and aborted otherwise. (fsspec's own ``with`` block would
+complete it even while an exception propagates, leaving a truncated object that looks finished.)
+
+The deployment-wide default is the provider option ``[dexcare] report_storage``
+(``AIRFLOW__DEXCARE__REPORT_STORAGE``). Without it, reports go to a private directory on the worker's own disk,
+which only works when one machine runs every task: :func:`check_storage_reaches_every_worker` refuses that
+combination before any report is requested.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import socket
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+from urllib.parse import unquote, urlsplit
+
+from dexcare.exceptions import DexCareReportFileMissingError, DexCareStorageError
+
+if TYPE_CHECKING:
+    from airflow.sdk import ObjectStoragePath
+
+log = logging.getLogger(__name__)
+
+CONFIG_SECTION = "dexcare"
+CONFIG_OPTION = "report_storage"
+CONFIG_ENV = "AIRFLOW__DEXCARE__REPORT_STORAGE"
+SETTING = f"[{CONFIG_SECTION}] {CONFIG_OPTION}"
+EXAMPLE_STORAGE = "s3://aws_default@my-bucket/dexcare/"
+#: Under ``$AIRFLOW_HOME``; created 0700 because reports hold patient visit data.
+DEFAULT_DIRECTORY = "dexcare-reports"
+#: Multipart part size and read-ahead block for object stores: memory per open file stays about this big
+#: whatever the report's size (S3 allows 10,000 parts, so up to 80 GiB per file; its minimum part is 5 MiB).
+PART_BYTES = 8 << 20
+#: Executors that run every task on the machine of the scheduler that launched them.
+SINGLE_MACHINE_EXECUTORS = frozenset({"LocalExecutor", "SequentialExecutor", "DebugExecutor"})
+_LOCAL_PROTOCOLS = ("", "file", "local")
+
+
+class ReportLocation:
+    """A report file (or directory) on this machine's disk or in an object store.
+
+    Build it with :meth:`parse`; ``str(location)`` is its URI, the form that travels in XCom.
+    """
+
+    __slots__ = ("_local", "_remote")
+
+    def __init__(self, *, local: Path | None = None, remote: ObjectStoragePath | None = None) -> None:
+        if (local is None) == (remote is None):
+            raise ValueError("A ReportLocation is either local or remote.")
+        self._local = local
+        self._remote = remote
+
+    @classmethod
+    def parse(cls, where: str | os.PathLike[str] | ObjectStoragePath | ReportLocation) -> ReportLocation:
+        """Read a bare path, a ``file://`` URI, an object-store URI, a ``Path`` or an ``ObjectStoragePath``."""
+        if isinstance(where, ReportLocation):
+            return where
+        protocol = getattr(where, "protocol", None)
+        if protocol is not None:  # an ObjectStoragePath (or another UPath) already parsed
+            if protocol in _LOCAL_PROTOCOLS:
+                return cls(local=Path(where.path))
+            return cls(remote=where)
+        if isinstance(where, os.PathLike):
+            return cls(local=Path(where).expanduser().absolute())
+        text = str(where).strip()
+        if not text:
+            raise DexCareStorageError("An empty report location: give a directory or file path, or a URI.")
+        scheme = urlsplit(text).scheme.lower() if "://" in text else ""
+        if scheme in _LOCAL_PROTOCOLS:
+            return cls(local=_local_path(text, scheme))
+        from airflow.sdk import ObjectStoragePath
+
+        return cls(remote=ObjectStoragePath(text))
+
+    # --- naming ------------------------------------------------------------------------------------------
+
+    @property
+    def is_local(self) -> bool:
+        return self._local is not None
+
+    @property
+    def uri(self) -> str:
+        if self._local is not None:
+            return self._local.as_uri()
+        return str(self._remote)
+
+    @property
+    def display(self) -> str:
+        """The plain path for a local file (what a shell user types), the URI otherwise."""
+        return str(self._local) if self._local is not None else self.uri
+
+    @property
+    def name(self) -> str:
+        return self._local.name if self._local is not None else self._remote.name  # type: ignore[union-attr]
+
+    def __str__(self) -> str:
+        return self.uri
+
+    def __repr__(self) -> str:
+        return f"ReportLocation({self.uri!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ReportLocation) and other.uri == self.uri
+
+    def __hash__(self) -> int:
+        return hash(self.uri)
+
+    def child(self, name: str) -> ReportLocation:
+        if self._local is not None:
+            return ReportLocation(local=self._local / name)
+        return ReportLocation(remote=self._remote / name)  # type: ignore[operator]
+
+    # --- reading, writing, deleting ----------------------------------------------------------------------
+
+    def exists(self) -> bool:
+        if self._local is not None:
+            return self._local.exists()
+        return bool(self._remote.exists())  # type: ignore[union-attr]
+
+    def open(self) -> BinaryIO:
+        """A binary stream for reading; a file that is not there raises :class:`DexCareReportFileMissingError`.
+
+        Local files are opened directly (no fsspec layer in the hot loop); object stores read ahead
+        ``PART_BYTES`` at a time (s3fs would otherwise read 50 MiB blocks).
+        """
+        try:
+            if self._local is not None:
+                return self._local.open("rb")
+            return self._remote.open("rb", block_size=PART_BYTES)  # type: ignore[union-attr]
+        except FileNotFoundError:
+            raise DexCareReportFileMissingError(self._missing_message()) from None
+
+    @contextmanager
+    def write(self) -> Iterator[BinaryIO]:
+        """Write the file all-or-nothing: it appears only if the ``with`` block finishes without an error.
+
+        An existing file is replaced only then, and never left half-written.
+        """
+        writer = _write_local if self._local is not None else _write_remote
+        with writer(self._local if self._local is not None else self._remote) as out:  # type: ignore[arg-type]
+            yield out
+
+    def delete(self) -> bool:
+        """Delete the file; ``False`` if it was already gone (the caller says so instead of claiming it)."""
+        if self._local is not None:
+            try:
+                self._local.unlink()
+            except FileNotFoundError:
+                return False
+            return True
+        if not self._remote.exists():  # type: ignore[union-attr]
+            return False
+        self._remote.unlink()  # type: ignore[union-attr]
+        return True
+
+    def _missing_message(self) -> str:
+        where = f"{self.uri}: cannot open the report file"
+        if self._local is not None:
+            return (
+                f"{where}: it is not on this worker ({socket.gethostname()}). It was downloaded on another "
+                "machine (the report storage is a directory on the worker's own disk, which only works when one "
+                "machine runs every task), or it was deleted. Fix: with several workers, set "
+                f"{SETTING} ({CONFIG_ENV}) to storage every worker reaches, e.g. {EXAMPLE_STORAGE}; then clear "
+                "this run's download_report tasks (they download the report again) and this task."
+            )
+        return (
+            f"{where}: it is not in the object store. It was deleted (an earlier load of this run deletes its "
+            "files after the commit) or a bucket lifecycle rule expired it. Fix: clear this run's download_report "
+            "tasks (they download the report again) and this task; if a lifecycle rule removes objects under this "
+            "prefix, let them live longer than a run takes."
+        )
+
+
+# --- the destination of a run ------------------------------------------------------------------------------
+
+
+def configured_storage() -> str:
+    """The deployment-wide ``[dexcare] report_storage`` (empty when not set)."""
+    return (_airflow_conf().get(CONFIG_SECTION, CONFIG_OPTION, fallback="") or "").strip()
+
+
+def storage_choice(param: str | None) -> tuple[str, str]:
+    """The base storage for a run and where that choice came from, for messages: the run's ``storage`` param,
+    else ``[dexcare] report_storage``, else the worker-local default."""
+    if param and str(param).strip():
+        return str(param).strip(), "the run's storage param"
+    configured = configured_storage()
+    if configured:
+        return configured, SETTING
+    return str(default_root()), f"the default, as {SETTING} is not set"
+
+
+def default_root() -> Path:
+    return Path(os.environ.get("AIRFLOW_HOME") or "~/airflow").expanduser() / DEFAULT_DIRECTORY
+
+
+def run_directory(storage: str | None, dag_id: str, run_id: str) -> str:
+    """Directory URI (ending in ``/``) for one DAG run's reports: ``<storage>/<dag_id>/<run_id>/``.
+
+    ``storage`` wins, then ``[dexcare] report_storage``, then ``$AIRFLOW_HOME/dexcare-reports`` on the worker.
+    Runs never share a directory, so a backfill next to the daily run cannot overwrite or delete its files.
+    Nothing is created here: the writer creates private directories when the first file arrives.
+    """
+    base = ReportLocation.parse(storage or storage_choice(None)[0])
+    return f"{base.child(safe_name(dag_id)).child(safe_name(run_id)).uri}/"
+
+
+def file_location(destination: str | os.PathLike[str] | ObjectStoragePath, filename: str) -> ReportLocation:
+    """A destination ending in ``/`` is a directory, and the file is ``filename`` in it; anything else is the
+    file itself."""
+    location = ReportLocation.parse(destination)
+    return location.child(filename) if str(destination).endswith("/") else location
+
+
+def safe_name(part: str) -> str:
+    """Run ids contain ':' and '+'; keep names portable across local disks and object stores."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", part).strip("._") or "_"
+
+
+# --- is the storage reachable from every worker? -------------------------------------------------------------
+
+
+def executor_names(setting: str) -> list[str]:
+    """Class names in ``[core] executor``: a comma-separated list in Airflow 3, each an alias, a name or a
+    module path, optionally ``alias:module.path.Class``."""
+    names = []
+    for entry in setting.split(","):
+        entry = entry.strip()
+        if entry:
+            names.append(entry.rsplit(":", 1)[-1].rsplit(".", 1)[-1].strip())
+    return names
+
+
+def runs_on_several_machines(executor_setting: str) -> bool:
+    """Whether tasks of one run may land on different machines. Celery, Kubernetes, Edge, ECS and any executor
+    we do not know may; only the executors that run tasks beside the scheduler may not."""
+    names = executor_names(executor_setting)
+    return not names or any(name not in SINGLE_MACHINE_EXECUTORS for name in names)
+
+
+def check_storage_reaches_every_worker(storage: str, source: str, executor_setting: str) -> None:
+    """Refuse a worker-local directory when tasks can run on several machines, before any report is requested.
+
+    A ``file://`` URI counts as shared: writing one is how a deployment says "a volume every worker mounts".
+    A bare path, or the default directory under ``$AIRFLOW_HOME``, is the worker's own disk.
+    """
+    location = ReportLocation.parse(storage)
+    declared_shared = storage.strip().lower().startswith("file://")
+    if not location.is_local or declared_shared or not runs_on_several_machines(executor_setting):
+        return
+    raise DexCareStorageError(
+        f"Report storage is {location.display} ({source}), a directory on the worker's own disk, but "
+        f"[core] executor = {executor_setting} runs tasks on several machines: download_report and load_reports "
+        f"can run on different workers, and the load would not find the files. Set {SETTING} "
+        f"({CONFIG_ENV}) to storage every worker reaches, e.g. {EXAMPLE_STORAGE}, or "
+        "file:///mnt/shared/dexcare/ on a volume every worker mounts (or pass the storage param for one run). "
+        "No report was requested."
+    )
+
+
+def executor_setting() -> str:
+    return str(_airflow_conf().get("core", "executor", fallback="") or "")
+
+
+# --- internals -----------------------------------------------------------------------------------------------
+
+
+def _airflow_conf() -> Any:
+    """The Task SDK's configuration where it has one (Airflow 3.2+), else core's; both include provider
+    options declared in ``get_provider_info`` and the ``AIRFLOW__<SECTION>__<KEY>`` environment."""
+    try:
+        from airflow.sdk.configuration import conf
+    except ImportError:  # pragma: no cover - Airflow < 3.2
+        from airflow.configuration import conf
+    return conf
+
+
+def _local_path(text: str, scheme: str) -> Path:
+    if not scheme:
+        return Path(text).expanduser().absolute()
+    parts = urlsplit(text)
+    if parts.netloc not in ("", "localhost"):
+        raise DexCareStorageError(
+            f"{text!r} names host {parts.netloc!r}: a file:// URI is a path on the worker's own filesystem, "
+            "written file:///path (three slashes), e.g. file:///mnt/shared/dexcare/."
+        )
+    path = unquote(parts.path)
+    if not path.startswith("/"):
+        raise DexCareStorageError(f"{text!r} is not an absolute file:// URI: write file:///absolute/path.")
+    return Path(path)
+
+
+def _private_dir(path: Path) -> None:
+    """mkdir -p with 0700 on every level we create (``Path.mkdir`` applies ``mode`` to the last one only)."""
+    missing = []
+    current = path
+    while not current.exists():
+        missing.append(current)
+        current = current.parent
+    for directory in reversed(missing):
+        directory.mkdir(mode=0o700, exist_ok=True)
+
+
+@contextmanager
+def _write_local(path: Path) -> Iterator[BinaryIO]:
+    _private_dir(path.parent)
+    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            yield out
+        os.replace(partial, path)
+    except BaseException:
+        with suppress(OSError):
+            partial.unlink()
+        raise
+
+
+@contextmanager
+def _write_remote(path: ObjectStoragePath) -> Iterator[BinaryIO]:
+    """fsspec's transaction protocol: ``autocommit=False`` uploads parts but completes nothing until
+    ``commit()``; ``discard()`` aborts. s3fs, gcsfs and adlfs implement it."""
+    handle = path.open("wb", block_size=PART_BYTES, autocommit=False)
+    try:
+        yield handle
+        handle.close()  # uploads the last part; the object does not exist yet
+        handle.commit()
+    except BaseException:
+        _abandon(handle, path)
+        raise
+
+
+def _abandon(handle: Any, path: ObjectStoragePath) -> None:
+    """Abort an unfinished upload so no object appears, and make sure nothing completes it later."""
+    from fsspec.spec import AbstractBufferedFile
+
+    raw = getattr(handle, "_obj", handle)  # ObjectStoragePath wraps the fsspec file to record lineage
+    try:
+        raw.discard()
+    except Exception as exc:
+        log.warning(
+            "Could not abort the unfinished upload to %s (%s): its parts stay invisible until a bucket rule "
+            "for incomplete multipart uploads removes them.",
+            path,
+            type(exc).__name__,
+        )
+    if isinstance(raw, AbstractBufferedFile):
+        raw.closed = True  # close() (also from __del__) would otherwise start the upload again
