@@ -31,6 +31,9 @@ STEPS = (
     ("schema", re.compile(r"SCHEMA_ID|^CREATE SCHEMA")),
     ("catalog", re.compile(r"FROM sys\.(columns|types)")),
     ("audit_table", re.compile(r"^\s*CREATE TABLE \[[^\]]+\]\.\[load_audit\]")),
+    ("history_table", re.compile(r"^CREATE TABLE \[[^\]]+\]\.\[[^\]]*_history\]")),
+    ("history_columns", re.compile(r"^ALTER TABLE \[[^\]]+\]\.\[[^\]]*_history\]")),
+    ("baseline", re.compile(r"^INSERT INTO \[[^\]]+\]\.\[[^\]]*_history\]")),
     ("create_table", re.compile(r"^CREATE TABLE \[[^#]")),
     ("add_columns", re.compile(r"^ALTER TABLE")),
     ("stage", re.compile(r"^CREATE TABLE \[#dexcare_stage")),
@@ -164,10 +167,10 @@ class RecordingCursor:
             return [(c, *_catalog_type(t)) for c, t in columns.items()] if columns else []
         if step == "cast_check":
             return [conn.bad_casts or (None,) * text.count("TRY_CONVERT")]
-        if step in ("create_table", "audit_table") and (match := _CREATE.match(text.strip())):
+        if step in ("create_table", "audit_table", "history_table") and (match := _CREATE.match(text.strip())):
             schema, table, body = match.groups()
             conn.tables[f"{_unquote(schema)}.{_unquote(table)}"] = _columns(body)
-        if step == "add_columns" and (match := _ALTER.match(text)):
+        if step in ("add_columns", "history_columns") and (match := _ALTER.match(text)):
             schema, table, body = match.groups()
             conn.tables[f"{_unquote(schema)}.{_unquote(table)}"].update(_columns(body))
         return []

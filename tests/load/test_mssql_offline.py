@@ -62,6 +62,12 @@ def virtual_table(*extra: str, missing: tuple[str, ...] = ()) -> dict[str, dict[
     return {"dexcare.avr_virtual": {k: v for k, v in columns.items() if k not in missing}}
 
 
+def history_table(missing: tuple[str, ...] = ()) -> dict[str, dict[str, str]]:
+    """``dexcare.avr_virtual_history`` as an earlier load with history left it."""
+    main = virtual_table(missing=missing)["dexcare.avr_virtual"]
+    return {"dexcare.avr_virtual_history": {"_dexcare_history_id": "bigint", **main, "_dexcare_change": "nvarchar(64)"}}
+
+
 # --- The driver --------------------------------------------------------------------------------------------
 
 
@@ -107,6 +113,14 @@ SCENARIOS = {
         {}, [report(w(f"Visit ID,Line,Status\nr1,1,{SECRET}\nr1,2,b\n"), "retail")],
         {"key_columns": {"retail": ["Visit ID", "line"]}}),
     "key column only": lambda w: ({}, [report(w(f"visitId\nv1\n{SECRET}\nv1\n"))], {}),
+    "history, first load": lambda w: ({}, [report(w(HEADER + f"v1,a,t,{SECRET}\nv1,b,t,x\n"))],
+                                      {"history": ["virtual"]}),
+    "history, next day with drift": lambda w: (
+        {**virtual_table(missing=("patient_name",)), **history_table(missing=("patient_name",))},
+        [report(w(HEADER + f"v1,a,t,{SECRET}\n"))], {"history": ["virtual"]}),
+    "history turned on later": lambda w: (virtual_table(), [report(w(HEADER + f"v1,a,t,{SECRET}\n"))],
+                                          {"history": ["virtual"]}),
+    "history, key column only": lambda w: ({}, [report(w(f"visitId\nv1\n{SECRET}\n"))], {"history": ["virtual"]}),
 }
 
 
@@ -147,7 +161,7 @@ def test_lock_stage_dedupe_update_insert_audit_commit(scenario, write_csv) -> No
     assert steps[:2] == ["session", "lock"]  # nothing happens before the lock
     assert steps[-1] == "commit" and "rollback" not in steps
     for start in [i for i, s in enumerate(steps) if s == "stage"]:  # each report, in order
-        per_report = ORDER[1:-1] if scenario != "key column only" else [s for s in ORDER[1:-1] if s != "update"]
+        per_report = ORDER[1:-1] if "key column only" not in scenario else [s for s in ORDER[1:-1] if s != "update"]
         assert in_order(steps[start:], per_report), steps[start:]
     assert steps.count("audit") == len(reports) and steps.count("stage") == len(reports)
     lock = next(op.sql for op in conn.ops if op.step == "lock")
@@ -155,6 +169,51 @@ def test_lock_stage_dedupe_update_insert_audit_commit(scenario, write_csv) -> No
     assert conn.statements[-1].startswith("INSERT INTO [dexcare].[load_audit]")
     drops = [op for op in conn.ops if op.step == "drop_stage"]
     assert len(drops) == len(reports)  # the stage never outlives the transaction
+
+
+def test_history_rows_come_from_the_update_and_insert_themselves(write_csv) -> None:
+    """``OUTPUT inserted.* INTO`` the history on both statements that write: each row as it became, in the
+    same statement, so nothing compares tables afterwards. A new history table mirrors the main one."""
+    conn = RecordingConnection()
+    run(conn, report(write_csv(HEADER + "v1,a,t,x\n")), history=["virtual"])
+    columns = list(conn.tables["dexcare.avr_virtual"])
+    assert list(conn.tables["dexcare.avr_virtual_history"]) == ["_dexcare_history_id", *columns, "_dexcare_change"]
+    create = next(s for s in conn.statements if s.startswith("CREATE TABLE [dexcare].[avr_virtual_history]"))
+    assert "[_dexcare_history_id] bigint IDENTITY(1, 1) NOT NULL" in create
+    assert "[visit_id] nvarchar(450) COLLATE Latin1_General_100_BIN2 NULL" in create  # the key: not unique here
+    output = (" OUTPUT " + ", ".join(f"inserted.[{c}]" for c in columns)
+              + ", N'{}' INTO [dexcare].[avr_virtual_history] (" + ", ".join(f"[{c}]" for c in columns)
+              + ", [_dexcare_change]) ")
+    update = next(op.sql for op in conn.ops if op.step == "update")
+    insert = next(op.sql for op in conn.ops if op.step == "insert")
+    assert output.format("update") in update and update.index("OUTPUT") < update.index(" FROM ")
+    assert output.format("insert") in insert and insert.index("OUTPUT") < insert.index(" SELECT ")
+    assert "baseline" not in conn.steps  # a new table: nothing to start from
+    assert not any(s.startswith(("UPDATE [dexcare].[avr_virtual_history]", "DELETE")) for s in conn.statements)
+
+
+def test_turning_history_on_copies_the_table_first_then_appends(write_csv) -> None:
+    conn = RecordingConnection(tables=virtual_table())
+    run(conn, report(write_csv(HEADER + "v1,a,t,x\n")), history=["virtual"])
+    assert in_order(conn.steps, ["lock", "history_table", "baseline", "stage", "update", "insert", "audit", "commit"])
+    baseline = next(op.sql for op in conn.ops if op.step == "baseline")
+    assert baseline.endswith("N'baseline' FROM [dexcare].[avr_virtual]")
+
+
+def test_drift_adds_the_new_column_to_the_history_too(write_csv) -> None:
+    conn = RecordingConnection(tables={**virtual_table(missing=("patient_name",)),
+                                       **history_table(missing=("patient_name",))})
+    run(conn, report(write_csv(HEADER + "v1,a,t,x\n")), history=["virtual"])
+    alters = [op.sql for op in conn.ops if op.step in ("add_columns", "history_columns")]
+    assert alters == ["ALTER TABLE [dexcare].[avr_virtual] ADD [patient_name] nvarchar(max) NULL",
+                      "ALTER TABLE [dexcare].[avr_virtual_history] ADD [patient_name] nvarchar(max) NULL"]
+    assert "history_table" not in conn.steps and "baseline" not in conn.steps
+
+
+def test_without_history_nothing_of_it_is_sent(write_csv) -> None:
+    conn = RecordingConnection(tables=virtual_table())
+    run(conn, report(write_csv(HEADER + "v1,a,t,x\n")))
+    assert [s for s in conn.statements if "_history]" in s or " OUTPUT " in s] == []
 
 
 def test_batches_are_bulk_copied_with_flat_memory(write_csv) -> None:
@@ -180,17 +239,18 @@ LOST = pymssql.OperationalError((20047, b"DB-Lib error message 20047, severity 9
 KILLED = pymssql.OperationalError((596, b"Cannot continue the execution because the session is in the kill state."))
 REFUSED = pymssql.IntegrityError(
     (547, f"The INSERT statement conflicted with the CHECK constraint. The value is '{SECRET}'.".encode()))
-FAILING_STEPS = ["lock", "schema", "audit_table", "create_table", "stage", "bulk_copy", "cast_check", "dedupe",
-                 "update", "insert", "key_index", "drop_stage", "audit", "commit"]
+FAILING_STEPS = ["lock", "schema", "audit_table", "create_table", "history_table", "baseline", "stage", "bulk_copy",
+                 "cast_check", "dedupe", "update", "insert", "key_index", "drop_stage", "audit", "commit"]
 
 
 @pytest.mark.parametrize("step", FAILING_STEPS)
 @pytest.mark.parametrize("error", [LOST, REFUSED], ids=["connection-lost", "refused"])
 def test_every_failure_rolls_back_and_never_commits(step, error, write_csv) -> None:
-    conn = RecordingConnection(fail_step=step, fail_with=error)
+    """With the history kept: its steps fail like any other. The baseline needs a table that exists already."""
+    conn = RecordingConnection(fail_step=step, fail_with=error, tables=virtual_table() if step == "baseline" else {})
     path = write_csv(HEADER + f"v1,a,2026-11-18T10:00:00Z,{SECRET}\nv1,b,2026-11-18T11:00:00Z,x\n")
     with pytest.raises(DexCareLoadError) as err:
-        run(conn, report(path), column_types={"virtual": {"updatedAt": "timestamptz"}})
+        run(conn, report(path), column_types={"virtual": {"updatedAt": "timestamptz"}}, history=["virtual"])
     steps = conn.steps
     failed = next(i for i, op in enumerate(conn.ops) if op.kind.startswith("failed"))
     assert steps[failed + 1:] == ["rollback"], steps  # nothing after the failure but the rollback

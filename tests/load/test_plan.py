@@ -13,7 +13,7 @@ from dexcare.load.dialects.mssql_sql import MsSqlStatements
 from dexcare.load.dialects.postgres import AUDIT_DDL as POSTGRES_AUDIT_DDL
 from dexcare.load.dialects.postgres import PostgresTypes
 from dexcare.load.dialects.postgres_sql import PostgresStatements
-from dexcare.load.plan import LINEAGE, key_index_name, lineage_values, plan_load
+from dexcare.load.plan import HISTORY_CHANGE, HISTORY_ID, LINEAGE, key_index_name, lineage_values, plan_load
 from psycopg import sql
 
 LINEAGE_VALUES = lineage_values(report_id="r", report_type="virtual", window_start=dt.date(2026, 11, 11),
@@ -21,11 +21,11 @@ LINEAGE_VALUES = lineage_values(report_id="r", report_type="virtual", window_sta
 
 
 def plan(types=None, *, existing=None, configured=None, keys=("visit_id",), version=None,
-         columns=("visit_id", "visit_status", "wait")):
+         columns=("visit_id", "visit_status", "wait"), history=False, history_existing=None):
     return plan_load(
         schema="dexcare", table="avr_virtual", source="f.csv", headers=[c.title() for c in columns],
         columns=list(columns), keys=list(keys), version=version, configured=configured or {}, existing=existing,
-        types=types or PostgresTypes(), lineage=LINEAGE_VALUES,
+        types=types or PostgresTypes(), lineage=LINEAGE_VALUES, history=history, history_existing=history_existing,
     )
 
 
@@ -56,6 +56,31 @@ def test_drift_adds_new_columns_and_missing_lineage_keeps_vanished_ones_and_neve
     assert p.retyped == (("visit_status", "text", "date"),)
     assert p.types == {"visit_id": "text", "visit_status": "text", "wait": "integer"}  # the table's type wins
     assert p.casts == ("wait",)
+
+
+def test_the_shape_is_the_table_after_the_load() -> None:
+    assert plan().shape == plan().table_columns
+    existing = {"visit_id": "text", "old": "text", **{c.name: "text" for c in LINEAGE}}
+    assert plan(existing=existing).shape == (*existing.items(), ("visit_status", "text"), ("wait", "text"))
+    assert plan().history is None
+
+
+def test_a_new_history_mirrors_the_table_after_the_load_with_its_own_columns() -> None:
+    for types in (PostgresTypes(), MsSqlTypes()):
+        p = plan(types, history=True)
+        h = p.history
+        assert h.table == "avr_virtual_history" and h.create and h.adds == () and not h.baseline
+        assert h.columns == tuple(c for c, _ in p.shape)
+        assert h.table_columns == ((HISTORY_ID, types.identity), *p.shape, (HISTORY_CHANGE, types.lineage("text")))
+
+
+def test_history_turned_on_for_an_existing_table_starts_with_a_baseline_and_follows_drift() -> None:
+    existing = {"visit_id": "text", "visit_status": "text", **{c.name: "text" for c in LINEAGE}}
+    assert plan(existing=existing, history=True).history.baseline
+    history = {HISTORY_ID: "bigint", **existing, HISTORY_CHANGE: "text"}
+    h = plan(existing=existing, history=True, history_existing=history).history
+    assert not h.create and not h.baseline and h.adds == (("wait", "text"),)
+    assert h.columns[-1] == "wait"
 
 
 def test_a_plan_needs_a_key() -> None:
@@ -125,6 +150,24 @@ def test_postgres_update_then_insert_is_one_statement_counting_both() -> None:
     assert text.endswith("SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM upd)")
     key_only = postgres(plan(columns=("visit_id",))).update_then_insert(with_losers=False).as_string(None)
     assert "upd AS (SELECT 1 WHERE false)" in key_only
+
+
+def test_postgres_history_is_appended_by_the_same_statement() -> None:
+    p = plan(history=True)
+    st = postgres(p, history=sql.Identifier("dexcare", "avr_virtual_history"))
+    text = st.update_then_insert(with_losers=False).as_string(None)
+    columns = ", ".join(f'"{c}"' for c in p.history.columns)
+    assert "RETURNING " + ", ".join(f'"t"."{c}"' for c in p.history.columns) + ")" in text
+    assert "WHERE NOT EXISTS (SELECT FROM \"dexcare\".\"avr_virtual\" t WHERE " in text
+    assert f'RETURNING {columns}), hist AS (INSERT INTO "dexcare"."avr_virtual_history" ({columns}, ' in text
+    assert (f"SELECT {columns}, 'insert' FROM ins UNION ALL SELECT {columns}, 'update' FROM upd)") in text
+    assert text.endswith("SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM upd)")
+    key_only = plan(columns=("visit_id",), history=True)
+    text = postgres(key_only, history=sql.Identifier("h")).update_then_insert(with_losers=False).as_string(None)
+    assert "'update' FROM upd" not in text and "'insert' FROM ins)" in text
+    assert st.copy_to_history("baseline").as_string(None) == (
+        f'INSERT INTO "dexcare"."avr_virtual_history" ({columns}, "_dexcare_change") '
+        f"SELECT {columns}, 'baseline' FROM \"dexcare\".\"avr_virtual\"")
 
 
 def test_postgres_dedupe_orders_by_version_then_file_order() -> None:

@@ -93,6 +93,9 @@ def summarise(schema: str, dag_id: str | None, run_id: str | None, started: dt.d
         for name in COUNTS:
             totals[name] += entry[name]
         totals["new_columns"] += [c for c in entry["new_columns"] if c not in totals["new_columns"]]
+        if entry.get("history_table"):
+            totals["history_table"] = entry["history_table"]
+            totals["history_rows"] = totals.get("history_rows", 0) + entry["history_rows"]
     return {
         "schema": schema,
         "dag_id": dag_id,
@@ -107,8 +110,10 @@ def summarise(schema: str, dag_id: str | None, run_id: str | None, started: dt.d
 def summary_line(schema: str, table: str, totals: dict[str, Any]) -> str:
     """The one log line per table a run ends with; counts only, never row contents."""
     new = f", new columns: {', '.join(totals['new_columns'])}" if totals["new_columns"] else ""
+    history = (f", {totals['history_rows']} row(s) appended to {schema}.{totals['history_table']}"
+               if totals.get("history_table") else "")
     return (
         f"Loaded {schema}.{table}: {totals['reports']} report(s), {totals['rows_in_file']} rows in file(s), "
         f"{totals['duplicates_in_file']} duplicates in file(s), {totals['inserted']} inserted, "
-        f"{totals['updated']} updated, {totals['unchanged']} unchanged{new}"
+        f"{totals['updated']} updated, {totals['unchanged']} unchanged{new}{history}"
     )

@@ -24,10 +24,10 @@ from typing import Any, BinaryIO
 from dexcare.exceptions import DexCareCSVError, DexCareLoadError
 from dexcare.load.audit import audit_entry, summarise
 from dexcare.load.csv_stream import Opener, open_report, read_header
-from dexcare.load.dialects import Dialect, dialect_class
+from dexcare.load.dialects import Dialect, MergeCounts, dialect_class
 from dexcare.load.identifiers import normalize_headers, resolve_columns
 from dexcare.load.options import DEFAULT_KEY, DEFAULT_SCHEMA, LoadOptions, ReportFile, table_for
-from dexcare.load.plan import LoadPlan, lineage_values, plan_load
+from dexcare.load.plan import LoadPlan, history_table, lineage_values, plan_load
 from dexcare.report import ReportType
 
 __all__ = ["DEFAULT_KEY", "DEFAULT_SCHEMA", "LoadOptions", "ReportFile", "load_reports", "table_for"]
@@ -91,16 +91,16 @@ class _Run:
             )
         if report.rows is not None and report.rows != rows_in_file:
             log.warning("%s: the download counted %d rows, the load read %d", source, report.rows, rows_in_file)
-        duplicates, inserted, updated = self.dialect.merge(plan, rows_in_file, index)
+        counts = self.dialect.merge(plan, rows_in_file, index)
         entry = audit_entry(
             dag_id=self.dag_id, run_id=self.run_id, report_id=report.report_id,
             report_type=report.report_type.value, table=plan.table, uri=report.uri, sha256=report.sha256,
             window_start=report.window_start, window_end=report.window_end, rows_in_file=rows_in_file,
-            duplicates=duplicates, inserted=inserted, updated=updated, new_columns=plan.new_columns,
-            started_at=started,
+            duplicates=counts.duplicates, inserted=counts.inserted, updated=counts.updated,
+            new_columns=plan.new_columns, started_at=started,
         )
         self.dialect.record_audit(entry)
-        return entry
+        return {**entry, **described(plan, report, counts)}
 
     def plan(self, report: ReportFile, headers: list[str]) -> LoadPlan:
         source, rtype = report.uri, report.report_type
@@ -108,6 +108,7 @@ class _Run:
         keys = resolve_columns(self.options.keys_for(rtype), columns, what="key", source=source)
         version = self.options.version_for(rtype)
         table = table_for(rtype)
+        history = self.options.history_for(rtype)
         plan = plan_load(
             schema=self.options.schema,
             table=table,
@@ -122,6 +123,8 @@ class _Run:
             lineage=lineage_values(report_id=report.report_id, report_type=rtype.value,
                                    window_start=report.window_start, window_end=report.window_end,
                                    loaded_at=self.loaded_at),
+            history=history,
+            history_existing=self.dialect.existing_columns(history_table(table)) if history else None,
         )
         schema = plan.schema
         if plan.create:
@@ -130,10 +133,29 @@ class _Run:
         if plan.new_columns:
             log.warning("Schema drift: added column(s) %s to %s.%s (new in %s)", ", ".join(plan.new_columns),
                         schema, table, source)
+        if plan.history is not None and plan.history.create:
+            log.info("Created table %s.%s: every change to %s.%s is appended to it%s", schema, plan.history.table,
+                     schema, table, ", starting with the rows the table holds now" if plan.history.baseline else "")
         for column, existing, wanted in plan.retyped:
             log.warning("Column %s.%s.%s is %s but %s is configured; types are never changed automatically, "
                         "values are cast to %s", schema, table, column, existing, wanted, existing)
         return plan
+
+
+def described(plan: LoadPlan, report: ReportFile, counts: MergeCounts) -> dict[str, Any]:
+    """What the summary says of a load beyond its audit row: the shape of what was read and written, for
+    OpenLineage (:mod:`dexcare.lineage`) and downstream tasks. Names and counts only, never a value."""
+    out: dict[str, Any] = {
+        "header": list(plan.headers),
+        "file_columns": list(plan.columns),
+        "casts": list(plan.casts),
+        "table_columns": [list(column) for column in plan.shape],
+        "bytes": report.bytes,
+        "endpoint": report.endpoint,
+    }
+    if plan.history is not None:
+        out.update(history_table=plan.history.table, history_rows=counts.history)
+    return out
 
 
 def load_reports(

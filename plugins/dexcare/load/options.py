@@ -36,6 +36,9 @@ class ReportFile:
     window_end: dt.date
     sha256: str | None = None
     rows: int | None = None
+    #: Size of the file and the DexCare endpoint it came from, as the download recorded them (for lineage).
+    bytes: int | None = None
+    endpoint: str | None = None
 
     @classmethod
     def from_download(cls, result: Mapping[str, Any], *, run_date: dt.date) -> ReportFile:
@@ -53,9 +56,10 @@ class ReportFile:
         start = parse_iso_date(result.get("start_date"), "start_date") or end - dt.timedelta(
             days=DEFAULT_LOOKBACK_DAYS
         )
-        rows = result.get("rows")
+        rows, size = result.get("rows"), result.get("bytes")
         return cls(uri, report_type, report_id, start, end, result.get("sha256") or None,
-                   int(rows) if rows is not None else None)
+                   int(rows) if rows is not None else None, int(size) if size is not None else None,
+                   result.get("endpoint") or None)
 
 
 def _by_type(mapping: Mapping[str, Any] | None, what: str) -> dict[ReportType, Any]:
@@ -66,6 +70,19 @@ def _by_type(mapping: Mapping[str, Any] | None, what: str) -> dict[ReportType, A
         except ValueError:
             raise DexCareSchemaError(f"{what}: {key!r} is not a report type.") from None
     return out
+
+
+def history_types(history: Sequence[str] | str | None) -> frozenset[ReportType]:
+    """The report types whose history is kept; a name that is not a report type is refused, naming it."""
+    names = [history] if isinstance(history, str) else list(history or ())
+    found = set()
+    for name in names:
+        try:
+            found.add(ReportType.parse(name))
+        except ValueError:
+            allowed = ", ".join(t.value for t in ReportType)
+            raise DexCareSchemaError(f"history: {name!r} is not a report type; use a list of {allowed}.") from None
+    return frozenset(found)
 
 
 @dataclass(frozen=True)
@@ -90,6 +107,8 @@ class LoadOptions:
     block_size: int = BLOCK_SIZE
     #: SQL Server: rows parsed in Python per bulk copy; the worker holds about one batch in memory.
     batch_rows: int = 10_000
+    #: Report types whose every change is also appended to ``avr_<type>_history`` (e.g. ``["virtual"]``).
+    history: Sequence[str] = ()
 
     def keys_for(self, report_type: ReportType) -> Sequence[str]:
         keys = _by_type(self.key_columns, "key_columns").get(report_type, DEFAULT_KEY)
@@ -97,6 +116,9 @@ class LoadOptions:
 
     def version_for(self, report_type: ReportType) -> str | None:
         return _by_type(self.version_columns, "version_columns").get(report_type)
+
+    def history_for(self, report_type: ReportType) -> bool:
+        return report_type in history_types(self.history)
 
     def types_for(self, report_type: ReportType) -> dict[str, str]:
         types = _by_type(self.column_types, "column_types").get(report_type, {})

@@ -43,6 +43,18 @@ LINEAGE: tuple[LineageColumn, ...] = (
 WINDOW_END = "_dexcare_window_end"
 WINDOW_END_PARAM = "window_end"
 
+#: The history table's own columns: the order rows were appended in (an identity), and what the load did.
+HISTORY_ID = "_dexcare_history_id"
+HISTORY_CHANGE = "_dexcare_change"
+#: Values of :data:`HISTORY_CHANGE`: a visit new to the table, a stored visit whose values changed, and the
+#: rows a table already held when its history was turned on (so every visit starts from a known state).
+CHANGE_INSERT, CHANGE_UPDATE, CHANGE_BASELINE = "insert", "update", "baseline"
+
+
+def history_table(table: str) -> str:
+    """``avr_<type>_history``: every state the load wrote to ``avr_<type>``, appended, never rewritten."""
+    return f"{table}_history"
+
 
 class TypeNames(Protocol):
     """How a dialect spells the types the plan needs."""
@@ -58,6 +70,26 @@ class TypeNames(Protocol):
 
     def is_text(self, sql_type: str) -> bool:
         """Whether a column of this type takes the staged text as is (no cast)."""
+
+    #: Type of :data:`HISTORY_ID`: a 64-bit identity the warehouse numbers by itself.
+    identity: str
+
+
+@dataclass(frozen=True)
+class HistoryPlan:
+    """What the load does to ``avr_<type>_history`` (see :func:`plan_history`)."""
+
+    table: str
+    #: Every column a history row copies from the main table after this load (its whole row), in table order.
+    columns: tuple[str, ...]
+    #: The history table does not exist yet: it is created with :attr:`table_columns`.
+    create: bool
+    #: Every column of a history table created now: :data:`HISTORY_ID`, the main table's, :data:`HISTORY_CHANGE`.
+    table_columns: tuple[tuple[str, str], ...]
+    #: Columns an existing history table lacks (schema drift follows the main table), with their type.
+    adds: tuple[tuple[str, str], ...]
+    #: The main table already holds rows the history has never seen: copy them in first, as the baseline.
+    baseline: bool
 
 
 @dataclass(frozen=True)
@@ -90,6 +122,10 @@ class LoadPlan:
     casts: tuple[str, ...]
     #: Values of the lineage columns, by :attr:`LineageColumn.param`.
     lineage: Mapping[str, Any]
+    #: Every column of the table after this load (the schema after drift), with its type, in table order.
+    shape: tuple[tuple[str, str], ...] = ()
+    #: ``None`` unless the history of this report type is kept.
+    history: HistoryPlan | None = None
 
     @property
     def values(self) -> tuple[str, ...]:
@@ -120,12 +156,17 @@ def plan_load(
     existing: Mapping[str, str] | None,
     types: TypeNames,
     lineage: Mapping[str, Any],
+    history: bool = False,
+    history_existing: Mapping[str, str] | None = None,
 ) -> LoadPlan:
     """Plan the table for today's file: create it, or add what it lacks (additive drift only).
 
     A new column is added nullable, with its configured type or text; a column missing from today's file is
     kept with its values; an existing column's type is never changed (a differing configuration is
     reported in :attr:`LoadPlan.retyped` and values are cast to the type the column has).
+
+    With ``history``, the history table is planned too (``history_existing``: its columns, ``None`` if it
+    does not exist yet).
     """
     if not keys:
         raise DexCareSchemaError(f"{source}: no key columns configured; the load needs a key to deduplicate.")
@@ -137,6 +178,7 @@ def plan_load(
     if existing is None:
         file_types = {c: new_type(c) for c in columns}
         table_columns = tuple([*file_types.items(), *lineage_types])
+        shape = table_columns
         adds: tuple[tuple[str, str], ...] = ()
         new_columns: tuple[str, ...] = ()
         retyped: tuple[tuple[str, str, str], ...] = ()
@@ -145,6 +187,7 @@ def plan_load(
         adds = tuple([(c, new_type(c)) for c in missing] + [(c, t) for c, t in lineage_types if c not in existing])
         file_types = {c: existing.get(c) or new_type(c) for c in columns}
         table_columns = ()
+        shape = (*existing.items(), *adds)
         new_columns = tuple(missing)
         retyped = tuple(
             (c, existing[c], configured[c])
@@ -167,7 +210,22 @@ def plan_load(
         retyped=retyped,
         casts=tuple(c for c in columns if not types.is_text(file_types[c])),
         lineage=dict(lineage),
+        shape=shape,
+        history=plan_history(table, shape, history_existing, types, target_existed=existing is not None)
+        if history else None,
     )
+
+
+def plan_history(table: str, shape: Sequence[tuple[str, str]], existing: Mapping[str, str] | None,
+                 types: TypeNames, *, target_existed: bool) -> HistoryPlan:
+    """The history table mirrors the main table's row (the same columns and types, drift included) plus the
+    order of appends and the kind of change; it has no key, since a visit has one row per state."""
+    wanted = (*shape, (HISTORY_CHANGE, types.lineage("text")))
+    if existing is None:
+        return HistoryPlan(history_table(table), tuple(c for c, _ in shape), True,
+                           ((HISTORY_ID, types.identity), *wanted), (), target_existed)
+    return HistoryPlan(history_table(table), tuple(c for c, _ in shape), False, (),
+                       tuple((c, t) for c, t in wanted if c not in existing), False)
 
 
 def key_index_name(table: str, keys: Sequence[str]) -> str:

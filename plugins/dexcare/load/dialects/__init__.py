@@ -11,12 +11,22 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
-from typing import Any, BinaryIO, ClassVar
+from typing import Any, BinaryIO, ClassVar, NamedTuple
 
 from dexcare.exceptions import DexCareLoadError
 from dexcare.load.csv_stream import Header, Opener
 from dexcare.load.options import LoadOptions
 from dexcare.load.plan import LoadPlan, TypeNames
+
+
+class MergeCounts(NamedTuple):
+    """What :meth:`Dialect.merge` did to one table."""
+
+    duplicates: int
+    inserted: int
+    updated: int
+    #: Rows appended to the history table (its baseline included); 0 when no history is kept.
+    history: int = 0
 
 
 class Dialect(ABC):
@@ -65,8 +75,9 @@ class Dialect(ABC):
         """
 
     @abstractmethod
-    def merge(self, plan: LoadPlan, rows_in_file: int, index: int) -> tuple[int, int, int]:
-        """Dedupe the staged file and upsert it; returns (duplicates in the file, inserted, updated)."""
+    def merge(self, plan: LoadPlan, rows_in_file: int, index: int) -> MergeCounts:
+        """Dedupe the staged file and upsert it; with :attr:`LoadPlan.history`, append every row the upsert
+        wrote to the history table, from the same statements (never by comparing tables afterwards)."""
 
     @abstractmethod
     def record_audit(self, entry: dict[str, Any]) -> None:

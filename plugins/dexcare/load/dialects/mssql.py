@@ -22,9 +22,9 @@ from dexcare.exceptions import DexCareLoadError, DexCareSchemaError, DexCareWare
 from dexcare.load import diagnostics
 from dexcare.load.audit import AUDIT_FIELDS, AUDIT_TABLE
 from dexcare.load.csv_stream import Header, Opener, records
-from dexcare.load.dialects import Dialect
+from dexcare.load.dialects import Dialect, MergeCounts
 from dexcare.load.dialects.mssql_sql import KEY_UNITS, TEXT, MsSqlStatements, is_text, quote, text_units
-from dexcare.load.plan import LoadPlan
+from dexcare.load.plan import CHANGE_BASELINE, LoadPlan
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +132,7 @@ def canonical_type(spec: str, *, where: str) -> tuple[str, str]:
 
 class MsSqlTypes:
     text = TEXT
+    identity = "bigint IDENTITY(1, 1)"
     _LINEAGE: ClassVar[dict[str, str]] = {"text": "nvarchar(64)", "date": "date", "timestamp": "datetimeoffset(7)"}
 
     def key_text(self, keys: int) -> str:
@@ -243,6 +244,7 @@ class MsSqlDialect(Dialect):
         super().__init__(*args, **kwargs)
         self.cursor = self.conn.cursor()
         self._statements: dict[int, MsSqlStatements] = {}
+        self._baselines: dict[int, int] = {}
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -317,6 +319,14 @@ class MsSqlDialect(Dialect):
             self.cursor.execute(st.create_table())
         elif plan.adds:
             self.cursor.execute(st.add_columns())
+        if plan.history is not None:
+            if plan.history.create:
+                self.cursor.execute(st.create_history())
+            elif plan.history.adds:
+                self.cursor.execute(st.add_history_columns())
+            if plan.history.baseline:  # before anything changes: the state its history starts from
+                self.cursor.execute(st.copy_to_history(CHANGE_BASELINE))
+                self._baselines[index] = max(self.cursor.rowcount, 0)
         self.cursor.execute(st.create_stage())
         return self._bulk_copy(st, header, stream)
 
@@ -335,7 +345,7 @@ class MsSqlDialect(Dialect):
 
     # --- Dedupe and upsert --------------------------------------------------------------------------------
 
-    def merge(self, plan: LoadPlan, rows_in_file: int, index: int) -> tuple[int, int, int]:
+    def merge(self, plan: LoadPlan, rows_in_file: int, index: int) -> MergeCounts:
         st = self._statements.pop(index)
         cursor = self.cursor
         if plan.casts:
@@ -357,7 +367,8 @@ class MsSqlDialect(Dialect):
         inserted = max(cursor.rowcount, 0)
         self._ensure_key_index(st)
         cursor.execute(st.drop_stage())
-        return duplicates, inserted, updated
+        history = inserted + updated + self._baselines.pop(index, 0) if plan.history is not None else 0
+        return MergeCounts(duplicates, inserted, updated, history)
 
     def _ensure_key_index(self, st: MsSqlStatements) -> None:
         plan = st.plan

@@ -8,8 +8,11 @@ two plain statements: the stage is deduplicated first, the run holds an exclusiv
 schema for its whole transaction (so no other load can insert a key between the UPDATE and the INSERT),
 and each statement's row count is exactly "updated" and "inserted", with no OUTPUT clause to count.
 
+With a history table, both statements also append every row they write to it with ``OUTPUT inserted.*
+INTO``, in the same statement: the history is derived from what was written, never by comparing tables.
+
 Values never appear in this text: file data arrives by bulk copy, and our own values (lineage, window)
-are pymssql parameters (``%(name)s``).
+are pymssql parameters (``%(name)s``); the only literals are the history's change kinds.
 """
 
 from __future__ import annotations
@@ -18,7 +21,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from dexcare.exceptions import DexCareSchemaError
-from dexcare.load.plan import LINEAGE, WINDOW_END, WINDOW_END_PARAM, LoadPlan, key_index_name
+from dexcare.load.plan import (
+    CHANGE_INSERT,
+    CHANGE_UPDATE,
+    HISTORY_CHANGE,
+    HISTORY_ID,
+    LINEAGE,
+    WINDOW_END,
+    WINDOW_END_PARAM,
+    LoadPlan,
+    key_index_name,
+)
 
 #: SQL Server's limit for an identifier (``sysname``).
 MAX_NAME = 128
@@ -157,6 +170,47 @@ class MsSqlStatements:
     def _lineage_params(self) -> list[str]:
         return [f"%({c.param})s" for c in LINEAGE]
 
+    @property
+    def history(self) -> str:
+        assert self.plan.history is not None
+        return quote(self.plan.schema, self.plan.history.table)
+
+    def create_history(self) -> str:
+        """The main table's columns (key columns with the same byte-wise collation, not unique: a visit has a
+        row per state), numbered by an identity in the order they are appended."""
+        assert self.plan.history is not None
+        columns = [
+            f"{quote(c)} {t} NOT NULL" if c == HISTORY_ID else self._column(c, t, key=c in self.plan.keys)
+            for c, t in self.plan.history.table_columns
+        ]
+        return f"CREATE TABLE {self.history} ({', '.join(columns)})"
+
+    def add_history_columns(self) -> str:
+        assert self.plan.history is not None
+        return "ALTER TABLE {} ADD {}".format(
+            self.history, ", ".join(self._column(c, t, key=False) for c, t in self.plan.history.adds)
+        )
+
+    def _history_columns(self) -> str:
+        assert self.plan.history is not None
+        return ", ".join(quote(c) for c in (*self.plan.history.columns, HISTORY_CHANGE))
+
+    def copy_to_history(self, change: str) -> str:
+        """Every row the table holds now, as the baseline its history starts from."""
+        assert self.plan.history is not None
+        columns = ", ".join(quote(c) for c in self.plan.history.columns)
+        return (
+            f"INSERT INTO {self.history} ({self._history_columns()}) SELECT {columns}, N'{change}' "
+            f"FROM {self.target}"
+        )
+
+    def _output(self, change: str) -> str:
+        """``OUTPUT ... INTO`` the history: each row as the statement left it (`inserted`), and the change."""
+        if self.plan.history is None:
+            return ""
+        values = ", ".join(f"inserted.{quote(c)}" for c in self.plan.history.columns)
+        return f" OUTPUT {values}, N'{change}' INTO {self.history} ({self._history_columns()})"
+
     def update(self) -> str | None:
         """Rows whose stored values differ from the file's, and that the guard allows; ``None`` when the
         file has only key columns (nothing to update).
@@ -173,7 +227,8 @@ class MsSqlStatements:
         staged = [self._comparable(c, "s") for c in values]
         window_end = quote(WINDOW_END)
         return (
-            f"UPDATE t SET {', '.join(sets)} FROM {self.target} AS t INNER JOIN {quote(self.stage)} AS s "
+            f"UPDATE t SET {', '.join(sets)}{self._output(CHANGE_UPDATE)} FROM {self.target} AS t "
+            f"INNER JOIN {quote(self.stage)} AS s "
             f"ON {self._match()} WHERE (t.{window_end} IS NULL OR t.{window_end} <= %({WINDOW_END_PARAM})s) "
             f"AND EXISTS (SELECT {', '.join(stored)} EXCEPT SELECT {', '.join(staged)})"
         )
@@ -183,8 +238,8 @@ class MsSqlStatements:
         columns = [quote(c) for c in self.plan.columns] + [quote(c.name) for c in LINEAGE]
         values = [self._value(c) for c in self.plan.columns] + self._lineage_params()
         return (
-            f"INSERT INTO {self.target} ({', '.join(columns)}) SELECT {', '.join(values)} FROM {quote(self.stage)} "
-            f"AS s WHERE NOT EXISTS (SELECT 1 FROM {self.target} AS t WHERE {self._match()})"
+            f"INSERT INTO {self.target} ({', '.join(columns)}){self._output(CHANGE_INSERT)} SELECT {', '.join(values)} "
+            f"FROM {quote(self.stage)} AS s WHERE NOT EXISTS (SELECT 1 FROM {self.target} AS t WHERE {self._match()})"
         )
 
     def unique_indexes(self) -> str:

@@ -21,9 +21,9 @@ from dexcare.exceptions import DexCareLoadError, DexCareSchemaError, DexCareWare
 from dexcare.load import diagnostics
 from dexcare.load.audit import AUDIT_FIELDS, AUDIT_TABLE
 from dexcare.load.csv_stream import Header, copy_stream
-from dexcare.load.dialects import Dialect
+from dexcare.load.dialects import Dialect, MergeCounts
 from dexcare.load.dialects.postgres_sql import TEXT, PostgresStatements
-from dexcare.load.plan import LINEAGE, LoadPlan, key_index_name
+from dexcare.load.plan import CHANGE_BASELINE, CHANGE_INSERT, LINEAGE, LoadPlan, key_index_name
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ CREATE TABLE IF NOT EXISTS {table} (
 
 class PostgresTypes:
     text = TEXT
+    identity = "bigint GENERATED ALWAYS AS IDENTITY"
     _LINEAGE: ClassVar[dict[str, str]] = {"text": TEXT, "date": "date", "timestamp": "timestamp with time zone"}
 
     def key_text(self, keys: int) -> str:
@@ -220,17 +221,26 @@ class PostgresDialect(Dialect):
 
     # --- Dedupe and upsert --------------------------------------------------------------------------------
 
-    def merge(self, plan: LoadPlan, rows_in_file: int, index: int) -> tuple[int, int, int]:
+    def _add_columns(self, table: sql.Composable, adds: tuple[tuple[str, str], ...]) -> None:
+        self.cursor.execute(
+            sql.SQL("ALTER TABLE {} {}").format(
+                table,
+                sql.SQL(", ").join(sql.SQL("ADD COLUMN {} {}").format(sql.Identifier(c), sql.SQL(t)) for c, t in adds),
+            )
+        )
+
+    def merge(self, plan: LoadPlan, rows_in_file: int, index: int) -> MergeCounts:
         cursor = self.cursor
         if plan.adds:
-            cursor.execute(
-                sql.SQL("ALTER TABLE {} {}").format(
-                    self._target(plan),
-                    sql.SQL(", ").join(
-                        sql.SQL("ADD COLUMN {} {}").format(sql.Identifier(c), sql.SQL(t)) for c, t in plan.adds
-                    ),
-                )
-            )
+            self._add_columns(self._target(plan), plan.adds)
+        history = None
+        if plan.history is not None:
+            history = sql.Identifier(plan.schema, plan.history.table)
+            if plan.history.create:
+                cursor.execute(sql.SQL("CREATE TABLE {} ({})").format(history, sql.SQL(", ").join(
+                    sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(t)) for c, t in plan.history.table_columns)))
+            elif plan.history.adds:
+                self._add_columns(history, plan.history.adds)
         temps = [self._temp(what, index) for what in ("stage", "dup_keys", "losers")]
         statements = PostgresStatements(
             plan,
@@ -240,14 +250,18 @@ class PostgresDialect(Dialect):
             types={c: TEXT for c in plan.columns} if plan.create else plan.types,
             dup_keys=temps[1],
             losers=temps[2],
+            history=history,
         )
+        baseline = 0
+        if plan.history is not None and plan.history.baseline:  # before anything changes: the state it starts from
+            baseline = cursor.execute(statements.copy_to_history(CHANGE_BASELINE)).rowcount
         counts = self._dedupe_and_upsert(plan, statements, rows_in_file)
         for name in temps:
             cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(name))
         self._ensure_key_index(plan)
-        return counts
+        return counts._replace(history=counts.history + baseline)
 
-    def _dedupe_and_upsert(self, plan: LoadPlan, st: PostgresStatements, rows_in_file: int) -> tuple[int, int, int]:
+    def _dedupe_and_upsert(self, plan: LoadPlan, st: PostgresStatements, rows_in_file: int) -> MergeCounts:
         cursor = self.cursor
         cursor.execute(st.find_dup_keys())
         duplicates = 0
@@ -267,20 +281,23 @@ class PostgresDialect(Dialect):
                 raise self._cast_error(plan, st, exc) from None
             duplicates = cursor.rowcount
         if plan.create:
-            return duplicates, rows_in_file - duplicates, 0
+            inserted = rows_in_file - duplicates
+            # The table holds exactly this file's rows: they all go to the history as they are.
+            history = cursor.execute(st.copy_to_history(CHANGE_INSERT)).rowcount if st.history is not None else 0
+            return MergeCounts(duplicates, inserted, 0, history)
         try:
             with self.conn.transaction():
-                if self.conn.info.server_version < 150000:
+                if st.history is not None or self.conn.info.server_version < 150000:
                     row = cursor.execute(st.update_then_insert(duplicates > 0), plan.lineage).fetchone()
                     inserted, updated = (int(v) for v in row) if row else (0, 0)
-                    return duplicates, inserted, updated
+                    return MergeCounts(duplicates, inserted, updated, inserted + updated if st.history else 0)
                 before = self._inserted_so_far(st.target)
                 cursor.execute(st.merge(duplicates > 0), plan.lineage)
                 written = cursor.rowcount
                 inserted = self._inserted_so_far(st.target) - before
         except psycopg.errors.DataError as exc:
             raise self._cast_error(plan, st, exc) from None
-        return duplicates, inserted, written - inserted
+        return MergeCounts(duplicates, inserted, written - inserted)
 
     def _cast_error(self, plan: LoadPlan, st: PostgresStatements, exc: psycopg.Error) -> DexCareLoadError:
         return diagnostics.pg_cast_error(self.cursor, st.stage, plan.headers, plan.columns, st.types, exc,

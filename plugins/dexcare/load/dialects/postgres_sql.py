@@ -15,7 +15,15 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
-from dexcare.load.plan import LINEAGE, WINDOW_END, WINDOW_END_PARAM, LoadPlan
+from dexcare.load.plan import (
+    CHANGE_INSERT,
+    CHANGE_UPDATE,
+    HISTORY_CHANGE,
+    LINEAGE,
+    WINDOW_END,
+    WINDOW_END_PARAM,
+    LoadPlan,
+)
 
 TEXT = "text"
 
@@ -40,6 +48,8 @@ class PostgresStatements:
     #: Temp tables for the keys seen more than once (or empty) and the rows that lose the dedupe.
     dup_keys: sql.Composable
     losers: sql.Composable
+    #: The history table, when the plan keeps one: the upsert appends every row it writes to it.
+    history: sql.Composable | None = None
 
     def _keys(self, alias: str | None = None) -> sql.Composable:
         return sql.SQL(", ").join(sql.Identifier(alias, k) if alias else sql.Identifier(k) for k in self.plan.keys)
@@ -161,11 +171,21 @@ class PostgresStatements:
                  **self._insert_lists())
 
     def update_then_insert(self, with_losers: bool) -> sql.Composed:
-        """Before PostgreSQL 15 (no MERGE): an UPDATE and an INSERT in one statement, both seeing the same
-        snapshot (so they never touch the same row), returning ``inserted, updated``."""
+        """Before PostgreSQL 15 (no MERGE), and wherever the history is kept: an UPDATE and an INSERT in one
+        statement, both seeing the same snapshot (so they never touch the same row), returning ``inserted,
+        updated``. With a history table, both return the rows as they became and a third data-modifying
+        CTE appends those to the history, in the same statement (MERGE cannot return rows before 17)."""
+        history = self.plan.history if self.history is not None else None
+        comma = sql.SQL(", ")
+        if history is not None:
+            returning = comma.join(sql.Identifier("t", c) for c in history.columns)
+            inserted = comma.join(sql.Identifier(c) for c in history.columns)
+        else:
+            returning = inserted = sql.SQL("1")
         if self.plan.values:
             update = sql.SQL(
-                "UPDATE {target} t SET {sets}, {lsets} FROM src s WHERE {match} AND {guard} AND {changed} RETURNING 1"
+                "UPDATE {target} t SET {sets}, {lsets} FROM src s WHERE {match} AND {guard} AND {changed} "
+                "RETURNING {returning}"
             ).format(
                 target=self.target,
                 sets=sql.SQL(", ").join(sql.SQL("{c} = s.{c}").format(c=sql.Identifier(c)) for c in self.plan.values),
@@ -173,15 +193,40 @@ class PostgresStatements:
                 match=self._match(),
                 guard=self._guard(),
                 changed=self._changed(),
+                returning=returning,
             )
         else:
             update = sql.SQL("SELECT 1 WHERE false")
         insert = sql.SQL(
             "INSERT INTO {target} ({cols}, {lcols}) SELECT {svals}, {lvals} FROM src s "
-            "WHERE NOT EXISTS (SELECT FROM {target} t WHERE {match})"
-        ).format(target=self.target, match=self._match(), **self._insert_lists())
+            "WHERE NOT EXISTS (SELECT FROM {target} t WHERE {match}) RETURNING {returning}"
+        ).format(target=self.target, match=self._match(), returning=inserted, **self._insert_lists())
+        append = sql.SQL("")
+        if history is not None:
+            columns = comma.join(sql.Identifier(c) for c in history.columns)
+            sources = [(sql.SQL("ins"), CHANGE_INSERT)]
+            if self.plan.values:
+                sources.append((sql.SQL("upd"), CHANGE_UPDATE))
+            append = sql.SQL(", hist AS (INSERT INTO {history} ({columns}, {change}) {rows})").format(
+                history=self.history,
+                columns=columns,
+                change=sql.Identifier(HISTORY_CHANGE),
+                rows=sql.SQL(" UNION ALL ").join(
+                    sql.SQL("SELECT {}, {} FROM {}").format(columns, sql.Literal(kind), cte) for cte, kind in sources
+                ),
+            )
         # NOT MATERIALIZED: scanning the stage twice is cheaper than writing it to a tuplestore once.
         return sql.SQL(
-            "WITH src AS NOT MATERIALIZED ({src}), upd AS ({update}), ins AS ({insert} RETURNING 1) "
+            "WITH src AS NOT MATERIALIZED ({src}), upd AS ({update}), ins AS ({insert}){append} "
             "SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM upd)"
-        ).format(src=self._source(with_losers), update=update, insert=insert)
+        ).format(src=self._source(with_losers), update=update, insert=insert, append=append)
+
+    def copy_to_history(self, change: str) -> sql.Composed:
+        """Every row of the table into its history: a table this load just created (all inserts), or one whose
+        history starts now (the baseline)."""
+        assert self.plan.history is not None and self.history is not None
+        columns = sql.SQL(", ").join(sql.Identifier(c) for c in self.plan.history.columns)
+        return sql.SQL("INSERT INTO {history} ({columns}, {change}) SELECT {columns}, {kind} FROM {target}").format(
+            history=self.history, columns=columns, change=sql.Identifier(HISTORY_CHANGE), kind=sql.Literal(change),
+            target=self.target,
+        )
