@@ -10,6 +10,9 @@ Cases, all on the same generated virtual report (sandbox generator, ~2% repeated
 * ``first_load`` our load into an empty schema (creates the table, dedupes, inserts, builds the index).
 * ``reload``     the same file again: every row unchanged, nothing rewritten.
 * ``next_day``   the next day's report: window shifted by one day, ~90% overlap, ~10% new visits.
+* ``first_load_history`` / ``reload_history`` / ``next_day_history`` the same three loads into another schema
+                 with the visit history on: every inserted and changed row is also appended to
+                 ``avr_virtual_history``. Their ratios against the same loads without it are its cost.
 * ``pandas``     read_csv + drop_duplicates + to_sql into a staging table + INSERT ... ON CONFLICT into an
                  empty indexed table: what a hand-written script does.
 * ``mssql_batches`` the Python side of the SQL Server load, without a server: the file parsed, checked and
@@ -94,18 +97,20 @@ def run_case(case: str, uri: str, path: str, end: dt.date) -> dict[str, Any]:
                     copy.write(block)
             conn.commit()
             seconds = time.perf_counter() - start
-    elif case in ("first_load", "reload", "next_day"):
-        if case == "first_load":
+    elif case.removesuffix("_history") in ("first_load", "reload", "next_day"):
+        history = case.endswith("_history")
+        options = LoadOptions(schema="dexcare_history", history=["virtual"]) if history else LoadOptions()
+        if case.startswith("first_load"):
             with psycopg.connect(uri, autocommit=True) as conn:
-                conn.execute("DROP SCHEMA IF EXISTS dexcare CASCADE")
+                conn.execute(f"DROP SCHEMA IF EXISTS {options.schema} CASCADE")
         with psycopg.connect(uri) as conn:
             baseline, cpu_before = _mark()
             start = time.perf_counter()
-            summary = load_reports(conn, [_report(path, end)], options=LoadOptions())
+            summary = load_reports(conn, [_report(path, end)], options=options)
             seconds = time.perf_counter() - start
         table = summary["tables"]["avr_virtual"]
         result["counts"] = {k: table[k] for k in ("rows_in_file", "duplicates_in_file", "inserted", "updated",
-                                                    "unchanged")}
+                                                    "unchanged", "history_rows") if k in table}
     elif case == "mssql_batches":
         from dexcare.load.csv_stream import open_report, read_header
         from dexcare.load.dialects.mssql import MsSqlTypes, batches, statements_for
@@ -241,7 +246,9 @@ def main() -> None:
               f"in {time.perf_counter() - started:.1f} s", flush=True)
         results: dict[str, dict[str, Any]] = {}
         for case, path, end in (("raw_copy", day0, END), ("first_load", day0, END), ("reload", day0, END),
-                                ("next_day", day1, END + dt.timedelta(days=1))):
+                                ("next_day", day1, END + dt.timedelta(days=1)),
+                                ("first_load_history", day0, END), ("reload_history", day0, END),
+                                ("next_day_history", day1, END + dt.timedelta(days=1))):
             results[case] = _child(case, uri, path, end)
             print(f"  {case:<10} {results[case]['seconds']:7.2f} s", flush=True)
         pandas_rows = args.rows if args.pandas_rows is None else args.pandas_rows
@@ -286,6 +293,10 @@ def _print_table(results: dict[str, dict[str, Any]], rows: int, pandas_rows: int
         ours = results.get("first_load_small", results["first_load"])["seconds"]
         print(f"pandas baseline / first load ({pandas_rows:,} rows): {results['pandas']['seconds'] / ours:.1f}x "
               "(target >= 10x)")
+    for case in ("first_load", "reload", "next_day"):
+        with_history = results[f"{case}_history"]
+        print(f"{case:<10} with history / without: {with_history['seconds'] / results[case]['seconds']:.2f}x "
+              f"({with_history['counts'].get('history_rows', 0):,} history rows appended)")
     loads = [results[c] for c in ("first_load", "reload", "next_day")]
     peak = max(r["peak_rss_mb"] for r in loads)
     growth = max(r["peak_rss_mb"] - r["baseline_rss_mb"] for r in loads)
