@@ -102,6 +102,14 @@ with DAG(
             "[dexcare] report_storage, else a private directory on the worker (LocalExecutor only).",
         ),
         "delete_downloads": Param(True, type="boolean", description="Delete the CSVs after a successful load."),
+        "history": Param(
+            [],
+            type="array",
+            items={"type": "string", "enum": [t.value for t in ReportType]},
+            uniqueItems=True,
+            description="Report types whose every change is also appended to avr_<type>_history: each visit's "
+            "states over time, with the report and window that brought each one. Default: none.",
+        ),
     },
 ) as dag:
 
@@ -157,6 +165,7 @@ with DAG(
         schema="{{ params.schema }}",
         key_columns="{{ params.key_columns }}",
         delete_files="{{ params.delete_downloads }}",
+        history="{{ params.history }}",
         outlets=TABLE_ASSETS,
         **LOAD_QUEUE,
     )

@@ -68,12 +68,17 @@ class DexCareLoadReportsOperator(BaseOperator):
     :param verify_sha256: compare each file with the sha256 recorded at download while streaming it.
     :param delete_files: delete the downloaded files once the load has committed (templated). The CSVs hold
         patient data; they are kept only when the load fails, so a cleared task can load them again.
+    :param history: report types (templated) whose every change is also appended, in the same transaction,
+        to ``<schema>.avr_<type>_history``: each inserted or changed row as it became, with the report and
+        window that brought it. Default: none.
 
     Every outlet Asset named ``<anything>.avr_<type>`` gets an asset event whose extra is that table's
     summary, so downstream DAGs scheduled on it see what changed.
     """
 
-    template_fields: Sequence[str] = ("reports", "warehouse_conn_id", "schema", "key_columns", "delete_files")
+    template_fields: Sequence[str] = (
+        "reports", "warehouse_conn_id", "schema", "key_columns", "delete_files", "history",
+    )
     ui_color = "#e3f1e0"
 
     def __init__(
@@ -89,6 +94,7 @@ class DexCareLoadReportsOperator(BaseOperator):
         work_mem: str | None = "256MB",
         verify_sha256: bool = True,
         delete_files: bool | str = False,
+        history: Sequence[str] | str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -110,6 +116,8 @@ class DexCareLoadReportsOperator(BaseOperator):
         self.column_types = {k: dict(v) for k, v in (column_types or {}).items()}
         self.work_mem = work_mem
         self.verify_sha256 = verify_sha256
+        # One report type, a list of them, or a template ("{{ params.history }}") checked once rendered.
+        self.history = history
         # Fail at parse time on a typo in a report type, not at 3 a.m.
         if is_literal(self.key_columns) or isinstance(self.key_columns, dict):
             self._options()
@@ -126,11 +134,14 @@ class DexCareLoadReportsOperator(BaseOperator):
             column_types=self.column_types,
             work_mem=self.work_mem,
             verify_sha256=self.verify_sha256,
+            # Until a template is rendered there is nothing to check; history_types() refuses a bad name.
+            history=() if isinstance(self.history, str) and not is_literal(self.history) else self.history or (),
         )
         for rtype in ReportType:
             options.keys_for(rtype)
             options.version_for(rtype)
             options.types_for(rtype)
+            options.history_for(rtype)
         return options
 
     def execute(self, context: Context) -> dict[str, Any]:
