@@ -28,28 +28,46 @@ def warehouse_type(conn_id: str) -> str:
     )
 
 
-def connect(conn_id: str) -> Any:
-    """A psycopg 3 connection (PostgreSQL) or a pymssql connection (SQL Server) for the Airflow connection.
+def warehouse_hook(conn_id: str) -> Any:
+    """The official provider's hook for the warehouse connection: ``PostgresHook`` or ``MsSqlHook``.
+
+    MsSqlHook passes ``str(port)`` through, so a connection without a port would ask FreeTDS for port "None":
+    it gets SQL Server's default, 1433, instead.
+    """
+    if warehouse_type(conn_id) == "mssql":
+        from airflow.providers.microsoft.mssql.hooks.mssql import MsSqlHook
+
+        hook = MsSqlHook(mssql_conn_id=conn_id)
+        if hook.connection.port is None:
+            hook.connection.port = 1433
+        return hook
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    return PostgresHook(postgres_conn_id=conn_id)
+
+
+def connect(conn_id: str, hook: Any | None = None) -> Any:
+    """A psycopg 3 connection (PostgreSQL) or a pymssql connection (SQL Server) for the Airflow connection,
+    through ``hook`` (default: :func:`warehouse_hook`).
 
     Not autocommit, as the hooks hand them out; the caller closes it.
     """
-    if warehouse_type(conn_id) == "mssql":
-        return _connect_mssql(conn_id)
-    return _connect_postgres(conn_id)
+    hook = hook or warehouse_hook(conn_id)
+    if hook.conn_type == "mssql":
+        return hook.get_conn()
+    return _connect_postgres(hook)
 
 
-def _connect_postgres(conn_id: str) -> Any:
+def _connect_postgres(hook: Any) -> Any:
     """PostgresHook 7 returns a psycopg 3 connection when psycopg 3 and SQLAlchemy 2 are installed;
     otherwise we connect ourselves from the same connection fields."""
     import psycopg
-    from airflow.providers.postgres.hooks.postgres import PostgresHook
 
-    hook = PostgresHook(postgres_conn_id=conn_id)
     conn = hook.get_conn()
     if isinstance(conn, psycopg.Connection):
         return conn
     conn.close()
-    airflow_conn = hook.get_connection(conn_id)
+    airflow_conn = hook.connection
     extra = {k: v for k, v in airflow_conn.extra_dejson.items() if k not in ("cursor", "iam", "sslcert_path")}
     return psycopg.connect(
         host=airflow_conn.host or None,
@@ -59,14 +77,3 @@ def _connect_postgres(conn_id: str) -> Any:
         dbname=airflow_conn.schema or None,
         **extra,
     )
-
-
-def _connect_mssql(conn_id: str) -> Any:
-    """MsSqlHook's pymssql connection. The hook passes ``str(port)`` through, so a connection without a
-    port would ask FreeTDS for port "None": it gets SQL Server's default, 1433, instead."""
-    from airflow.providers.microsoft.mssql.hooks.mssql import MsSqlHook
-
-    hook = MsSqlHook(mssql_conn_id=conn_id)
-    if hook.connection.port is None:
-        hook.connection.port = 1433
-    return hook.get_conn()

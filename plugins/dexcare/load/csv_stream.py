@@ -20,13 +20,11 @@ from typing import Any, BinaryIO
 import psycopg
 from psycopg import sql
 
+from dexcare.csv_records import BOM, MAX_HEADER_BYTES, end_of_first_record, header_fields
 from dexcare.exceptions import DexCareCSVError
 from dexcare.storage import ReportLocation
 
 BLOCK_SIZE = 1 << 20
-#: A header larger than this is not a header: most likely a quote that never closes.
-MAX_HEADER_BYTES = 1 << 20
-_BOM = b"\xef\xbb\xbf"
 
 Opener = Callable[[str], BinaryIO]
 
@@ -46,21 +44,6 @@ class Header:
     lines: int = 1
 
 
-def _end_of_first_record(buffer: bytes) -> int:
-    """Index of the newline that ends the first CSV record, honouring quotes; -1 if not in ``buffer``."""
-    in_quotes = False
-    start = 0
-    while True:
-        quote = buffer.find(b'"', start)
-        newline = buffer.find(b"\n", start)
-        if not in_quotes and newline != -1 and (quote == -1 or newline < quote):
-            return newline
-        if quote == -1:
-            return -1
-        in_quotes = not in_quotes
-        start = quote + 1
-
-
 def read_header(stream: BinaryIO, *, source: str) -> Header:
     """Read just the first record; refuse an empty file and a header that is not UTF-8 or never ends."""
     buffer = b""
@@ -70,7 +53,7 @@ def read_header(stream: BinaryIO, *, source: str) -> Header:
         if not chunk:
             break
         buffer += chunk
-        end = _end_of_first_record(buffer)
+        end = end_of_first_record(buffer)
         if end == -1 and len(buffer) > MAX_HEADER_BYTES:
             raise DexCareCSVError(
                 f"{source}: line 1: no end of the header within {MAX_HEADER_BYTES} bytes "
@@ -80,7 +63,7 @@ def read_header(stream: BinaryIO, *, source: str) -> Header:
         raw, rest = buffer, b""
     else:
         raw, rest = buffer[:end], buffer[end + 1 :]
-    raw = raw.removeprefix(_BOM).removesuffix(b"\r")
+    raw = raw.removeprefix(BOM).removesuffix(b"\r")
     if not raw.strip():
         raise DexCareCSVError(
             f"{source}: the file is empty (no header line); DexCare always sends a header, "
@@ -89,10 +72,9 @@ def read_header(stream: BinaryIO, *, source: str) -> Header:
     if raw.count(b'"') % 2:
         raise DexCareCSVError(f"{source}: line 1: unterminated quoted field in the header.")
     try:
-        text = raw.decode("utf-8")
+        fields = header_fields(raw)
     except UnicodeDecodeError as exc:
         raise DexCareCSVError(f"{source}: line 1: invalid UTF-8 in the header (byte {exc.start}).") from None
-    fields = next(csv.reader(io.StringIO(text, newline="")))
     return Header(fields=fields, rest=rest, lines=raw.count(b"\n") + 1)
 
 

@@ -154,7 +154,8 @@ def described(plan: LoadPlan, report: ReportFile, counts: MergeCounts) -> dict[s
         "endpoint": report.endpoint,
     }
     if plan.history is not None:
-        out.update(history_table=plan.history.table, history_rows=counts.history)
+        out.update(history_table=plan.history.table, history_rows=counts.history,
+                   history_columns=[list(column) for column in plan.history.shape])
     return out
 
 

@@ -90,6 +90,8 @@ class HistoryPlan:
     adds: tuple[tuple[str, str], ...]
     #: The main table already holds rows the history has never seen: copy them in first, as the baseline.
     baseline: bool
+    #: Every column of the history table after this load, with its type, in table order.
+    shape: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -221,11 +223,14 @@ def plan_history(table: str, shape: Sequence[tuple[str, str]], existing: Mapping
     """The history table mirrors the main table's row (the same columns and types, drift included) plus the
     order of appends and the kind of change; it has no key, since a visit has one row per state."""
     wanted = (*shape, (HISTORY_CHANGE, types.lineage("text")))
+    columns = tuple(c for c, _ in shape)
     if existing is None:
-        return HistoryPlan(history_table(table), tuple(c for c, _ in shape), True,
-                           ((HISTORY_ID, types.identity), *wanted), (), target_existed)
-    return HistoryPlan(history_table(table), tuple(c for c, _ in shape), False, (),
-                       tuple((c, t) for c, t in wanted if c not in existing), False)
+        created = ((HISTORY_ID, types.identity), *wanted)
+        # As the catalog will spell it afterwards: the type, not its identity property.
+        shape_now = ((HISTORY_ID, types.identity.split()[0]), *wanted)
+        return HistoryPlan(history_table(table), columns, True, created, (), target_existed, shape_now)
+    adds = tuple((c, t) for c, t in wanted if c not in existing)
+    return HistoryPlan(history_table(table), columns, False, (), adds, False, (*existing.items(), *adds))
 
 
 def key_index_name(table: str, keys: Sequence[str]) -> str:

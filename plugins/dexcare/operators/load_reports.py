@@ -17,13 +17,14 @@ from airflow.sdk import BaseOperator
 
 from dexcare.exceptions import DexCareLoadError
 from dexcare.load.audit import summary_line
-from dexcare.load.connection import connect
+from dexcare.load.connection import connect, warehouse_hook
 from dexcare.load.loader import DEFAULT_SCHEMA, LoadOptions, load_reports
 from dexcare.report import ReportType
 from dexcare.storage import ReportLocation
 from dexcare.task_support import is_literal, run_end_date
 
 if TYPE_CHECKING:
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
 
@@ -73,7 +74,8 @@ class DexCareLoadReportsOperator(BaseOperator):
         window that brought it. Default: none.
 
     Every outlet Asset named ``<anything>.avr_<type>`` gets an asset event whose extra is that table's
-    summary, so downstream DAGs scheduled on it see what changed.
+    summary, so downstream DAGs scheduled on it see what changed. With apache-airflow-providers-openlineage
+    installed, the task's lineage names the reports it read and the tables it wrote (:mod:`dexcare.lineage`).
     """
 
     template_fields: Sequence[str] = (
@@ -148,9 +150,11 @@ class DexCareLoadReportsOperator(BaseOperator):
         reports = _flatten(self.reports)
         if not reports:
             raise DexCareLoadError("No reports to load: the download step returned nothing.")
+        self._lineage_reports: list[Mapping[str, Any]] = reports
         dag = context.get("dag")
         dag_id = getattr(dag, "dag_id", None)
-        conn = connect(self.warehouse_conn_id)
+        self._lineage_hook = hook = warehouse_hook(self.warehouse_conn_id)
+        conn = connect(self.warehouse_conn_id, hook)
         try:
             summary = load_reports(
                 conn,
@@ -162,12 +166,29 @@ class DexCareLoadReportsOperator(BaseOperator):
             )
         finally:
             conn.close()
+        self._lineage_summary: dict[str, Any] | None = summary
         for table, totals in summary["tables"].items():
             self.log.info("%s", summary_line(summary["schema"], table, totals))
         self._publish_asset_events(context, summary)
         if _truthy(self.delete_files):
             self._delete_files(reports)
         return summary
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+        """The reports read and the tables written, from the load's own summary (no query)."""
+        return self._openlineage()
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> OperatorLineage | None:
+        """Before the commit nothing was written: the datasets the load was about, named, without schema or
+        counts. After it (the clean-up failed), what was written."""
+        return self._openlineage()
+
+    def _openlineage(self) -> OperatorLineage | None:
+        from dexcare import lineage
+
+        return lineage.guarded(self.log, self.task_id, lambda: lineage.load_lineage(
+            getattr(self, "_lineage_hook", None), self.schema, getattr(self, "_lineage_reports", []),
+            getattr(self, "_lineage_summary", None)))
 
     def _delete_files(self, reports: list[Mapping[str, Any]]) -> None:
         """After the commit, on every storage. A file already gone is reported, not counted as deleted."""
