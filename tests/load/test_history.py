@@ -8,11 +8,12 @@ same columns as the main table after drift, and earlier rows never touched again
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import pytest
 from dexcare.exceptions import DexCareCastError, DexCareSchemaError
 
-from tests.load.conftest import END, report
+from tests.load.conftest import END, postgres_only, report
 
 HEADER = "visitId,visitStatus,updatedAt,patientName\n"
 HISTORY = "avr_virtual_history"
@@ -136,3 +137,22 @@ def test_a_failed_load_appends_nothing(load, write_csv, warehouse, schema) -> No
 def test_an_unknown_report_type_in_history_is_refused(load, write_csv) -> None:
     with pytest.raises(DexCareSchemaError, match=r"history: 'virtuall' is not a report type"):
         load(report(write_csv(HEADER + "v1,a,t,x\n")), history=["virtuall"])
+
+
+@postgres_only
+def test_the_readme_query_gives_the_days_each_visit_spent_in_each_status(load, write_csv, warehouse, schema) -> None:
+    """The query README shows, run as written (only the schema name changed) on three days of history."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("### Visit history"):]
+    query = section[section.index("```sql") + len("```sql"):section.index("```", section.index("```sql") + 6)]
+    for n, states in enumerate(("v1,scheduled,t1,Ana\nv2,scheduled,t1,Bo\n",
+                                "v1,in_progress,t2,Ana\nv2,scheduled,t1,Bo\n",
+                                "v1,completed,t3,Ana\nv2,cancelled,t3,Bo\n")):
+        load(report(write_csv(HEADER + states), end=day(2 * n)), history=["virtual"])
+    rows = warehouse.query(query.replace("dexcare.avr_virtual_history", warehouse.quote(schema, HISTORY)))
+    today = dt.date.today()
+    assert [(v, s, first, days) for v, s, first, days in rows] == [
+        ("v1", "scheduled", day(0), 2), ("v1", "in_progress", day(2), 2),
+        ("v1", "completed", day(4), (today - day(4)).days),
+        ("v2", "scheduled", day(0), 4), ("v2", "cancelled", day(4), (today - day(4)).days),
+    ]
