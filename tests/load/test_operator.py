@@ -115,3 +115,22 @@ def test_an_mssql_connection_goes_through_pymssql_and_its_bundled_freetds(write_
     with pytest.raises(pymssql.OperationalError) as err:
         connect("dexcare_warehouse")
     assert err.value.args[0][0] == 20009 and b"Connection refused" in err.value.args[0][1]
+
+
+def test_history_names_report_types_checked_when_the_dag_is_parsed() -> None:
+    from dexcare.exceptions import DexCareSchemaError
+
+    with pytest.raises(DexCareSchemaError, match=r"history: 'virtul' is not a report type"):
+        DexCareLoadReportsOperator(task_id="load", reports=[], history=["virtul"])
+    for history in ("{{ params.history }}", "retail", ["virtual", "provider_booking"], None):
+        DexCareLoadReportsOperator(task_id="load", reports=[], history=history)  # a template waits to be rendered
+
+
+@postgres_only
+def test_the_operator_keeps_the_history_it_is_given(warehouse_conn, warehouse, write_csv, schema) -> None:
+    context = {"dag": SimpleNamespace(dag_id="d"), "run_id": "r", "data_interval_end": None}
+    op = DexCareLoadReportsOperator(task_id="load", reports=[report(write_csv("visitId,visitStatus\nv1,a\n"))],
+                                    schema=schema, history="virtual")
+    summary = op.execute(context)
+    assert summary["tables"]["avr_virtual"]["history_rows"] == 1
+    assert [r[0] for r in warehouse.query(f'SELECT visit_status FROM "{schema}".avr_virtual_history')] == ["a"]
