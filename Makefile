@@ -16,7 +16,7 @@ minor = $(basename $(1))
 COMPAT_TESTS := tests/hook tests/operators tests/sensors tests/triggers tests/dags tests/dag tests/test_provider.py \
 	tests/test_compat.py
 
-.PHONY: test test-newest test-older lint sandbox bench demo clean constraints compose-smoke
+.PHONY: test test-newest test-older test-mssql lint sandbox bench demo clean constraints compose-smoke
 
 # $(call install,<venv>,<constraints file>)
 define install
@@ -59,6 +59,12 @@ OLDER_STAMPS := $(foreach v,$(OLDER_AIRFLOW),$(call stamp,.venv-$(call minor,$(v
 test-older:
 	@$(MAKE) --no-print-directory -j $(words $(OLDER_STAMPS)) $(OLDER_STAMPS)
 	@$(MAKE) --no-print-directory $(foreach v,$(OLDER_AIRFLOW),test-airflow-$(call minor,$(v)))
+
+## test-mssql: the load scenarios (and the operator, the DAG and the demo) against a real SQL Server named by
+## DEXCARE_TEST_MSSQL_URI=mssql://user:password@host:1433/database (e.g. the compose `mssql` profile)
+test-mssql: $(STAMP)
+	@test -n "$$DEXCARE_TEST_MSSQL_URI" || { echo "Set DEXCARE_TEST_MSSQL_URI=mssql://user:password@host:1433/database (see README: SQL Server)"; exit 2; }
+	$(BIN)/pytest tests/load -m mssql -rs $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

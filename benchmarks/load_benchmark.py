@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/load_benchmark.py                 # 1,000,000 rows
     .venv/bin/python benchmarks/load_benchmark.py --rows 100000 --pandas-rows 100000
+    .venv/bin/python benchmarks/load_benchmark.py --mssql-uri mssql://sa:...@127.0.0.1:1433/dexcare
 
 Cases, all on the same generated virtual report (sandbox generator, ~2% repeated rows):
 
@@ -9,12 +10,20 @@ Cases, all on the same generated virtual report (sandbox generator, ~2% repeated
 * ``first_load`` our load into an empty schema (creates the table, dedupes, inserts, builds the index).
 * ``reload``     the same file again: every row unchanged, nothing rewritten.
 * ``next_day``   the next day's report: window shifted by one day, ~90% overlap, ~10% new visits.
+* ``first_load_history`` / ``reload_history`` / ``next_day_history`` the same three loads into another schema
+                 with the visit history on: every inserted and changed row is also appended to
+                 ``avr_virtual_history``. Their ratios against the same loads without it are its cost.
 * ``pandas``     read_csv + drop_duplicates + to_sql into a staging table + INSERT ... ON CONFLICT into an
                  empty indexed table: what a hand-written script does.
+* ``mssql_batches`` the Python side of the SQL Server load, without a server: the file parsed, checked and
+                 cut into bulk-copy batches exactly as the load does, the batches then dropped. SQL Server has
+                 no COPY, so this is work the worker does there and not for PostgreSQL.
+* ``mssql_first_load`` / ``mssql_reload`` / ``mssql_next_day`` the same loads into SQL Server, only with
+                 ``--mssql-uri`` (no SQL Server can run on the machines this was written on).
 
-Each case runs in its own child process, so its peak RSS (``ru_maxrss``) is its own; the child also
-reports its RSS right before the timed part, so the load's own share (peak minus baseline: imports of
-psycopg/Airflow are not the load's doing) is visible. Ratios, not absolute times, are the point: the
+Each case runs in its own child process, so its peak RSS (``ru_maxrss``) and CPU time are its own; the
+child also reports its RSS right before the timed part, so the load's own share (peak minus baseline: imports
+of psycopg/Airflow are not the load's doing) is visible. Ratios, not absolute times, are the point: the
 machine is shared and times move by 20-30% between runs.
 """
 
@@ -46,6 +55,16 @@ def _rss_kb() -> int:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
 
 
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _mark() -> tuple[int, float]:
+    """RSS and CPU time right before the timed part: imports and setup are not the case's doing."""
+    return _rss_kb(), _cpu_seconds()
+
+
 def _report(path: str, end: dt.date) -> dict[str, Any]:
     return {
         "uri": path,
@@ -70,7 +89,7 @@ def run_case(case: str, uri: str, path: str, end: dt.date) -> dict[str, Any]:
             conn.execute("DROP TABLE IF EXISTS bench_raw")
             conn.execute(f"CREATE TABLE bench_raw ({', '.join(f'c{i} text' for i in range(header))})")
         with psycopg.connect(uri) as conn:
-            baseline = _rss_kb()
+            baseline, cpu_before = _mark()
             start = time.perf_counter()
             with conn.cursor().copy("COPY bench_raw FROM STDIN (FORMAT csv, HEADER true)") as copy, \
                     open(path, "rb") as handle:
@@ -78,15 +97,60 @@ def run_case(case: str, uri: str, path: str, end: dt.date) -> dict[str, Any]:
                     copy.write(block)
             conn.commit()
             seconds = time.perf_counter() - start
-    elif case in ("first_load", "reload", "next_day"):
-        if case == "first_load":
+    elif case.removesuffix("_history") in ("first_load", "reload", "next_day"):
+        history = case.endswith("_history")
+        options = LoadOptions(schema="dexcare_history", history=["virtual"]) if history else LoadOptions()
+        if case.startswith("first_load"):
             with psycopg.connect(uri, autocommit=True) as conn:
-                conn.execute("DROP SCHEMA IF EXISTS dexcare CASCADE")
+                conn.execute(f"DROP SCHEMA IF EXISTS {options.schema} CASCADE")
         with psycopg.connect(uri) as conn:
-            baseline = _rss_kb()
+            baseline, cpu_before = _mark()
             start = time.perf_counter()
-            summary = load_reports(conn, [_report(path, end)], options=LoadOptions())
+            summary = load_reports(conn, [_report(path, end)], options=options)
             seconds = time.perf_counter() - start
+        table = summary["tables"]["avr_virtual"]
+        result["counts"] = {k: table[k] for k in ("rows_in_file", "duplicates_in_file", "inserted", "updated",
+                                                    "unchanged", "history_rows") if k in table}
+    elif case == "mssql_batches":
+        from dexcare.load.csv_stream import open_report, read_header
+        from dexcare.load.dialects.mssql import MsSqlTypes, batches, statements_for
+        from dexcare.load.identifiers import normalize_headers
+        from dexcare.load.options import LoadOptions as Options
+        from dexcare.load.plan import lineage_values, plan_load
+
+        options = Options()
+        baseline, cpu_before = _mark()
+        start = time.perf_counter()
+        rows = 0
+        with open(path, "rb") as stream:
+            header = read_header(stream, source=path)
+            columns = normalize_headers(header.fields, source=path)
+            plan = plan_load(schema="dexcare", table="avr_virtual", source=path, headers=header.fields,
+                             columns=columns, keys=["visit_id"], version=None, configured={}, existing=None,
+                             types=MsSqlTypes(), lineage=lineage_values(
+                                 report_id="x", report_type="virtual", window_start=end, window_end=end,
+                                 loaded_at=dt.datetime.now(dt.UTC)))
+            for batch in batches(statements_for(plan, 0), header, stream, opener=open_report,
+                                 block_size=options.block_size, batch_rows=options.batch_rows):
+                rows += len(batch)
+        seconds = time.perf_counter() - start
+        result["counts"] = {"rows_in_file": rows}
+    elif case.startswith("mssql_"):
+        import pymssql
+        from dexcare.load.loader import LoadOptions, load_reports
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the live suite's URI handling
+        from tests.load.warehouses import MsSqlWarehouse
+
+        target = MsSqlWarehouse(uri)
+        if case == "mssql_first_load":
+            target.drop_schema("dexcare_bench")
+        conn = pymssql.connect(**target.params)
+        baseline, cpu_before = _mark()
+        start = time.perf_counter()
+        summary = load_reports(conn, [_report(path, end)], options=LoadOptions(schema="dexcare_bench"))
+        seconds = time.perf_counter() - start
+        conn.close()
+        target.close()
         table = summary["tables"]["avr_virtual"]
         result["counts"] = {k: table[k] for k in ("rows_in_file", "duplicates_in_file", "inserted", "updated",
                                                     "unchanged")}
@@ -98,7 +162,7 @@ def run_case(case: str, uri: str, path: str, end: dt.date) -> dict[str, Any]:
         with engine.begin() as conn:
             conn.exec_driver_sql("DROP SCHEMA IF EXISTS bench_pandas CASCADE")
             conn.exec_driver_sql("CREATE SCHEMA bench_pandas")
-        baseline = _rss_kb()
+        baseline, cpu_before = _mark()
         start = time.perf_counter()
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
         rows_in_file = len(frame)
@@ -122,6 +186,7 @@ def run_case(case: str, uri: str, path: str, end: dt.date) -> dict[str, Any]:
         raise SystemExit(f"unknown case {case}")
     result.update(
         seconds=seconds,
+        cpu_seconds=_cpu_seconds() - cpu_before,
         baseline_rss_mb=baseline / 1024,
         peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     )
@@ -151,6 +216,9 @@ def main() -> None:
     parser.add_argument("--pandas-rows", type=int, default=None,
                         help="run the pandas baseline on a report of this size (default: --rows; 0 skips it)")
     parser.add_argument("--uri", help="PostgreSQL URI (default: a private pgserver in a temp dir)")
+    parser.add_argument("--mssql-uri", default=os.environ.get("DEXCARE_TEST_MSSQL_URI"),
+                        help="also load into this SQL Server (mssql://user:password@host:1433/database; "
+                             "default: $DEXCARE_TEST_MSSQL_URI)")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--file", help=argparse.SUPPRESS)
     parser.add_argument("--end", help=argparse.SUPPRESS)
@@ -178,7 +246,9 @@ def main() -> None:
               f"in {time.perf_counter() - started:.1f} s", flush=True)
         results: dict[str, dict[str, Any]] = {}
         for case, path, end in (("raw_copy", day0, END), ("first_load", day0, END), ("reload", day0, END),
-                                ("next_day", day1, END + dt.timedelta(days=1))):
+                                ("next_day", day1, END + dt.timedelta(days=1)),
+                                ("first_load_history", day0, END), ("reload_history", day0, END),
+                                ("next_day_history", day1, END + dt.timedelta(days=1))):
             results[case] = _child(case, uri, path, end)
             print(f"  {case:<10} {results[case]['seconds']:7.2f} s", flush=True)
         pandas_rows = args.rows if args.pandas_rows is None else args.pandas_rows
@@ -191,6 +261,13 @@ def main() -> None:
                 results["first_load_small"] = _child("first_load", uri, pandas_file, END)
             results["pandas"] = _child("pandas", uri, pandas_file, END)
             print(f"  {'pandas':<10} {results['pandas']['seconds']:7.2f} s", flush=True)
+        results["mssql_batches"] = _child("mssql_batches", uri, day0, END)
+        print(f"  {'mssql_batches':<10} {results['mssql_batches']['seconds']:7.2f} s", flush=True)
+        if args.mssql_uri:
+            for case, path, end in (("mssql_first_load", day0, END), ("mssql_reload", day0, END),
+                                    ("mssql_next_day", day1, END + dt.timedelta(days=1))):
+                results[case] = _child(case, args.mssql_uri, path, end)
+                print(f"  {case:<10} {results[case]['seconds']:7.2f} s", flush=True)
         _print_table(results, args.rows, pandas_rows)
     finally:
         if server is not None:
@@ -201,12 +278,13 @@ def main() -> None:
 def _print_table(results: dict[str, dict[str, Any]], rows: int, pandas_rows: int) -> None:
     raw = results["raw_copy"]["seconds"]
     print(f"\n{rows:,} visits per report, 2 cores shared; each case in its own process\n")
-    print("| case | seconds | rows/s | vs raw COPY | peak RSS MiB | RSS before MiB | counts |")
-    print("|---|---:|---:|---:|---:|---:|---|")
+    print("| case | seconds | rows/s | vs raw COPY | client CPU s | peak RSS MiB | RSS before MiB | counts |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
     for case, res in results.items():
         n = res.get("counts", {}).get("rows_in_file", rows)
         print(f"| {case} | {res['seconds']:.2f} | {n / res['seconds']:,.0f} | {res['seconds'] / raw:.2f}x | "
-              f"{res['peak_rss_mb']:.0f} | {res['baseline_rss_mb']:.0f} | {res.get('counts', '')} |")
+              f"{res['cpu_seconds']:.2f} | {res['peak_rss_mb']:.0f} | {res['baseline_rss_mb']:.0f} | "
+              f"{res.get('counts', '')} |")
     print()
     print(f"first load / raw COPY: {results['first_load']['seconds'] / raw:.2f}x (target <= 4x)")
     print(f"re-load    / raw COPY: {results['reload']['seconds'] / raw:.2f}x (target <= 4x)")
@@ -215,10 +293,25 @@ def _print_table(results: dict[str, dict[str, Any]], rows: int, pandas_rows: int
         ours = results.get("first_load_small", results["first_load"])["seconds"]
         print(f"pandas baseline / first load ({pandas_rows:,} rows): {results['pandas']['seconds'] / ours:.1f}x "
               "(target >= 10x)")
+    for case in ("first_load", "reload", "next_day"):
+        with_history = results[f"{case}_history"]
+        print(f"{case:<10} with history / without: {with_history['seconds'] / results[case]['seconds']:.2f}x "
+              f"({with_history['counts'].get('history_rows', 0):,} history rows appended)")
     loads = [results[c] for c in ("first_load", "reload", "next_day")]
     peak = max(r["peak_rss_mb"] for r in loads)
     growth = max(r["peak_rss_mb"] - r["baseline_rss_mb"] for r in loads)
     print(f"load peak RSS: {peak:.0f} MiB, of which the load itself {growth:.0f} MiB (target < 200 MB)")
+    batches = results["mssql_batches"]
+    print(f"SQL Server, Python side (parse, check, batch; no server) / raw COPY: {batches['seconds'] / raw:.2f}x, "
+          f"{batches['counts']['rows_in_file'] / batches['seconds']:,.0f} rows/s, CPU {batches['cpu_seconds']:.2f} s, "
+          f"itself {batches['peak_rss_mb'] - batches['baseline_rss_mb']:.0f} MiB")
+    if "mssql_first_load" in results:
+        first = results["mssql_first_load"]["seconds"]
+        print(f"SQL Server first load / its Python side: {first / batches['seconds']:.2f}x; re-load: "
+              f"{results['mssql_reload']['seconds'] / batches['seconds']:.2f}x; next day: "
+              f"{results['mssql_next_day']['seconds'] / batches['seconds']:.2f}x")
+    else:
+        print("SQL Server loads: not measured (no SQL Server; give --mssql-uri or DEXCARE_TEST_MSSQL_URI)")
 
 
 if __name__ == "__main__":

@@ -93,7 +93,7 @@ with DAG(
             1, type="integer", minimum=0, description="Request a report again this often if it is lost."
         ),
         "dexcare_conn_id": Param("dexcare_default", type="string", description="DexCare connection id."),
-        "warehouse_conn_id": Param("dexcare_warehouse", type="string", description="PostgreSQL connection id."),
+        "warehouse_conn_id": Param("dexcare_warehouse", type="string", description="Postgres or MSSQL connection id."),
         "schema": Param("dexcare", type="string", description="Target schema for the avr_* tables."),
         "storage": Param(
             None,
@@ -103,6 +103,14 @@ with DAG(
             "[dexcare] report_storage, else a private directory on the worker (LocalExecutor only).",
         ),
         "delete_downloads": Param(True, type="boolean", description="Delete the CSVs after a successful load."),
+        "history": Param(
+            [],
+            type="array",
+            items={"type": "string", "enum": [t.value for t in ReportType]},
+            uniqueItems=True,
+            description="Report types whose every change is also appended to avr_<type>_history: each visit's "
+            "states over time, with the report and window that brought each one. Default: none.",
+        ),
     },
 ) as dag:
 
@@ -155,10 +163,11 @@ with DAG(
     DexCareLoadReportsOperator(
         task_id="load_reports",
         reports=downloads,
-        postgres_conn_id="{{ params.warehouse_conn_id }}",
+        warehouse_conn_id="{{ params.warehouse_conn_id }}",
         schema="{{ params.schema }}",
         key_columns="{{ params.key_columns }}",
         delete_files="{{ params.delete_downloads }}",
+        history="{{ params.history }}",
         outlets=TABLE_ASSETS,
         **LOAD_QUEUE,
     )

@@ -63,4 +63,7 @@ fill WAREHOUSE_PASSWORD "$(token)"
 fill DEXCARE_SANDBOX_TOKEN "$(token)"
 fill REDIS_PASSWORD "$(token)"
 fill S3_SECRET_KEY "$(token)"
+# SQL Server (profile mssql) refuses an sa password without three of: upper case, lower case, digits, symbols.
+# A random token nearly always has the first three; the suffix makes sure.
+fill MSSQL_SA_PASSWORD "$(token)Aa1"
 echo "$target is ready; the Airflow login is AIRFLOW_ADMIN_USERNAME / AIRFLOW_ADMIN_PASSWORD in it"

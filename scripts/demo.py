@@ -64,28 +64,32 @@ def airflow(env: dict[str, str], *args: str, log: Path) -> None:
 
 
 def warehouse():
-    """A psycopg connection through ``dexcare_warehouse``, resolved exactly as the DAG's load task does."""
-    from dexcare.operators.load_reports import connect
+    """The warehouse through ``dexcare_warehouse``, resolved exactly as the DAG's load task does: a psycopg
+    connection for a postgres connection, a pymssql one for an mssql connection."""
+    from dexcare.load.connection import connect
 
     return connect("dexcare_warehouse")
 
 
-def summarise(schema: str, since_id: int) -> tuple[int, list[dict[str, Any]], dict[str, int]]:
-    from psycopg import sql
-    from psycopg.rows import dict_row
+def _rows(conn, query: str, params: tuple = ()) -> list[dict[str, Any]]:
+    """Plain DB-API, so the same queries read PostgreSQL and SQL Server (both drivers take ``%s``)."""
+    cur = conn.cursor()
+    cur.execute(query, params)
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
-    with warehouse() as conn, conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(
-            sql.SQL("SELECT * FROM {}.load_audit WHERE id > %s ORDER BY id").format(sql.Identifier(schema)),
-            (since_id,),
-        )
-        audit = cur.fetchall()
+
+def summarise(schema: str, since_id: int) -> tuple[int, list[dict[str, Any]], dict[str, int]]:
+    from dexcare.load.dialects import dialect_class
+
+    with warehouse() as conn:
+        quote = dialect_class(conn).quote
+        # Identifiers quoted by the dialect's own function; the one value is a parameter.
+        audit_table = quote(schema, "load_audit")
+        audit = _rows(conn, f"SELECT * FROM {audit_table} WHERE id > %s ORDER BY id", (since_id,))  # noqa: S608
         totals = {}
         for table in sorted({row["target_table"] for row in audit}):
-            cur.execute(
-                sql.SQL("SELECT count(*) AS n FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table))
-            )
-            totals[table] = cur.fetchone()["n"]
+            totals[table] = _rows(conn, f"SELECT count(*) AS n FROM {quote(schema, table)}")[0]["n"]  # noqa: S608
     last = max([since_id, *(row["id"] for row in audit)])
     return last, audit, totals
 
@@ -168,15 +172,15 @@ def main() -> int:
 
 def summarise_baseline(schema: str) -> int:
     """The newest audit id before this demo, so a real warehouse's history is not reported as ours."""
-    from psycopg import sql
+    from dexcare.load.dialects import dialect_class
 
     with warehouse() as conn:
-        exists = conn.execute("SELECT to_regclass(%s)", (f"{schema}.load_audit",)).fetchone()[0]
+        exists = _rows(conn, "SELECT count(*) AS n FROM INFORMATION_SCHEMA.TABLES WHERE TABLE_SCHEMA = %s "
+                             "AND TABLE_NAME = 'load_audit'", (schema,))[0]["n"]
         if not exists:
             return 0
-        return conn.execute(
-            sql.SQL("SELECT coalesce(max(id), 0) FROM {}.load_audit").format(sql.Identifier(schema))
-        ).fetchone()[0]
+        audit_table = dialect_class(conn).quote(schema, "load_audit")
+        return _rows(conn, f"SELECT COALESCE(MAX(id), 0) AS n FROM {audit_table}")[0]["n"]  # noqa: S608
 
 
 if __name__ == "__main__":

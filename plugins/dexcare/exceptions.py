@@ -90,15 +90,37 @@ class DexCareIncompleteDownloadError(DexCareConnectionError):
     """The CSV body ended before its announced length: the connection broke off mid-download."""
 
 
-# --- report storage (dexcare.storage) ----------------------------------------------------------------------
+# --- Loading into the warehouse ---------------------------------------------------------------------------
+# Messages name the file, the line and the column, never a value: report rows carry patient data.
 
 
 class DexCareLoadError(DexCareError):
     """The load into the warehouse failed; the transaction was rolled back, so nothing was written.
 
-    Defined here (``dexcare.load.errors`` re-exports it) so that a missing report file is both a storage and a
+    Also the base of :class:`DexCareReportFileMissingError`: a missing report file is both a storage and a
     load error.
     """
+
+
+class DexCareCSVError(DexCareLoadError):
+    """The report file is not a well-formed UTF-8 CSV (ragged row, bad byte, open quote, empty)."""
+
+
+class DexCareSchemaError(DexCareLoadError):
+    """Headers or configuration do not fit: empty or colliding names, missing, empty or too long key, bad type."""
+
+
+class DexCareCastError(DexCareLoadError):
+    """A value does not convert to the column type configured for it."""
+
+
+class DexCareWarehouseError(DexCareLoadError):
+    """The warehouse went away or refused us mid-load; another try can succeed."""
+
+    retryable = True
+
+
+# --- report storage (dexcare.storage) ----------------------------------------------------------------------
 
 
 class DexCareStorageError(DexCareError):

@@ -134,12 +134,14 @@ class ReportRequest:
 
 @dataclass(frozen=True)
 class DownloadResult:
-    """Where the CSV went and what it holds; ``rows`` counts data records (quoted newlines included)."""
+    """Where the CSV went and what it holds; ``rows`` counts data records (quoted newlines included), and
+    ``header`` is the CSV's header fields (``None`` if the file has no readable header)."""
 
     path: str
     bytes: int
     sha256: str
     rows: int
+    header: list[str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

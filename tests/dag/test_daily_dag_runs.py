@@ -9,82 +9,15 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-import json
-import subprocess
-import uuid
 from pathlib import Path
 
-import pytest
 from dexcare.sandbox import iter_report_csv
 from psycopg import sql
 
-from tests.airflow_cli import AIRFLOW, airflow_env, lines_showing, migrate, postgres_connection, register_dags
-from tests.helpers import SANDBOX_TOKEN, dexcare_connection
+from tests.airflow_cli import lines_showing
+from tests.dag.conftest import SEED, VISITS_PER_DAY
+from tests.helpers import SANDBOX_TOKEN
 from tests.warehouse import audit_rows
-
-REPO = Path(__file__).resolve().parents[2]
-DAG_ID = "dexcare_all_visits_report"
-SEED, VISITS_PER_DAY = 0, 20
-
-
-@pytest.fixture(scope="module")
-def airflow_home(tmp_path_factory):
-    home = tmp_path_factory.mktemp("airflow-home")
-    migrate(dag_env(home))
-    register_dags(dag_env(home))
-    return home
-
-
-def dag_env(home: Path, **extra: str) -> dict[str, str]:
-    return airflow_env(home, REPO / "dags", DEXCARE_DAG_RETRIES="0", **extra)
-
-
-@pytest.fixture
-def sandbox():
-    from dexcare.sandbox import SandboxServer
-
-    with SandboxServer(
-        token=SANDBOX_TOKEN, seed=SEED, visits_per_day=VISITS_PER_DAY, queue_seconds=0.3, run_seconds=0.5
-    ) as server:
-        yield server
-
-
-@pytest.fixture
-def warehouse(pg_uri, admin):
-    schema = f"dexcare_dag_{uuid.uuid4().hex[:10]}"
-    yield schema
-    admin.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
-
-
-class Runner:
-    def __init__(self, home: Path, sandbox, pg_uri: str, schema: str, tmp_path: Path) -> None:
-        self.env = dag_env(
-            home,
-            AIRFLOW_CONN_DEXCARE_DEFAULT=dexcare_connection(sandbox.url),
-            AIRFLOW_CONN_DEXCARE_WAREHOUSE=postgres_connection(pg_uri),
-        )
-        self.schema, self.storage = schema, f"{tmp_path}/csv/"
-
-    def run(self, day: str, **params) -> subprocess.CompletedProcess:
-        conf = {
-            "schema": self.schema,
-            "poll_interval": 1,
-            "failed_grace_minutes": 0.01,
-            "storage": self.storage,
-            **params,
-        }
-        return subprocess.run(
-            [AIRFLOW, "dags", "test", DAG_ID, day, "--conf", json.dumps(conf)],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=240,
-        )
-
-
-@pytest.fixture
-def runner(airflow_home, sandbox, pg_uri, warehouse, tmp_path):
-    return Runner(airflow_home, sandbox, pg_uri, warehouse, tmp_path)
 
 
 def table(admin, schema: str, name: str) -> dict[str, dict]:
@@ -185,3 +118,52 @@ def test_a_manual_window_override(runner, admin, warehouse, sandbox):
     report = next(iter(sandbox.reports.values()))
     assert (str(report.start_date), str(report.end_date)) == ("2026-10-01", "2026-10-02")
     assert len(table(admin, warehouse, "avr_retail")) == 2 * VISITS_PER_DAY
+
+
+def distinct_states(report_type: str, days: list[str]) -> dict[str, list[tuple[str, dict[str, str | None]]]]:
+    """Per visit, each state it had in the reports of ``days`` (in order), repeats of a state dropped: what its
+    history must hold, with the day whose report first brought each state. States are the row's values by
+    normalised column name (an empty field is NULL in the warehouse)."""
+    from dexcare.load.identifiers import normalize_headers
+
+    states: dict[str, list[tuple[str, dict[str, str | None]]]] = {}
+    for end in days:
+        for visit, row in newest_states(report_type, window(end)).items():
+            state = {c: v or None for c, v in zip(normalize_headers(list(row), source="t"), row.values(), strict=True)}
+            seen = states.setdefault(visit, [])
+            if not seen or seen[-1][1] != state:
+                seen.append((end, state))
+    return states
+
+
+def history_rows(admin, schema: str, table: str) -> list[dict]:
+    from psycopg.rows import dict_row
+
+    with admin.cursor(row_factory=dict_row) as cur:
+        cur.execute(sql.SQL("SELECT * FROM {} ORDER BY _dexcare_history_id").format(sql.Identifier(schema, table)))
+        return cur.fetchall()
+
+
+def test_three_days_keep_each_visits_history_and_reruns_add_none(runner, admin, warehouse, sandbox):
+    days = ["2026-11-20", "2026-11-21", "2026-11-22"]
+    for day in days:
+        run = runner.run(day, report_types=["virtual"], history=["virtual"])
+        assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    assert "row(s) appended to" in run.stdout + run.stderr
+    rows = history_rows(admin, warehouse, "avr_virtual_history")
+    expected = distinct_states("virtual", days)
+    got: dict[str, list[tuple[str, dict]]] = {}
+    for row in rows:  # in the order they were appended
+        state = {c: row[c] for c in expected[row["visit_id"]][0][1]}
+        got.setdefault(row["visit_id"], []).append((row["_dexcare_window_end"].isoformat(), state))
+    assert got == expected  # exactly one row per (visit, distinct state), in order, from the day that brought it
+    assert sum(len(v) for v in expected.values()) > len(expected), "no visit changed: the test would prove nothing"
+    changes = [row["_dexcare_change"] for row in rows]
+    assert changes.count("insert") == len(expected) and set(changes) == {"insert", "update"}
+    assert len(table(admin, warehouse, "avr_virtual")) == len(expected)
+
+    for day in ("2026-11-22", "2026-11-20"):  # a re-run of the last day, then an old window
+        again = runner.run(day, report_types=["virtual"], history=["virtual"])
+        assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-4000:]
+        assert history_rows(admin, warehouse, "avr_virtual_history") == rows
+    assert table(admin, warehouse, "avr_retail") == {}

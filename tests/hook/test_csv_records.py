@@ -40,3 +40,32 @@ def test_count_matches_on_generated_reports(report_type):
         counter.feed(chunk)
     body = b"".join(chunks)
     assert b'"' in body and counter.data_rows == csv_module_rows(body) > 1500
+
+
+@pytest.mark.parametrize("chunk_size", [1, 2, 5, 64, 1 << 20])
+def test_the_header_is_kept_as_the_csv_module_reads_it_for_any_chunking(chunk_size):
+    bodies = {
+        TRICKY: ["id", "note", "name"],
+        b'\xef\xbb\xbf"Visit ID","Two\nlines","a,b",plain\r\n1,2,3,4\n': ["Visit ID", "Two\nlines", "a,b", "plain"],
+        b"id,x": ["id", "x"],  # a header-only file without a final newline
+        "visitId,patientNäme\n".encode(): ["visitId", "patientNäme"],
+        b"": None,
+        b"\n1,2\n": None,
+        b'"never closes,x\n1,2\n': None,
+        b"id,\xff\n1,2\n": None,  # not UTF-8: the load says so; the download only reports no header
+    }
+    for body, header in bodies.items():
+        counter = CsvRecordCounter()
+        for i in range(0, len(body), chunk_size):
+            counter.feed(body[i : i + chunk_size])
+        assert counter.header == header, (body, chunk_size)
+
+
+def test_the_header_of_a_generated_report_is_its_columns_and_nothing_else_is_kept():
+    from dexcare.sandbox.generator import COLUMNS, ReportType
+
+    counter = CsvRecordCounter()
+    for chunk in iter_report_csv("retail", dt.date(2026, 11, 1), dt.date(2026, 11, 5), visits_per_day=300):
+        counter.feed(chunk)
+    assert counter.header == COLUMNS[ReportType.RETAIL]
+    assert len(counter._head) < 200  # the first record only, never a row

@@ -1,8 +1,9 @@
-"""A real PostgreSQL for the load tests, with nothing installed by hand.
+"""Real warehouses for the load tests, with nothing installed by hand.
 
-By default an embedded server from the ``pgserver`` wheel (PostgreSQL 16, starts in about a second, also
-as root); set ``DEXCARE_TEST_POSTGRES_URI`` to run against another server instead. Every test gets its own
-schema, dropped afterwards, so tests never see each other's tables.
+PostgreSQL is an embedded server from the ``pgserver`` wheel (PostgreSQL 16, starts in about a second, also
+as root), or ``DEXCARE_TEST_POSTGRES_URI``. SQL Server is whatever ``DEXCARE_TEST_MSSQL_URI`` names (no
+SQL Server can run on these machines; ``make test-mssql`` with the compose ``mssql`` profile gives one).
+Tests that take the ``warehouse`` fixture (through ``load`` and ``schema``) run once per warehouse.
 """
 
 from __future__ import annotations
@@ -17,19 +18,46 @@ import psycopg
 import pytest
 from dexcare.load.loader import LoadOptions, load_reports
 
+from tests.load.warehouses import MSSQL_URI_VARIABLE, MsSqlWarehouse, PostgresWarehouse, Warehouse, mssql_uri
+
 END = dt.date(2026, 11, 20)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A scenario's PostgreSQL run gets the ``postgres`` marker too: tests/conftest.py marks by fixture names,
+    and the parametrised ``warehouse`` asks for ``pg_uri`` only once it knows which warehouse it is."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("warehouse") == "postgres":
+            item.add_marker("postgres")
+
+
+@pytest.fixture(params=["postgres", pytest.param("mssql", marks=pytest.mark.mssql)])
+def warehouse(request: pytest.FixtureRequest) -> Iterator[Warehouse]:
+    """Each correctness scenario runs on every warehouse: PostgreSQL for real in every run, SQL Server for real
+    when ``DEXCARE_TEST_MSSQL_URI`` names one; otherwise its run is skipped, saying why."""
+    if request.param == "postgres":
+        found: Warehouse = PostgresWarehouse(request.getfixturevalue("pg_uri"))
+    else:
+        uri = mssql_uri()
+        if uri is None:
+            pytest.skip(f"no SQL Server: set {MSSQL_URI_VARIABLE} (make test-mssql); none can run on this machine")
+        found = MsSqlWarehouse(uri)
+    yield found
+    found.close()
+
+
 @pytest.fixture
-def schema(admin: psycopg.Connection) -> Iterator[str]:
-    name = f"dexcare_t_{uuid.uuid4().hex[:12]}"
+def schema(warehouse: Warehouse) -> Iterator[str]:
+    """A schema of its own per test, dropped afterwards, so tests never see each other's tables."""
+    name = warehouse.new_schema()
     yield name
-    admin.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+    warehouse.drop_schema(name)
 
 
 @pytest.fixture
 def conn(pg_uri: str) -> Iterator[psycopg.Connection]:
-    """The loader's connection: not autocommit, as PostgresHook hands it out."""
+    """The loader's PostgreSQL connection: not autocommit, as PostgresHook hands it out."""
     with psycopg.connect(pg_uri) as connection:
         yield connection
 
@@ -76,44 +104,20 @@ def report(
 
 
 @pytest.fixture
-def load(conn: psycopg.Connection, schema: str) -> Callable[..., dict[str, Any]]:
+def load(warehouse: Warehouse, schema: str) -> Callable[..., dict[str, Any]]:
+    """``load(report, ..., **LoadOptions fields)`` on a fresh connection to the scenario's warehouse."""
+
     def run(*reports: dict[str, Any], **options: Any) -> dict[str, Any]:
         kwargs = {k: options.pop(k) for k in ("dag_id", "run_id", "run_date", "opener") if k in options}
-        return load_reports(conn, list(reports), options=LoadOptions(schema=schema, **options), **kwargs)
+        connection = warehouse.connect()
+        try:
+            return load_reports(connection, list(reports), options=LoadOptions(schema=schema, **options), **kwargs)
+        finally:
+            connection.close()
 
     return run
 
 
-def rows(admin: psycopg.Connection, schema: str, table: str, *, lineage: bool = False) -> list[dict[str, Any]]:
-    """Every row, ordered by key; lineage columns only when asked."""
-    from psycopg.rows import dict_row
-
-    with admin.cursor(row_factory=dict_row) as cur:
-        cur.execute(f'SELECT * FROM "{schema}"."{table}" ORDER BY visit_id')
-        result = cur.fetchall()
-    if not lineage:
-        result = [{k: v for k, v in r.items() if not k.startswith("_dexcare_")} for r in result]
-    return result
-
-
-def snapshot(admin: psycopg.Connection, schema: str) -> dict[str, Any]:
-    """Every table of the schema with row contents and physical identity (ctid, xmin), for 'untouched'."""
-    tables = [
-        r[0]
-        for r in admin.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s ORDER BY 1", [schema]).fetchall()
-    ]
-    out: dict[str, Any] = {}
-    for table in tables:
-        cols = [
-            r[0]
-            for r in admin.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s "
-                "ORDER BY ordinal_position",
-                [schema, table],
-            ).fetchall()
-        ]
-        data = admin.execute(
-            f'SELECT ctid::text, xmin::text, t::text FROM "{schema}"."{table}" t ORDER BY ctid'
-        ).fetchall()
-        out[table] = (cols, data)
-    return out
+def postgres_only(test: Any) -> Any:
+    """For what only PostgreSQL has (ctid, xmin, COLLATE "C", pg_stat): the scenario runs on it alone."""
+    return pytest.mark.parametrize("warehouse", ["postgres"], indirect=True)(test)

@@ -1,4 +1,4 @@
-"""Realistic reports from the sandbox generator: what PostgreSQL stored is what Python's csv module reads.
+"""Realistic reports from the sandbox generator: what the warehouse stored is what Python's csv module reads.
 
 The generator's fields hold commas, quotes, CRLF and bare newlines inside quotes, and non-ASCII; visits
 repeat within a file (the later copy is the newer state) and across overlapping daily windows.
@@ -14,7 +14,7 @@ from dexcare.load.identifiers import normalize_headers
 from dexcare.report import ReportType
 from dexcare.sandbox.generator import write_report_csv
 
-from tests.load.conftest import END, report, rows
+from tests.load.conftest import END, report
 
 
 def _expected(path: Path, state: dict[str, dict[str, str | None]]) -> None:
@@ -27,7 +27,7 @@ def _expected(path: Path, state: dict[str, dict[str, str | None]]) -> None:
             state[row["visit_id"]] = {k: (v if v != "" else None) for k, v in row.items()}
 
 
-def test_generated_reports_round_trip_over_two_days(load, tmp_path, admin, schema) -> None:
+def test_generated_reports_round_trip_over_two_days(load, tmp_path, warehouse, schema) -> None:
     expected: dict[ReportType, dict[str, dict[str, str | None]]] = {t: {} for t in ReportType}
     for day in range(2):
         end = END + dt.timedelta(days=day)
@@ -47,6 +47,6 @@ def test_generated_reports_round_trip_over_two_days(load, tmp_path, admin, schem
                 # The next day's window: one new day of visits, the rest known (some changed state).
                 assert table["inserted"] == 30 and table["updated"] > 0 and table["unchanged"] > 0
     for rtype in ReportType:
-        stored = {r["visit_id"]: r for r in rows(admin, schema, f"avr_{rtype.value}")}
+        stored = {r["visit_id"]: r for r in warehouse.rows(schema, f"avr_{rtype.value}")}
         assert stored == expected[rtype]
-    assert "Zürich" in str(rows(admin, schema, "avr_retail"))
+    assert "Zürich" in str(warehouse.rows(schema, "avr_retail"))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from dexcare.load.errors import DexCareSchemaError
+from dexcare.exceptions import DexCareSchemaError
 from dexcare.load.identifiers import (
     MAX_IDENTIFIER_BYTES,
     normalize_headers,

@@ -7,12 +7,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from tests.airflow_cli import AIRFLOW, airflow_env, migrate, postgres_connection
+from tests.airflow_cli import AIRFLOW, airflow_env, migrate
 
 DAG_FILE = Path(__file__).with_name("load_dag.py")
 
 
-def test_load_operator_with_airflow_dags_test(pg_uri, tmp_path, admin, schema) -> None:
+def test_load_operator_with_airflow_dags_test(warehouse, tmp_path, schema) -> None:
     home, dags, data = tmp_path / "airflow-home", tmp_path / "dags", tmp_path / "data"
     dags.mkdir()
     data.mkdir()
@@ -21,7 +21,7 @@ def test_load_operator_with_airflow_dags_test(pg_uri, tmp_path, admin, schema) -
     env = airflow_env(
         home,
         dags,
-        AIRFLOW_CONN_DEXCARE_WAREHOUSE=postgres_connection(pg_uri),
+        AIRFLOW_CONN_DEXCARE_WAREHOUSE=warehouse.airflow_connection(),
         DEXCARE_LOAD_DIR=str(data),
         DEXCARE_LOAD_SCHEMA=schema,
         DEXCARE_LOAD_RESULT=str(result),
@@ -37,6 +37,6 @@ def test_load_operator_with_airflow_dags_test(pg_uri, tmp_path, admin, schema) -
     for table in ("avr_virtual", "avr_retail"):
         totals = summary["tables"][table]
         assert totals["inserted"] == 200 and totals["rows_in_file"] == 200 + totals["duplicates_in_file"]
-        ends = admin.execute(f'SELECT DISTINCT _dexcare_window_end::text FROM "{schema}".{table}').fetchall()
-        assert ends == [("2026-11-23",)]  # no window in the result: the run's date
+        ends = {r["_dexcare_window_end"].isoformat() for r in warehouse.rows(schema, table, lineage=True)}
+        assert ends == {"2026-11-23"}  # no window in the result: the run's date
     assert f"Loaded {schema}.avr_virtual: 1 report(s)" in output

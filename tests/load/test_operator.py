@@ -1,4 +1,8 @@
-"""The operator, run the way a worker runs it: a real Airflow connection given as an environment variable."""
+"""The operator, run the way a worker runs it: a real Airflow connection given as an environment variable.
+
+The connection's type picks the warehouse, so the same test runs for a ``postgres`` and an ``mssql``
+connection (the latter against a real SQL Server only when ``DEXCARE_TEST_MSSQL_URI`` is set).
+"""
 
 from __future__ import annotations
 
@@ -7,21 +11,21 @@ import json
 from types import SimpleNamespace
 
 import pytest
-from dexcare.load.errors import DexCareLoadError
+from airflow.exceptions import AirflowProviderDeprecationWarning
+from dexcare.exceptions import DexCareLoadError
 from dexcare.operators.load_reports import DexCareLoadReportsOperator
 from dexcare.task_support import run_end_date as run_date
 
-from tests.airflow_cli import postgres_connection
-from tests.load.conftest import report, rows
+from tests.load.conftest import postgres_only, report
 
 
 @pytest.fixture
-def warehouse(pg_uri, monkeypatch) -> str:
-    monkeypatch.setenv("AIRFLOW_CONN_DEXCARE_WAREHOUSE", postgres_connection(pg_uri))
+def warehouse_conn(warehouse, monkeypatch) -> str:
+    monkeypatch.setenv("AIRFLOW_CONN_DEXCARE_WAREHOUSE", warehouse.airflow_connection())
     return "dexcare_warehouse"
 
 
-def test_operator_loads_through_the_airflow_connection(warehouse, write_csv, admin, schema, capsys) -> None:
+def test_operator_loads_through_the_airflow_connection(warehouse_conn, warehouse, write_csv, schema, capsys) -> None:
     virtual = write_csv("visitId,visitStatus\nv1,a\nv1,b\nv2,c\n")
     retail = write_csv("Visit ID,Status\nr1,SECRET-STATUS-91\n")
     op = DexCareLoadReportsOperator(
@@ -43,10 +47,10 @@ def test_operator_loads_through_the_airflow_connection(warehouse, write_csv, adm
     assert summary["tables"]["avr_virtual"]["inserted"] == 2
     assert summary["tables"]["avr_virtual"]["duplicates_in_file"] == 1
     assert summary["tables"]["avr_retail"]["inserted"] == 1
-    data = rows(admin, schema, "avr_virtual", lineage=True)
+    data = warehouse.rows(schema, "avr_virtual", lineage=True)
     assert [(r["visit_id"], r["visit_status"]) for r in data] == [("v1", "b"), ("v2", "c")]
     assert data[0]["_dexcare_window_end"] == dt.date(2026, 11, 23)  # no window: the run's date
-    audit = admin.execute(f'SELECT dag_id, run_id FROM "{schema}".load_audit').fetchall()
+    audit = [(r["dag_id"], r["run_id"]) for r in warehouse.audit(schema)]
     assert audit == [("dexcare_daily", "scheduled__2026-11-23T00:00:00+00:00")] * 2
     # One readable line per table (Airflow's task logger is structlog, printing to the captured streams).
     lines = [line for line in output.splitlines() if "Loaded " in line]
@@ -60,7 +64,7 @@ def test_operator_rejects_bad_configuration_at_parse_time() -> None:
         DexCareLoadReportsOperator(task_id="load", reports=[], key_columns={"virtul": ["visit_id"]})
 
 
-def test_operator_without_reports_fails(warehouse) -> None:
+def test_operator_without_reports_fails() -> None:
     op = DexCareLoadReportsOperator(task_id="load", reports=[])
     with pytest.raises(DexCareLoadError, match="No reports"):
         op.execute({})
@@ -72,3 +76,61 @@ def test_run_date_fallbacks() -> None:
     run = SimpleNamespace(data_interval_end=None, logical_date=None, run_after=dt.datetime(2026, 1, 4))
     assert run_date({"dag_run": run}) == dt.date(2026, 1, 4)
     assert run_date({}) == dt.datetime.now(dt.UTC).date()
+
+
+@postgres_only
+def test_postgres_conn_id_still_works_with_a_deprecation_warning(warehouse_conn, warehouse, write_csv, schema) -> None:
+    with pytest.warns(AirflowProviderDeprecationWarning, match="warehouse_conn_id"):
+        op = DexCareLoadReportsOperator(task_id="load", reports=[report(write_csv("visitId\nv1\n"))],
+                                        postgres_conn_id=warehouse_conn, schema=schema)
+    assert op.warehouse_conn_id == warehouse_conn
+    op.execute({"run_id": "manual__1"})
+    assert [r["visit_id"] for r in warehouse.rows(schema, "avr_virtual")] == ["v1"]
+
+
+def test_a_warehouse_of_another_type_is_refused_clearly(write_csv, monkeypatch) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_DEXCARE_WAREHOUSE", json.dumps({"conn_type": "mysql", "host": "db"}))
+    op = DexCareLoadReportsOperator(task_id="load", reports=[report(write_csv("visitId\nv1\n"))])
+    with pytest.raises(DexCareLoadError, match=r"'mysql'.*'postgres' or an 'mssql'"):
+        op.execute({})
+
+
+def test_an_mssql_connection_goes_through_pymssql_and_its_bundled_freetds(write_csv, monkeypatch) -> None:
+    """Offline: the connection's type picks pymssql (via MsSqlHook), whose FreeTDS really tries the network.
+
+    Nothing listens on the loopback port, so FreeTDS's own "unable to connect" (DB-Lib error 20009) comes back,
+    which proves the driver and its bundled library load and that no PostgreSQL path was taken.
+    """
+    import socket
+
+    import pymssql
+    from dexcare.load.connection import connect
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again before the connect below: nothing listens there
+    monkeypatch.setenv("AIRFLOW_CONN_DEXCARE_WAREHOUSE", json.dumps(
+        {"conn_type": "mssql", "host": "127.0.0.1", "port": port, "login": "sa", "password": "x",
+         "extra": {"login_timeout": 5}}))
+    with pytest.raises(pymssql.OperationalError) as err:
+        connect("dexcare_warehouse")
+    assert err.value.args[0][0] == 20009 and b"Connection refused" in err.value.args[0][1]
+
+
+def test_history_names_report_types_checked_when_the_dag_is_parsed() -> None:
+    from dexcare.exceptions import DexCareSchemaError
+
+    with pytest.raises(DexCareSchemaError, match=r"history: 'virtul' is not a report type"):
+        DexCareLoadReportsOperator(task_id="load", reports=[], history=["virtul"])
+    for history in ("{{ params.history }}", "retail", ["virtual", "provider_booking"], None):
+        DexCareLoadReportsOperator(task_id="load", reports=[], history=history)  # a template waits to be rendered
+
+
+@postgres_only
+def test_the_operator_keeps_the_history_it_is_given(warehouse_conn, warehouse, write_csv, schema) -> None:
+    context = {"dag": SimpleNamespace(dag_id="d"), "run_id": "r", "data_interval_end": None}
+    op = DexCareLoadReportsOperator(task_id="load", reports=[report(write_csv("visitId,visitStatus\nv1,a\n"))],
+                                    schema=schema, history="virtual")
+    summary = op.execute(context)
+    assert summary["tables"]["avr_virtual"]["history_rows"] == 1
+    assert [r[0] for r in warehouse.query(f'SELECT visit_status FROM "{schema}".avr_virtual_history')] == ["a"]

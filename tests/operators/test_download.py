@@ -13,10 +13,12 @@ from urllib.parse import urlparse
 import pytest
 from dexcare.operators.download_report import DexCareDownloadReportError, DexCareDownloadReportOperator
 from dexcare.operators.start_report import DexCareStartReportOperator
+from dexcare.sandbox.generator import COLUMNS, ReportType
 
 from tests.task_runtime import Runtime
 
-CONTRACT = {"uri", "bytes", "sha256", "rows", "report_id", "report_type", "start_date", "end_date"}
+CONTRACT = {"uri", "bytes", "sha256", "rows", "header", "endpoint", "report_id", "report_type", "start_date",
+            "end_date"}
 
 
 def started(rt: Runtime, wait: float = 0.6) -> str:
@@ -43,7 +45,10 @@ def test_returns_the_contract_and_writes_a_private_file(dexcare_conn_id, sandbox
     assert result["bytes"] == len(data) > 0
     assert result["sha256"] == hashlib.sha256(data).hexdigest()
     with path.open(newline="", encoding="utf-8-sig") as f:
-        assert result["rows"] == len(list(csv.reader(f))) - 1 > 0
+        records = list(csv.reader(f))
+    assert result["rows"] == len(records) - 1 > 0
+    assert result["header"] == records[0] == COLUMNS[ReportType.VIRTUAL]  # the names only, never a row
+    assert result["endpoint"] == sandbox.url.rstrip("/")
     # Per DAG run, private: health data must not be world-readable on a shared worker.
     assert str(path).startswith(str(tmp_path / "home" / "dexcare-reports" / "dexcare_test"))
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600

@@ -17,9 +17,8 @@ from types import SimpleNamespace
 
 import psycopg
 import pytest
-from dexcare.exceptions import DexCareIncompleteDownloadError, DexCareReportFileMissingError
+from dexcare.exceptions import DexCareCSVError, DexCareIncompleteDownloadError, DexCareReportFileMissingError
 from dexcare.hooks.dexcare import DexCareHook
-from dexcare.load.errors import DexCareCSVError
 from dexcare.load.loader import LoadOptions, load_reports
 from dexcare.operators.load_reports import DexCareLoadReportsOperator
 from dexcare.report import ReportStatus

@@ -286,8 +286,9 @@ class DexCareAsyncSession:
 
 
 def _stream_body(response: requests.Response, location: ReportLocation, what: str) -> DownloadResult:
-    """Copy the body into ``location``, hashing and counting records on the way; an error anywhere inside the
-    ``write()`` block (a cut connection, a short body) leaves nothing at the destination."""
+    """Copy the body into ``location``, hashing and counting records (and keeping the header) on the way; an
+    error anywhere inside the ``write()`` block (a cut connection, a short body) leaves nothing at the
+    destination."""
     expected = _content_length(response)
     digest = hashlib.sha256()
     records = CsvRecordCounter()
@@ -309,7 +310,8 @@ def _stream_body(response: requests.Response, location: ReportLocation, what: st
             raise DexCareIncompleteDownloadError(
                 f"{what.capitalize()} ended after {written} of {expected} announced bytes."
             )
-    return DownloadResult(path=location.display, bytes=written, sha256=digest.hexdigest(), rows=records.data_rows)
+    return DownloadResult(path=location.display, bytes=written, sha256=digest.hexdigest(), rows=records.data_rows,
+                          header=records.header)
 
 
 def _reason(exc: requests.RequestException) -> str:

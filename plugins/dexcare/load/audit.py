@@ -1,42 +1,19 @@
-"""The ``load_audit`` table: one row per report loaded, written in the load's own transaction.
+"""The audit record of a load and the summary built from it, the same for every warehouse.
 
-Because the audit row commits or rolls back with the data, the table never claims a load that did not
-happen, and ``SELECT ... FROM load_audit`` answers "which report last wrote this visit" together with the
-lineage columns on the rows themselves.
+One ``load_audit`` row per report is written in the load's own transaction (each dialect has its DDL for
+the table), so the table never claims a load that did not happen, and ``SELECT ... FROM load_audit``
+answers "which report last wrote this visit" together with the lineage columns on the rows themselves.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Sequence
 from typing import Any
-
-import psycopg
-from psycopg import sql
 
 AUDIT_TABLE = "load_audit"
 
-_DDL = """
-CREATE TABLE IF NOT EXISTS {table} (
-    id                 bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    dag_id             text,
-    run_id             text,
-    report_id          text NOT NULL,
-    report_type        text NOT NULL,
-    target_table       text NOT NULL,
-    file_uri           text NOT NULL,
-    file_sha256        text,
-    window_start       date,
-    window_end         date,
-    rows_in_file       bigint NOT NULL,
-    duplicates_in_file bigint NOT NULL,
-    inserted           bigint NOT NULL,
-    updated            bigint NOT NULL,
-    unchanged          bigint NOT NULL,
-    new_columns        text[] NOT NULL DEFAULT '{{}}',
-    started_at         timestamptz NOT NULL,
-    finished_at        timestamptz NOT NULL
-)
-"""
-
+#: The columns of ``load_audit`` after its ``id``, in table order; an entry carries at least these.
 AUDIT_FIELDS = (
     "dag_id",
     "run_id",
@@ -57,18 +34,86 @@ AUDIT_FIELDS = (
     "finished_at",
 )
 
+#: The per-table totals of a run's summary (and of each asset event's extra).
+COUNTS = ("rows_in_file", "duplicates_in_file", "inserted", "updated", "unchanged")
 
-def ensure_audit_table(cursor: psycopg.Cursor, schema: str) -> None:
-    cursor.execute(sql.SQL(_DDL).format(table=sql.Identifier(schema, AUDIT_TABLE)))
+
+def audit_entry(
+    *,
+    dag_id: str | None,
+    run_id: str | None,
+    report_id: str,
+    report_type: str,
+    table: str,
+    uri: str,
+    sha256: str | None,
+    window_start: dt.date,
+    window_end: dt.date,
+    rows_in_file: int,
+    duplicates: int,
+    inserted: int,
+    updated: int,
+    new_columns: Sequence[str],
+    started_at: dt.datetime,
+) -> dict[str, Any]:
+    """The audit row of one report; ``unchanged`` includes rows the old-window guard protected."""
+    return {
+        "dag_id": dag_id,
+        "run_id": run_id,
+        "report_id": report_id,
+        "report_type": report_type,
+        "target_table": table,
+        "file_uri": uri,
+        "file_sha256": sha256,
+        "window_start": window_start,
+        "window_end": window_end,
+        "rows_in_file": rows_in_file,
+        "duplicates_in_file": duplicates,
+        "inserted": inserted,
+        "updated": updated,
+        "unchanged": rows_in_file - duplicates - inserted - updated,
+        "new_columns": list(new_columns),
+        "started_at": started_at,
+        "finished_at": dt.datetime.now(dt.UTC),
+    }
 
 
-def record_load(cursor: psycopg.Cursor, schema: str, entry: dict[str, Any]) -> None:
-    """Insert one audit row; ``entry`` holds at least :data:`AUDIT_FIELDS` (extra keys are ignored)."""
-    cursor.execute(
-        sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
-            sql.Identifier(schema, AUDIT_TABLE),
-            sql.SQL(", ").join(sql.Identifier(f) for f in AUDIT_FIELDS),
-            sql.SQL(", ").join(sql.Placeholder(f) for f in AUDIT_FIELDS),
-        ),
-        {f: entry[f] for f in AUDIT_FIELDS},
+def _iso(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, dt.date | dt.datetime) else value
+
+
+def summarise(schema: str, dag_id: str | None, run_id: str | None, started: dt.datetime,
+              finished: dt.datetime, entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The JSON-ready result of a run: every audit entry and the totals per table."""
+    tables: dict[str, dict[str, Any]] = {}
+    for entry in entries:
+        totals = tables.setdefault(entry["target_table"], {"reports": 0, **dict.fromkeys(COUNTS, 0),
+                                                           "new_columns": []})
+        totals["reports"] += 1
+        for name in COUNTS:
+            totals[name] += entry[name]
+        totals["new_columns"] += [c for c in entry["new_columns"] if c not in totals["new_columns"]]
+        if entry.get("history_table"):
+            totals["history_table"] = entry["history_table"]
+            totals["history_rows"] = totals.get("history_rows", 0) + entry["history_rows"]
+    return {
+        "schema": schema,
+        "dag_id": dag_id,
+        "run_id": run_id,
+        "started_at": started.isoformat(),
+        "finished_at": finished.isoformat(),
+        "reports": [{k: _iso(v) for k, v in e.items()} for e in entries],
+        "tables": tables,
+    }
+
+
+def summary_line(schema: str, table: str, totals: dict[str, Any]) -> str:
+    """The one log line per table a run ends with; counts only, never row contents."""
+    new = f", new columns: {', '.join(totals['new_columns'])}" if totals["new_columns"] else ""
+    history = (f", {totals['history_rows']} row(s) appended to {schema}.{totals['history_table']}"
+               if totals.get("history_table") else "")
+    return (
+        f"Loaded {schema}.{table}: {totals['reports']} report(s), {totals['rows_in_file']} rows in file(s), "
+        f"{totals['duplicates_in_file']} duplicates in file(s), {totals['inserted']} inserted, "
+        f"{totals['updated']} updated, {totals['unchanged']} unchanged{new}{history}"
     )

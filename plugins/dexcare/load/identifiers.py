@@ -2,9 +2,9 @@
 
 DexCare spells the same field ``visitId`` in one report and ``Visit ID`` in another; both must land in
 ``visit_id`` so keys and columns line up across report types and over time. A header is data we do not
-control, so the result is only ever used through ``psycopg.sql.Identifier`` and two headers that end up
-with the same name stop the load instead of one quietly overwriting the other (dlt's silent key
-corruption).
+control, so the result is only ever used quoted by the dialect's one quoting function, and two headers
+that end up with the same name stop the load instead of one quietly overwriting the other (dlt's silent key
+corruption). A normalised name never starts with ``_``, so a header cannot shadow the lineage columns.
 """
 
 from __future__ import annotations
@@ -13,15 +13,13 @@ import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 
-from dexcare.load.errors import DexCareSchemaError
+from dexcare.exceptions import DexCareSchemaError
 
 #: PostgreSQL truncates identifiers longer than NAMEDATALEN - 1 bytes; we truncate first, so we can see
-#: (and refuse) the collisions truncation would otherwise create behind our back.
+#: (and refuse) the collisions truncation would otherwise create behind our back. SQL Server allows 128
+#: characters, but the same limit applies there: the same report gets the same column names in either
+#: warehouse.
 MAX_IDENTIFIER_BYTES = 63
-
-#: Prefix of the columns the loader adds. A normalised header never starts with "_", so a CSV cannot
-#: shadow them.
-LINEAGE_PREFIX = "_dexcare_"
 
 _ACRONYM_BOUNDARY = re.compile(r"([A-Z]+)([A-Z][a-z])")
 _CAMEL_BOUNDARY = re.compile(r"([a-z0-9])([A-Z])")

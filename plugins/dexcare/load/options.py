@@ -11,8 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from dexcare.exceptions import DexCareLoadError, DexCareSchemaError
 from dexcare.load.csv_stream import BLOCK_SIZE
-from dexcare.load.errors import DexCareLoadError, DexCareSchemaError
 from dexcare.load.identifiers import normalize_identifier
 from dexcare.report import DEFAULT_LOOKBACK_DAYS, ReportType, parse_iso_date, validate_report_id
 
@@ -36,6 +36,9 @@ class ReportFile:
     window_end: dt.date
     sha256: str | None = None
     rows: int | None = None
+    #: Size of the file and the DexCare endpoint it came from, as the download recorded them (for lineage).
+    bytes: int | None = None
+    endpoint: str | None = None
 
     @classmethod
     def from_download(cls, result: Mapping[str, Any], *, run_date: dt.date) -> ReportFile:
@@ -53,9 +56,10 @@ class ReportFile:
         start = parse_iso_date(result.get("start_date"), "start_date") or end - dt.timedelta(
             days=DEFAULT_LOOKBACK_DAYS
         )
-        rows = result.get("rows")
+        rows, size = result.get("rows"), result.get("bytes")
         return cls(uri, report_type, report_id, start, end, result.get("sha256") or None,
-                   int(rows) if rows is not None else None)
+                   int(rows) if rows is not None else None, int(size) if size is not None else None,
+                   result.get("endpoint") or None)
 
 
 def _by_type(mapping: Mapping[str, Any] | None, what: str) -> dict[ReportType, Any]:
@@ -68,6 +72,19 @@ def _by_type(mapping: Mapping[str, Any] | None, what: str) -> dict[ReportType, A
     return out
 
 
+def history_types(history: Sequence[str] | str | None) -> frozenset[ReportType]:
+    """The report types whose history is kept; a name that is not a report type is refused, naming it."""
+    names = [history] if isinstance(history, str) else list(history or ())
+    found = set()
+    for name in names:
+        try:
+            found.add(ReportType.parse(name))
+        except ValueError:
+            allowed = ", ".join(t.value for t in ReportType)
+            raise DexCareSchemaError(f"history: {name!r} is not a report type; use a list of {allowed}.") from None
+    return frozenset(found)
+
+
 @dataclass(frozen=True)
 class LoadOptions:
     """How to load; every mapping is keyed by report type (``"virtual"``, ``"retail"``, ...)."""
@@ -77,16 +94,21 @@ class LoadOptions:
     key_columns: Mapping[str, Sequence[str]] = field(default_factory=dict)
     #: Within one file the newest row by this column wins (instead of the last one), per report type.
     version_columns: Mapping[str, str] = field(default_factory=dict)
-    #: ``{"virtual": {"updated_at": "timestamptz"}}``: cast in SQL; everything else stays text.
+    #: ``{"virtual": {"updated_at": "timestamptz"}}``: cast in SQL; everything else stays text. On SQL Server
+    #: its own names (``datetimeoffset``) or the PostgreSQL spellings it maps (``timestamptz``, ``integer``).
     column_types: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
-    #: Server memory for the hash joins and the key index build of this transaction only (``SET LOCAL``
-    #: of work_mem and maintenance_work_mem); too little makes them spill to disk, not fail.
+    #: PostgreSQL: server memory for the hash joins and the key index build of this transaction only
+    #: (``SET LOCAL`` of work_mem and maintenance_work_mem); too little makes them spill to disk, not fail.
     work_mem: str | None = "256MB"
-    #: Server memory for the staging temp table (``temp_buffers``; a bigger file spills to disk).
+    #: PostgreSQL: server memory for the staging temp table (``temp_buffers``; a bigger file spills to disk).
     temp_buffers: str | None = "512MB"
     #: Check the file against the download's sha256 while streaming it (costs ~0.3 s per 300 MB).
     verify_sha256: bool = True
     block_size: int = BLOCK_SIZE
+    #: SQL Server: rows parsed in Python per bulk copy; the worker holds about one batch in memory.
+    batch_rows: int = 10_000
+    #: Report types whose every change is also appended to ``avr_<type>_history`` (e.g. ``["virtual"]``).
+    history: Sequence[str] = ()
 
     def keys_for(self, report_type: ReportType) -> Sequence[str]:
         keys = _by_type(self.key_columns, "key_columns").get(report_type, DEFAULT_KEY)
@@ -94,6 +116,9 @@ class LoadOptions:
 
     def version_for(self, report_type: ReportType) -> str | None:
         return _by_type(self.version_columns, "version_columns").get(report_type)
+
+    def history_for(self, report_type: ReportType) -> bool:
+        return report_type in history_types(self.history)
 
     def types_for(self, report_type: ReportType) -> dict[str, str]:
         types = _by_type(self.column_types, "column_types").get(report_type, {})

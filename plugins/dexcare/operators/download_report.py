@@ -22,13 +22,16 @@ from dexcare.task_support import is_literal, refuse_task_dates_as_window, resolv
 if TYPE_CHECKING:
     import datetime as dt
 
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
 
 class DexCareDownloadReportOperator(BaseOperator):
     """Stream a SUCCEEDED report's CSV to ``destination`` and return what the load step needs.
 
-    Returns ``{"uri", "bytes", "sha256", "rows", "report_id", "report_type", "start_date", "end_date"}``.
+    Returns ``{"uri", "bytes", "sha256", "rows", "header", "endpoint", "report_id", "report_type", "start_date",
+    "end_date"}``: ``header`` is the CSV's header fields and ``endpoint`` the DexCare base URL, which the load's
+    OpenLineage facets name the report by (:mod:`dexcare.lineage`).
 
     :param report_id: the report GUID (templated; ``sensor.output`` is the id that succeeded).
     :param destination: a path or URI (templated): ``s3://conn_id@bucket/prefix/``, ``file:///shared/dir/``
@@ -98,8 +101,10 @@ class DexCareDownloadReportOperator(BaseOperator):
                 "request_task_id=<task that pushed the 'request' XCom>, or "
                 "report_type/report_start_date/report_end_date."
             )
+        self._lineage_facts: dict[str, Any] = {"report_id": report_id, **request.to_dict()}
         hook = DexCareHook(self.dexcare_conn_id)
         status = hook.get_report_status(report_id)
+        self._lineage_facts["endpoint"] = hook.transport.base_url
         if status != ReportStatus.SUCCEEDED:
             raise DexCareDownloadReportError(
                 f"Refusing to download DexCare report {report_id}: it is {status.value}, not SUCCEEDED. "
@@ -122,14 +127,33 @@ class DexCareDownloadReportOperator(BaseOperator):
             result.bytes,
             result.sha256,
         )
-        return {
+        self._lineage_facts = {
             "uri": uri,
             "bytes": result.bytes,
             "sha256": result.sha256,
             "rows": rows,
+            "header": result.header,
+            "endpoint": hook.transport.base_url,
             "report_id": report_id,
             **request.to_dict(),
         }
+        return self._lineage_facts
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+        """The report read (its header and size are in the result already: no extra request)."""
+        return self._openlineage()
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> OperatorLineage | None:
+        """The report the task was about, as far as it got."""
+        return self._openlineage()
+
+    def _openlineage(self) -> OperatorLineage | None:
+        from dexcare import lineage
+
+        facts = getattr(self, "_lineage_facts", None)
+        if facts is None:  # failed before it knew which report
+            return None
+        return lineage.guarded(self.log, self.task_id, lambda: lineage.download_lineage(facts))
 
     def _target(self, context: Context, report_id: str, request: ReportRequest) -> ReportLocation:
         window = f"_{request.start_date}_{request.end_date}" if request.start_date else ""

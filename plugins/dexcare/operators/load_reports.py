@@ -1,25 +1,30 @@
-"""DexCareLoadReportsOperator: one DAG run's downloaded reports into PostgreSQL, all or nothing.
+"""DexCareLoadReportsOperator: one DAG run's downloaded reports into the warehouse, all or nothing.
 
-A thin wrapper: it resolves the warehouse connection and the run's date, and hands over to
-:func:`dexcare.load.loader.load_reports`, which does not need Airflow (tests and benchmarks call it
-directly). The return value is the load summary, small and JSON-ready for XCom.
+A thin wrapper: it resolves the warehouse connection (PostgreSQL or SQL Server, by the connection's type)
+and the run's date, and hands over to :func:`dexcare.load.loader.load_reports`, which needs no task
+context (tests and benchmarks call it directly). The return value is the load summary, small and
+JSON-ready for XCom.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from airflow.exceptions import AirflowProviderDeprecationWarning
 from airflow.sdk import BaseOperator
 
-from dexcare.load.errors import DexCareLoadError
+from dexcare.exceptions import DexCareLoadError
+from dexcare.load.audit import summary_line
+from dexcare.load.connection import connect, warehouse_hook
 from dexcare.load.loader import DEFAULT_SCHEMA, LoadOptions, load_reports
 from dexcare.report import ReportType
 from dexcare.storage import ReportLocation
 from dexcare.task_support import is_literal, run_end_date
 
 if TYPE_CHECKING:
-    import psycopg
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
 
@@ -42,36 +47,16 @@ def _flatten(reports: Any) -> list[Mapping[str, Any]]:
     return flat
 
 
-def connect(postgres_conn_id: str) -> psycopg.Connection:
-    """A psycopg 3 connection for the Airflow connection (PostgresHook 7 returns one when psycopg 3 and
-    SQLAlchemy 2 are installed; otherwise we connect ourselves from the same connection fields)."""
-    import psycopg
-    from airflow.providers.postgres.hooks.postgres import PostgresHook
-
-    hook = PostgresHook(postgres_conn_id=postgres_conn_id)
-    conn = hook.get_conn()
-    if isinstance(conn, psycopg.Connection):
-        return conn
-    conn.close()
-    airflow_conn = hook.get_connection(postgres_conn_id)
-    extra = {k: v for k, v in airflow_conn.extra_dejson.items() if k not in ("cursor", "iam", "sslcert_path")}
-    return psycopg.connect(
-        host=airflow_conn.host or None,
-        port=airflow_conn.port or None,
-        user=airflow_conn.login or None,
-        password=airflow_conn.password or None,
-        dbname=airflow_conn.schema or None,
-        **extra,
-    )
-
-
 class DexCareLoadReportsOperator(BaseOperator):
     """Load the reports of one DAG run into ``<schema>.avr_<report type>``, deduplicated, in one transaction.
+
+    The warehouse is PostgreSQL or SQL Server, chosen by the connection's type (``postgres`` or ``mssql``).
 
     :param reports: download results (templated), typically ``download.output`` or the XComArg of a
         mapped download task: dicts with ``uri``, ``report_type``, ``report_id``, ``start_date``,
         ``end_date`` and optionally ``sha256`` (verified while streaming) and ``rows``.
-    :param postgres_conn_id: the warehouse connection (a Postgres connection).
+    :param warehouse_conn_id: the warehouse connection: a ``postgres`` or an ``mssql`` connection.
+    :param postgres_conn_id: deprecated name of ``warehouse_conn_id``.
     :param schema: target schema, created if missing; holds the tables and ``load_audit``.
     :param key_columns: per report type, the columns that identify a row (header or normalised names);
         default ``visit_id``.
@@ -79,23 +64,31 @@ class DexCareLoadReportsOperator(BaseOperator):
         within one file (default: the last row in the file wins).
     :param column_types: per report type, ``{column: SQL type}`` for columns to cast (e.g.
         ``{"virtual": {"updated_at": "timestamptz"}}``); everything else is text.
-    :param work_mem: PostgreSQL ``work_mem``/``maintenance_work_mem`` for this load's transaction.
+    :param work_mem: PostgreSQL ``work_mem``/``maintenance_work_mem`` for this load's transaction (not used
+        on SQL Server).
     :param verify_sha256: compare each file with the sha256 recorded at download while streaming it.
     :param delete_files: delete the downloaded files once the load has committed (templated). The CSVs hold
         patient data; they are kept only when the load fails, so a cleared task can load them again.
+    :param history: report types (templated) whose every change is also appended, in the same transaction,
+        to ``<schema>.avr_<type>_history``: each inserted or changed row as it became, with the report and
+        window that brought it. Default: none.
 
     Every outlet Asset named ``<anything>.avr_<type>`` gets an asset event whose extra is that table's
-    summary, so downstream DAGs scheduled on it see what changed.
+    summary, so downstream DAGs scheduled on it see what changed. With apache-airflow-providers-openlineage
+    installed, the task's lineage names the reports it read and the tables it wrote (:mod:`dexcare.lineage`).
     """
 
-    template_fields: Sequence[str] = ("reports", "postgres_conn_id", "schema", "key_columns", "delete_files")
+    template_fields: Sequence[str] = (
+        "reports", "warehouse_conn_id", "schema", "key_columns", "delete_files", "history",
+    )
     ui_color = "#e3f1e0"
 
     def __init__(
         self,
         *,
         reports: Any,
-        postgres_conn_id: str = "dexcare_warehouse",
+        warehouse_conn_id: str = "dexcare_warehouse",
+        postgres_conn_id: str | None = None,
         schema: str = DEFAULT_SCHEMA,
         key_columns: Mapping[str, Sequence[str] | str] | None = None,
         version_columns: Mapping[str, str] | None = None,
@@ -103,11 +96,20 @@ class DexCareLoadReportsOperator(BaseOperator):
         work_mem: str | None = "256MB",
         verify_sha256: bool = True,
         delete_files: bool | str = False,
+        history: Sequence[str] | str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.reports = reports
-        self.postgres_conn_id = postgres_conn_id
+        if postgres_conn_id is not None:
+            warnings.warn(
+                "DexCareLoadReportsOperator: postgres_conn_id is deprecated (the warehouse may be SQL Server "
+                "too); use warehouse_conn_id.",
+                AirflowProviderDeprecationWarning,
+                stacklevel=2,
+            )
+            warehouse_conn_id = postgres_conn_id
+        self.warehouse_conn_id = warehouse_conn_id
         self.schema = schema
         # A template (e.g. "{{ params.key_columns }}") is kept as is and checked once rendered.
         self.key_columns = key_columns if isinstance(key_columns, str) else dict(key_columns or {})
@@ -116,6 +118,8 @@ class DexCareLoadReportsOperator(BaseOperator):
         self.column_types = {k: dict(v) for k, v in (column_types or {}).items()}
         self.work_mem = work_mem
         self.verify_sha256 = verify_sha256
+        # One report type, a list of them, or a template ("{{ params.history }}") checked once rendered.
+        self.history = history
         # Fail at parse time on a typo in a report type, not at 3 a.m.
         if is_literal(self.key_columns) or isinstance(self.key_columns, dict):
             self._options()
@@ -132,20 +136,25 @@ class DexCareLoadReportsOperator(BaseOperator):
             column_types=self.column_types,
             work_mem=self.work_mem,
             verify_sha256=self.verify_sha256,
+            # Until a template is rendered there is nothing to check; history_types() refuses a bad name.
+            history=() if isinstance(self.history, str) and not is_literal(self.history) else self.history or (),
         )
         for rtype in ReportType:
             options.keys_for(rtype)
             options.version_for(rtype)
             options.types_for(rtype)
+            options.history_for(rtype)
         return options
 
     def execute(self, context: Context) -> dict[str, Any]:
         reports = _flatten(self.reports)
         if not reports:
             raise DexCareLoadError("No reports to load: the download step returned nothing.")
+        self._lineage_reports: list[Mapping[str, Any]] = reports
         dag = context.get("dag")
         dag_id = getattr(dag, "dag_id", None)
-        conn = connect(self.postgres_conn_id)
+        self._lineage_hook = hook = warehouse_hook(self.warehouse_conn_id)
+        conn = connect(self.warehouse_conn_id, hook)
         try:
             summary = load_reports(
                 conn,
@@ -157,24 +166,29 @@ class DexCareLoadReportsOperator(BaseOperator):
             )
         finally:
             conn.close()
+        self._lineage_summary: dict[str, Any] | None = summary
         for table, totals in summary["tables"].items():
-            self.log.info(
-                "Loaded %s.%s: %d report(s), %d rows in file(s), %d duplicates in file(s), %d inserted, "
-                "%d updated, %d unchanged%s",
-                summary["schema"],
-                table,
-                totals["reports"],
-                totals["rows_in_file"],
-                totals["duplicates_in_file"],
-                totals["inserted"],
-                totals["updated"],
-                totals["unchanged"],
-                f", new columns: {', '.join(totals['new_columns'])}" if totals["new_columns"] else "",
-            )
+            self.log.info("%s", summary_line(summary["schema"], table, totals))
         self._publish_asset_events(context, summary)
         if _truthy(self.delete_files):
             self._delete_files(reports)
         return summary
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
+        """The reports read and the tables written, from the load's own summary (no query)."""
+        return self._openlineage()
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> OperatorLineage | None:
+        """Before the commit nothing was written: the datasets the load was about, named, without schema or
+        counts. After it (the clean-up failed), what was written."""
+        return self._openlineage()
+
+    def _openlineage(self) -> OperatorLineage | None:
+        from dexcare import lineage
+
+        return lineage.guarded(self.log, self.task_id, lambda: lineage.load_lineage(
+            getattr(self, "_lineage_hook", None), self.schema, getattr(self, "_lineage_reports", []),
+            getattr(self, "_lineage_summary", None)))
 
     def _delete_files(self, reports: list[Mapping[str, Any]]) -> None:
         """After the commit, on every storage. A file already gone is reported, not counted as deleted."""

@@ -1,0 +1,111 @@
+"""The two warehouses the load speaks to, behind one interface.
+
+:class:`Dialect` is everything that differs between PostgreSQL and SQL Server: quoting, types, locking,
+staging, the dedupe and upsert SQL, and how the driver's errors read. What is the same for both (the header,
+names, keys, drift planning, the guard's rule, the audit record, the summary) lives in
+:mod:`dexcare.load.plan`, :mod:`dexcare.load.audit` and :mod:`dexcare.load.loader`, which drive a dialect
+through one transaction per run.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager
+from typing import Any, BinaryIO, ClassVar, NamedTuple
+
+from dexcare.exceptions import DexCareLoadError
+from dexcare.load.csv_stream import Header, Opener
+from dexcare.load.options import LoadOptions
+from dexcare.load.plan import LoadPlan, TypeNames
+
+
+class MergeCounts(NamedTuple):
+    """What :meth:`Dialect.merge` did to one table."""
+
+    duplicates: int
+    inserted: int
+    updated: int
+    #: Rows appended to the history table (its baseline included); 0 when no history is kept.
+    history: int = 0
+
+
+class Dialect(ABC):
+    """One run's conversation with one warehouse; every method runs inside :meth:`transaction`."""
+
+    #: The warehouse connection types (Airflow ``conn_type``) this dialect serves.
+    conn_types: ClassVar[tuple[str, ...]]
+    types: ClassVar[TypeNames]
+
+    def __init__(self, conn: Any, options: LoadOptions, opener: Opener) -> None:
+        self.conn = conn
+        self.options = options
+        self.opener = opener
+
+    @staticmethod
+    @abstractmethod
+    def accepts(conn: Any) -> bool:
+        """Whether ``conn`` is this dialect's driver connection."""
+
+    @staticmethod
+    @abstractmethod
+    def quote(*parts: str) -> str:
+        """``schema.table`` (or one name) quoted for this warehouse, for SQL written outside the loader."""
+
+    @abstractmethod
+    def transaction(self) -> AbstractContextManager[None]:
+        """Commit when the block ends normally; roll back on any exception. Refuses a busy connection."""
+
+    @abstractmethod
+    def begin(self) -> None:
+        """Session settings, the run's lock on the schema, the schema itself and the audit table."""
+
+    @abstractmethod
+    def resolve_type(self, name: str, *, where: str) -> str:
+        """The canonical spelling of a configured column type; refuses one the warehouse does not know."""
+
+    @abstractmethod
+    def existing_columns(self, table: str) -> dict[str, str] | None:
+        """Column name -> type of the table in the run's schema, in table order; ``None`` if it does not exist."""
+
+    @abstractmethod
+    def stage(self, plan: LoadPlan, header: Header, stream: BinaryIO, index: int) -> int:
+        """Make the table fit the plan and stream the file's records somewhere the merge can read them.
+
+        Returns the number of data records in the file.
+        """
+
+    @abstractmethod
+    def merge(self, plan: LoadPlan, rows_in_file: int, index: int) -> MergeCounts:
+        """Dedupe the staged file and upsert it; with :attr:`LoadPlan.history`, append every row the upsert
+        wrote to the history table, from the same statements (never by comparing tables afterwards)."""
+
+    @abstractmethod
+    def record_audit(self, entry: dict[str, Any]) -> None:
+        """Insert the report's ``load_audit`` row."""
+
+    @abstractmethod
+    def translate(self, exc: BaseException, *, current: str, committing: bool) -> DexCareLoadError | None:
+        """The driver error as ours, without any row value; ``None`` if it is not a driver error."""
+
+
+DIALECTS = ("postgres", "mssql")
+
+
+def dialect_class(conn: Any, name: str | None = None) -> type[Dialect]:
+    """The dialect for a driver connection (psycopg 3 or pymssql), or by name."""
+    from dexcare.load.dialects.mssql import MsSqlDialect
+    from dexcare.load.dialects.postgres import PostgresDialect
+
+    candidates: list[type[Dialect]] = [PostgresDialect, MsSqlDialect]
+    if name is not None:
+        for candidate in candidates:
+            if name in candidate.conn_types:
+                return candidate
+        raise DexCareLoadError(f"Unknown warehouse dialect {name!r}; choose one of: {', '.join(DIALECTS)}.")
+    for candidate in candidates:
+        if candidate.accepts(conn):
+            return candidate
+    raise DexCareLoadError(
+        f"Cannot load through a {type(conn).__module__}.{type(conn).__name__}: give a psycopg 3 connection "
+        "(PostgreSQL) or a pymssql connection (SQL Server)."
+    )
