@@ -35,14 +35,14 @@ def migrate(env: dict[str, str]) -> None:
     subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True, timeout=240)
 
 
-def register_dags(env: dict[str, str]) -> None:
+def register_dags(env: dict[str, str], airflow: str = AIRFLOW) -> None:
     """What a deployment's dag-processor has done before any run: write the DAGs, and their assets, to the DB.
 
     Airflow 3.0's ``airflow dags test`` does not register a DAG's assets (3.1 and later do), so a task with
     asset outlets fails there ("inactive assets in its inlets or outlets") unless this ran first.
     """
     if AIRFLOW_VERSION.startswith("3.0."):
-        subprocess.run([AIRFLOW, "dags", "reserialize"], env=env, check=True, capture_output=True, timeout=240)
+        subprocess.run([airflow, "dags", "reserialize"], env=env, check=True, capture_output=True, timeout=240)
 
 
 def lines_showing(output: str, key: str) -> list[str]:

@@ -27,7 +27,7 @@ from dexcare.sandbox import iter_report_csv
 from dexcare.sandbox.generator import COLUMNS, ReportType
 from psycopg import sql
 
-from tests.airflow_cli import airflow_env, postgres_connection
+from tests.airflow_cli import airflow_env, postgres_connection, register_dags
 from tests.dag.conftest import DAG_ID, REPO, SEED, VISITS_PER_DAY
 from tests.helpers import SANDBOX_TOKEN
 
@@ -258,6 +258,7 @@ def test_the_package_works_without_the_openlineage_provider(admin, warehouse, sa
     assert probe.returncode == 0 and probe.stdout.splitlines()[-1] == "None None", probe.stdout + probe.stderr
     subprocess.run([str(python.parent / "airflow"), "db", "migrate"], env=env, check=True, capture_output=True,
                    timeout=240)
+    register_dags(env, str(python.parent / "airflow"))
     conf = {"schema": warehouse, "poll_interval": 1, "storage": f"{tmp_path}/csv/", "report_types": ["virtual"],
             "history": ["virtual"]}
     run = subprocess.run([str(python.parent / "airflow"), "dags", "test", DAG_ID, "2026-11-20", "--conf",
