@@ -15,6 +15,14 @@ OLDER_AIRFLOW := 3.0.6 3.1.8 3.2.2
 minor = $(basename $(1))
 COMPAT_TESTS := tests/hook tests/operators tests/sensors tests/triggers tests/dags tests/dag tests/test_provider.py \
 	tests/test_compat.py
+# Left out there (about 100 s a version): daily-DAG runs that take the same Airflow path as one that stays and
+# test the loader's or the lineage code's own logic (visit history, a broken facet, a failed load's lineage,
+# the package without the OpenLineage provider).
+COMPAT_DESELECT := \
+	tests/dag/test_daily_dag_runs.py::test_three_days_keep_each_visits_history_and_reruns_add_none \
+	tests/dag/test_daily_dag_lineage.py::test_a_facet_that_cannot_be_built_is_logged_and_dropped \
+	tests/dag/test_daily_dag_lineage.py::test_a_failed_load_names_what_it_was_about_and_claims_no_write \
+	tests/dag/test_daily_dag_lineage.py::test_the_package_works_without_the_openlineage_provider
 
 .PHONY: test test-newest test-older test-mssql lint sandbox bench demo clean constraints compose-smoke
 
@@ -41,7 +49,7 @@ $(call stamp,.venv-$(call minor,$(1)),constraints/airflow-$(call minor,$(1)).txt
 ## test-airflow-<minor>: the hook, operator, sensor, trigger (airflow dags test) and daily-DAG tests on Airflow <minor>
 test-airflow-$(call minor,$(1)): $(call stamp,.venv-$(call minor,$(1)),constraints/airflow-$(call minor,$(1)).txt)
 	@echo "== Airflow $(1): $(COMPAT_TESTS)"
-	.venv-$(call minor,$(1))/bin/pytest $(COMPAT_TESTS) $(PYTEST_ARGS)
+	.venv-$(call minor,$(1))/bin/pytest $(COMPAT_TESTS) $(addprefix --deselect ,$(COMPAT_DESELECT)) $(PYTEST_ARGS)
 endef
 $(foreach v,$(OLDER_AIRFLOW),$(eval $(call older,$(v))))
 
