@@ -27,7 +27,7 @@ TABLE_ASSETS = [Asset(name=f"dexcare.avr_{t.value}", uri=f"dexcare://warehouse/a
 
 with DAG(
     dag_id=DAG_ID,
-    description="DexCare All Visits Reports (virtual, retail, provider booking), deduplicated into PostgreSQL",
+    description="DexCare All Visits Reports (virtual, retail, provider booking), deduplicated into the warehouse",
     schedule="@daily",
     start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,

@@ -15,7 +15,9 @@ def get_provider_info() -> dict[str, Any]:
     return {
         "package-name": "airflow-provider-dexcare",
         "name": "DexCare",
-        "description": "DexCare All Visits Reports: start, wait for, download and dedupe-load into PostgreSQL.",
+        "description": (
+            "DexCare All Visits Reports: start, wait for, download and dedupe-load into PostgreSQL or SQL Server."
+        ),
         "versions": [__version__],
         "integrations": [{"integration-name": "DexCare", "tags": ["service"]}],
         "hooks": [{"integration-name": "DexCare", "python-modules": ["dexcare.hooks.dexcare"]}],
