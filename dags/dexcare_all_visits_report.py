@@ -11,7 +11,7 @@ from typing import Any
 
 from airflow.sdk import DAG, Asset, Param, task, task_group
 from dexcare.compat import RETRY_EXPONENTIAL_BACKOFF
-from dexcare.dag_support import RUNBOOK, failure_callbacks, plan_reports, queue
+from dexcare.dag_support import RUNBOOK, failure_callbacks, plan_task, queue
 from dexcare.operators.download_report import DexCareDownloadReportOperator
 from dexcare.operators.load_reports import DexCareLoadReportsOperator
 from dexcare.operators.start_report import DexCareStartReportOperator
@@ -117,7 +117,7 @@ with DAG(
     @task(**FETCH_QUEUE)
     def plan(**context: Any) -> list[dict[str, Any]]:
         """The window, the storage and one entry per report type; checked here, before DexCare is asked."""
-        return plan_reports(context)
+        return plan_task(context)
 
     @task_group
     def fetch(report_type: str, report_start_date: str, report_end_date: str, destination: str) -> Any:

@@ -31,6 +31,7 @@ from packaging.version import Version
 try:  # Airflow >= 3.2 (3.1 has AirflowException there, but not the rest)
     from airflow.sdk.exceptions import (
         AirflowException,
+        AirflowFailException,
         AirflowRescheduleException,
         AirflowSensorTimeout,
         TaskDeferred,
@@ -38,6 +39,7 @@ try:  # Airflow >= 3.2 (3.1 has AirflowException there, but not the rest)
 except ImportError:  # Airflow 3.0, 3.1
     from airflow.exceptions import (  # type: ignore[no-redef]
         AirflowException,
+        AirflowFailException,
         AirflowRescheduleException,
         AirflowSensorTimeout,
         TaskDeferred,
@@ -54,6 +56,7 @@ __all__ = [
     "RETRY_EXPONENTIAL_BACKOFF",
     "TASK_STATE_STORE_SINCE",
     "AirflowException",
+    "AirflowFailException",
     "AirflowRescheduleException",
     "AirflowSensorTimeout",
     "TaskDeferred",

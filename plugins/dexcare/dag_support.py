@@ -14,7 +14,8 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from dexcare.exceptions import DexCareValidationError
+from dexcare.compat import AirflowFailException
+from dexcare.exceptions import DexCareStorageError, DexCareValidationError
 from dexcare.report import ReportRequest
 from dexcare.storage import check_storage_reaches_every_worker, executor_setting, run_directory, storage_choice
 from dexcare.task_support import run_end_date
@@ -60,6 +61,18 @@ def plan_reports(context: Mapping[str, Any], executor: str | None = None) -> lis
             }
         )
     return plan
+
+
+def plan_task(context: Mapping[str, Any], executor: str | None = None) -> list[dict[str, Any]]:
+    """:func:`plan_reports` for the DAG's ``plan`` task: a bad param or storage setting fails the run at once.
+
+    No retry can fix a setting, and the DAG's retries with backoff would page the on-call engineer minutes late
+    (with the defaults, three retries and seven minutes) for an error that names its fix in the first try.
+    """
+    try:
+        return plan_reports(context, executor)
+    except (DexCareValidationError, DexCareStorageError) as exc:
+        raise AirflowFailException(f"{exc} (Not retried: a retry cannot fix a setting.)") from None
 
 
 def queue(stage: str, environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -114,7 +127,7 @@ duplicated, and an older window never overwrites newer data.
 
 | task | what it means | what to do |
 |---|---|---|
-| `plan` | bad trigger params (window override, report type), or the report storage is a worker-local directory while the executor runs tasks on several machines; no report was requested | fix the params, or set `[dexcare] report_storage` (`AIRFLOW__DEXCARE__REPORT_STORAGE`) to s3://, gs://, abfs:// or a file:// volume every worker mounts; trigger again |
+| `plan` | bad trigger params (window override, report type), or the report storage is a worker-local directory while the executor runs tasks on several machines; no report was requested, and `plan` is not retried | fix the params, or set `[dexcare] report_storage` (`AIRFLOW__DEXCARE__REPORT_STORAGE`) to s3://, gs://, abfs:// or a file:// volume every worker mounts; trigger again |
 | `start_report` 403 | DexCare refused the reporting service key | fix connection `dexcare_default` (password), clear the task |
 | `start_report` 5xx / 429 / network | DexCare unavailable beyond the retry budget | clear the task when DexCare is back; a retry reuses a report already started |
 | `wait_for_report` FAILED / CANCELLED | DexCare lost the report and resubmissions (`max_resubmits`) ran out | clear `start_report` of that type (a new report is requested) |

@@ -226,6 +226,26 @@ def run_directory(storage: str | None, dag_id: str, run_id: str) -> str:
     return f"{base.child(safe_name(dag_id)).child(safe_name(run_id)).uri}/"
 
 
+def remove_empty_run_directory(file_uri: str, dag_id: str | None, run_id: str | None) -> bool:
+    """After the clean-up, the run's own directory on a local disk, once it is empty.
+
+    Only a directory :func:`run_directory` names for this very run (``.../<dag_id>/<run_id>/``) is removed, never
+    a destination a user chose, and never the ``<dag_id>`` level, where another run may be creating its own
+    directory at the same moment. Object stores have no directories to leave behind.
+    """
+    location = ReportLocation.parse(file_uri)
+    if location._local is None or not dag_id or not run_id:
+        return False
+    directory = location._local.parent
+    if directory.name != safe_name(run_id) or directory.parent.name != safe_name(dag_id):
+        return False
+    try:
+        directory.rmdir()
+    except OSError:  # not empty (another file of the run, a file of a cleared try), or already gone
+        return False
+    return True
+
+
 def file_location(destination: str | os.PathLike[str] | ObjectStoragePath, filename: str) -> ReportLocation:
     """A destination ending in ``/`` is a directory, and the file is ``filename`` in it; anything else is the
     file itself."""

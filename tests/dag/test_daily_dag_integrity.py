@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+from dexcare.compat import AirflowFailException
 from dexcare.dag_support import failure_callbacks, plan_reports, queue
 from dexcare.exceptions import DexCareStorageError, DexCareValidationError
 
@@ -127,6 +128,23 @@ def test_plan_checks_the_storage_against_the_executor_before_anything_else(tmp_p
     monkeypatch.delenv("AIRFLOW__DEXCARE__REPORT_STORAGE")
     (entry, _) = plan_reports(context(storage=None), executor="LocalExecutor")
     assert entry["destination"].startswith((tmp_path / "dexcare-reports" / DAG_ID).as_uri())
+
+
+def test_the_plan_task_fails_a_bad_setting_without_retries(dag, tmp_path, monkeypatch):
+    """Retries with backoff would page minutes late for an error no retry can fix; the message stays whole."""
+    monkeypatch.delenv("AIRFLOW__DEXCARE__REPORT_STORAGE", raising=False)
+    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
+    monkeypatch.setenv("AIRFLOW__CORE__EXECUTOR", "CeleryExecutor")
+    plan = dag.get_task("plan")
+    assert plan.retries >= 1  # the DAG's retries stay for what a retry can fix
+    with pytest.raises(AirflowFailException) as refused:
+        plan.python_callable(**context(storage=None))
+    assert "[dexcare] report_storage" in str(refused.value) and "Not retried" in str(refused.value)
+    assert refused.value.__cause__ is None and refused.value.__suppress_context__
+    with pytest.raises(AirflowFailException, match="give both"):
+        plan.python_callable(**context(start_date="2026-10-01"))
+    monkeypatch.setenv("AIRFLOW__CORE__EXECUTOR", "LocalExecutor")
+    assert len(plan.python_callable(**context())) == 2
 
 
 def test_queues_come_from_the_environment():

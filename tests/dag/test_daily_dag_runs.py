@@ -67,6 +67,8 @@ def test_two_overlapping_days_then_a_rerun(runner, admin, warehouse, sandbox):
     assert "rows," in first_log and "bytes, sha256" in first_log
     assert f"Loaded {runner.schema}.avr_virtual: 1 report(s)" in first_log
     assert not list(Path(runner.storage).rglob("*.csv")), "downloads must be deleted after the load"
+    (dag_directory,) = Path(runner.storage).iterdir()
+    assert list(dag_directory.iterdir()) == [], "the run's emptied directory must be removed too"
 
     second = runner.run("2026-11-21")
     assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-4000:]

@@ -20,7 +20,7 @@ from dexcare.load.audit import summary_line
 from dexcare.load.connection import connect, warehouse_hook
 from dexcare.load.loader import DEFAULT_SCHEMA, LoadOptions, load_reports
 from dexcare.report import ReportType
-from dexcare.storage import ReportLocation
+from dexcare.storage import ReportLocation, remove_empty_run_directory
 from dexcare.task_support import is_literal, run_end_date
 
 if TYPE_CHECKING:
@@ -171,7 +171,7 @@ class DexCareLoadReportsOperator(BaseOperator):
             self.log.info("%s", summary_line(summary["schema"], table, totals))
         self._publish_asset_events(context, summary)
         if _truthy(self.delete_files):
-            self._delete_files(reports)
+            self._delete_files(reports, dag_id, context.get("run_id"))
         return summary
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
@@ -190,12 +190,14 @@ class DexCareLoadReportsOperator(BaseOperator):
             getattr(self, "_lineage_hook", None), self.schema, getattr(self, "_lineage_reports", []),
             getattr(self, "_lineage_summary", None)))
 
-    def _delete_files(self, reports: list[Mapping[str, Any]]) -> None:
+    def _delete_files(self, reports: list[Mapping[str, Any]], dag_id: str | None, run_id: str | None) -> None:
         """After the commit, on every storage. A file already gone is reported, not counted as deleted."""
         gone = []
         for report in reports:
             if not ReportLocation.parse(str(report["uri"])).delete():
                 gone.append(str(report["uri"]))
+        for uri in {str(report["uri"]) for report in reports}:
+            remove_empty_run_directory(uri, dag_id, run_id)
         self.log.info(
             "Deleted %d of %d downloaded file(s) after the committed load.", len(reports) - len(gone), len(reports)
         )
