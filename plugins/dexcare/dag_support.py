@@ -63,14 +63,14 @@ def plan_reports(context: Mapping[str, Any], executor: str | None = None) -> lis
     return plan
 
 
-def plan_task(context: Mapping[str, Any], executor: str | None = None) -> list[dict[str, Any]]:
+def plan_task(context: Mapping[str, Any]) -> list[dict[str, Any]]:
     """:func:`plan_reports` for the DAG's ``plan`` task: a bad param or storage setting fails the run at once.
 
     No retry can fix a setting, and the DAG's retries with backoff would page the on-call engineer minutes late
     (with the defaults, three retries and seven minutes) for an error that names its fix in the first try.
     """
     try:
-        return plan_reports(context, executor)
+        return plan_reports(context)
     except (DexCareValidationError, DexCareStorageError) as exc:
         raise AirflowFailException(f"{exc} (Not retried: a retry cannot fix a setting.)") from None
 

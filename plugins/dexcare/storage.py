@@ -163,15 +163,28 @@ class ReportLocation:
 
     def delete(self) -> bool:
         """Delete the file; ``False`` if it was already gone (the caller says so instead of claiming it)."""
-        if self._local is not None:
-            try:
-                self._local.unlink()
-            except FileNotFoundError:
-                return False
-            return True
-        if not self._remote.exists():  # type: ignore[union-attr]
+        try:  # one request on an object store: its unlink() raises FileNotFoundError itself
+            (self._local if self._local is not None else self._remote).unlink()  # type: ignore[union-attr]
+        except FileNotFoundError:
             return False
-        self._remote.unlink()  # type: ignore[union-attr]
+        return True
+
+    def remove_empty_run_directory(self, dag_id: str | None, run_id: str | None) -> bool:
+        """After the clean-up, the run's own directory on a local disk, once it is empty.
+
+        Only a directory :func:`run_directory` names for this very run (``.../<dag_id>/<run_id>/``) is removed,
+        never a destination a user chose, and never the ``<dag_id>`` level, where another run may be creating its
+        own directory at the same moment. Object stores have no directories to leave behind.
+        """
+        if self._local is None or not dag_id or not run_id:
+            return False
+        directory = self._local.parent
+        if directory.name != safe_name(run_id) or directory.parent.name != safe_name(dag_id):
+            return False
+        try:
+            directory.rmdir()
+        except OSError:  # not empty (another file of the run, a file of a cleared try), or already gone
+            return False
         return True
 
     def _missing_message(self) -> str:
@@ -197,7 +210,9 @@ class ReportLocation:
 
 def configured_storage() -> str:
     """The deployment-wide ``[dexcare] report_storage`` (empty when not set)."""
-    return (_airflow_conf().get(CONFIG_SECTION, CONFIG_OPTION, fallback="") or "").strip()
+    from airflow.providers.common.compat.sdk import conf
+
+    return (conf.get(CONFIG_SECTION, CONFIG_OPTION, fallback="") or "").strip()
 
 
 def storage_choice(param: str | None) -> tuple[str, str]:
@@ -224,26 +239,6 @@ def run_directory(storage: str | None, dag_id: str, run_id: str) -> str:
     """
     base = ReportLocation.parse(storage or storage_choice(None)[0])
     return f"{base.child(safe_name(dag_id)).child(safe_name(run_id)).uri}/"
-
-
-def remove_empty_run_directory(file_uri: str, dag_id: str | None, run_id: str | None) -> bool:
-    """After the clean-up, the run's own directory on a local disk, once it is empty.
-
-    Only a directory :func:`run_directory` names for this very run (``.../<dag_id>/<run_id>/``) is removed, never
-    a destination a user chose, and never the ``<dag_id>`` level, where another run may be creating its own
-    directory at the same moment. Object stores have no directories to leave behind.
-    """
-    location = ReportLocation.parse(file_uri)
-    if location._local is None or not dag_id or not run_id:
-        return False
-    directory = location._local.parent
-    if directory.name != safe_name(run_id) or directory.parent.name != safe_name(dag_id):
-        return False
-    try:
-        directory.rmdir()
-    except OSError:  # not empty (another file of the run, a file of a cleared try), or already gone
-        return False
-    return True
 
 
 def file_location(destination: str | os.PathLike[str] | ObjectStoragePath, filename: str) -> ReportLocation:
@@ -300,20 +295,12 @@ def check_storage_reaches_every_worker(storage: str, source: str, executor_setti
 
 
 def executor_setting() -> str:
-    return str(_airflow_conf().get("core", "executor", fallback="") or "")
+    from airflow.providers.common.compat.sdk import conf
+
+    return str(conf.get("core", "executor", fallback="") or "")
 
 
 # --- internals -----------------------------------------------------------------------------------------------
-
-
-def _airflow_conf() -> Any:
-    """The Task SDK's configuration where it has one (Airflow 3.2+), else core's; both include provider
-    options declared in ``get_provider_info`` and the ``AIRFLOW__<SECTION>__<KEY>`` environment."""
-    try:
-        from airflow.sdk.configuration import conf
-    except ImportError:  # pragma: no cover - Airflow < 3.2
-        from airflow.configuration import conf
-    return conf
 
 
 def _local_path(text: str, scheme: str) -> Path:

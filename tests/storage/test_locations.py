@@ -18,7 +18,6 @@ from dexcare.storage import (
     configured_storage,
     executor_names,
     file_location,
-    remove_empty_run_directory,
     run_directory,
     runs_on_several_machines,
     storage_choice,
@@ -163,25 +162,26 @@ def test_the_clean_up_deletes_what_the_download_named_even_with_a_space(tmp_path
 
 
 def test_only_this_runs_own_emptied_directory_is_removed(tmp_path: Path) -> None:
-    run_dir = ReportLocation.parse(run_directory(f"{tmp_path}/", "my dag", "manual__2026-11-30T10:00:00+00:00"))
+    run_id = "manual__2026-11-30T10:00:00+00:00"
+    run_dir = ReportLocation.parse(run_directory(f"{tmp_path}/", "my dag", run_id))
     first, second = run_dir.child("virtual.csv"), run_dir.child("retail.csv")
     for location in (first, second):
         with location.write() as out:
             out.write(b"visitId\n")
     first.delete()
-    assert remove_empty_run_directory(first.uri, "my dag", "manual__2026-11-30T10:00:00+00:00") is False  # not empty
+    assert first.remove_empty_run_directory("my dag", run_id) is False  # not empty
     second.delete()
-    assert remove_empty_run_directory(second.uri, "other dag", "manual__2026-11-30T10:00:00+00:00") is False
-    assert remove_empty_run_directory(second.uri, "my dag", "manual__2026-11-30T10:00:01+00:00") is False
-    assert remove_empty_run_directory(second.uri, "my dag", "manual__2026-11-30T10:00:00+00:00") is True
+    assert second.remove_empty_run_directory("other dag", run_id) is False
+    assert second.remove_empty_run_directory("my dag", "manual__2026-11-30T10:00:01+00:00") is False
+    assert second.remove_empty_run_directory("my dag", run_id) is True
     assert [p.name for p in tmp_path.iterdir()] == ["my_dag"] and list((tmp_path / "my_dag").iterdir()) == []
-    chosen = tmp_path / "chosen by a user"  # an operator's own destination is never removed
-    with ReportLocation.parse(chosen / "r.csv").write() as out:
+    chosen = ReportLocation.parse(tmp_path / "chosen" / "r.csv")  # a user's own destination stays, whatever run
+    with chosen.write() as out:
         out.write(b"visitId\n")
-    ReportLocation.parse(chosen / "r.csv").delete()
-    assert remove_empty_run_directory((chosen / "r.csv").as_uri(), "my dag", "chosen by a user") is False
-    assert chosen.is_dir()
-    assert remove_empty_run_directory("s3://aws_default@bucket/d/r/f.csv", "d", "r") is False
+    chosen.delete()
+    assert chosen.remove_empty_run_directory("my dag", "chosen") is False
+    assert (tmp_path / "chosen").is_dir()
+    assert ReportLocation.parse("s3://aws_default@bucket/d/r/f.csv").remove_empty_run_directory("d", "r") is False
 
 
 def test_a_missing_local_file_names_the_cause_and_the_fix(tmp_path: Path) -> None:

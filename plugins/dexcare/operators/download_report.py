@@ -101,10 +101,11 @@ class DexCareDownloadReportOperator(BaseOperator):
                 "request_task_id=<task that pushed the 'request' XCom>, or "
                 "report_type/report_start_date/report_end_date."
             )
-        self._lineage_facts: dict[str, Any] = {"report_id": report_id, **request.to_dict()}
+        facts: dict[str, Any] = {"report_id": report_id, **request.to_dict()}
+        self._lineage_facts = facts  # what failure lineage can name at each step
         hook = DexCareHook(self.dexcare_conn_id)
         status = hook.get_report_status(report_id)
-        self._lineage_facts["endpoint"] = hook.transport.base_url
+        facts["endpoint"] = hook.transport.base_url
         if status != ReportStatus.SUCCEEDED:
             raise DexCareDownloadReportError(
                 f"Refusing to download DexCare report {report_id}: it is {status.value}, not SUCCEEDED. "
@@ -116,28 +117,19 @@ class DexCareDownloadReportOperator(BaseOperator):
             )
         target = self._target(context, report_id, request)
         result = hook.download_report(report_id, target)
-        rows = result.rows
-        uri = target.uri
+        facts.update(
+            uri=target.uri, bytes=result.bytes, sha256=result.sha256, rows=result.rows, header=result.header
+        )
         self.log.info(
             "Report %s (%s) is at %s: %d rows, %d bytes, sha256 %s.",
             report_id,
             request.report_type.value,
-            uri,
-            rows,
+            facts["uri"],
+            result.rows,
             result.bytes,
             result.sha256,
         )
-        self._lineage_facts = {
-            "uri": uri,
-            "bytes": result.bytes,
-            "sha256": result.sha256,
-            "rows": rows,
-            "header": result.header,
-            "endpoint": hook.transport.base_url,
-            "report_id": report_id,
-            **request.to_dict(),
-        }
-        return self._lineage_facts
+        return facts
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
         """The report read (its header and size are in the result already: no extra request)."""

@@ -20,7 +20,7 @@ from dexcare.load.audit import summary_line
 from dexcare.load.connection import connect, warehouse_hook
 from dexcare.load.loader import DEFAULT_SCHEMA, LoadOptions, load_reports
 from dexcare.report import ReportType
-from dexcare.storage import ReportLocation, remove_empty_run_directory
+from dexcare.storage import ReportLocation
 from dexcare.task_support import is_literal, run_end_date
 
 if TYPE_CHECKING:
@@ -192,12 +192,11 @@ class DexCareLoadReportsOperator(BaseOperator):
 
     def _delete_files(self, reports: list[Mapping[str, Any]], dag_id: str | None, run_id: str | None) -> None:
         """After the commit, on every storage. A file already gone is reported, not counted as deleted."""
-        gone = []
-        for report in reports:
-            if not ReportLocation.parse(str(report["uri"])).delete():
-                gone.append(str(report["uri"]))
-        for uri in {str(report["uri"]) for report in reports}:
-            remove_empty_run_directory(uri, dag_id, run_id)
+        uris = [str(report["uri"]) for report in reports]
+        locations = {uri: ReportLocation.parse(uri) for uri in uris}
+        gone = [uri for uri in uris if not locations[uri].delete()]
+        for location in locations.values():
+            location.remove_empty_run_directory(dag_id, run_id)
         self.log.info(
             "Deleted %d of %d downloaded file(s) after the committed load.", len(reports) - len(gone), len(reports)
         )
