@@ -152,7 +152,7 @@ class WaitState:
         changed = self.errors > 0
         self.errors = 0
         verdict, message = self.tracker.observe(status, now)
-        if changed or message or verdict != Verdict.WAIT:
+        if changed or message:  # the tracker changes only when it has a line to log; otherwise the store has it
             self.save()
         return verdict, message
 
