@@ -47,7 +47,7 @@ class WaitState:
     resubmits: int = 0
     errors: int = 0
     started: float = 0.0
-    store: Any = field(default=None, repr=False, compare=False)
+    store: Any = field(repr=False, compare=False, kw_only=True)
 
     # --- where it comes from ---------------------------------------------------------------------------------
 
@@ -137,13 +137,7 @@ class WaitState:
         }
 
     def save(self) -> None:
-        if self.store is not None:
-            self.store.set(STATE_KEY, self._dump())
-
-    def resume_kwargs(self) -> dict[str, Any]:
-        """What the deferral must carry: nothing when the store keeps the state, the state itself otherwise."""
-        self.save()
-        return {} if self.store is not None else {"state": self._dump()}
+        self.store.set(STATE_KEY, self._dump())
 
     # --- how it advances -------------------------------------------------------------------------------------
 
@@ -158,7 +152,7 @@ class WaitState:
         changed = self.errors > 0
         self.errors = 0
         verdict, message = self.tracker.observe(status, now)
-        if changed or message or verdict != Verdict.WAIT:
+        if changed or message:  # the tracker changes only when it has a line to log; otherwise the store has it
             self.save()
         return verdict, message
 

@@ -231,9 +231,15 @@ def redact_proxy(proxy: str | None) -> str | None:
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
-def _boolean(conn_id: str, name: str, value: Any) -> bool:
+def _spelled_boolean(value: Any) -> Any:
+    """An extra that arrives as text (from a connection URI or a text field of the form) spells a boolean out."""
     if isinstance(value, str) and value.strip().lower() in ("true", "false"):
         return value.strip().lower() == "true"
+    return value
+
+
+def _boolean(conn_id: str, name: str, value: Any) -> bool:
+    value = _spelled_boolean(value)
     if not isinstance(value, bool):
         raise DexCareValidationError(f"Connection {conn_id!r}: extra {name!r} must be true or false, got {value!r}.")
     return value
@@ -241,8 +247,7 @@ def _boolean(conn_id: str, name: str, value: Any) -> bool:
 
 def _ca_bundle(conn_id: str, value: Any, trust_env: bool) -> str | bool:
     """False, or the CA bundle to trust, resolved as requests resolves it."""
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        value = value.strip().lower() == "true"
+    value = _spelled_boolean(value)
     if value is False:
         return False
     if value is True:

@@ -306,7 +306,8 @@ class DexCareReportSensor(BaseSensorOperator):
         self.defer(
             trigger=trigger,
             method_name="execute_complete",
-            kwargs=wait.resume_kwargs(),
+            # The wait state saved itself; the store, not the kwargs, carries it: dags test drops resume kwargs.
+            kwargs={},
             timeout=timedelta(seconds=backstop),
         )
 
