@@ -18,7 +18,13 @@ from typing import Any, BinaryIO
 import psycopg
 from psycopg import sql
 
-from dexcare.exceptions import DexCareCastError, DexCareCSVError, DexCareLoadError, DexCareSchemaError
+from dexcare.exceptions import (
+    DexCareCastError,
+    DexCareCSVError,
+    DexCareLoadError,
+    DexCareSchemaError,
+    DexCareWarehouseError,
+)
 from dexcare.load.csv_stream import BLOCK_SIZE, Header, Opener, copy_stream, read_header
 
 #: COPY's error context: ``COPY t, line 3, column updated_at: "<value>"`` (the value is never kept).
@@ -76,6 +82,32 @@ def duplicate_keys_error(schema: str, table: str, keys: Sequence[str]) -> DexCar
 def unknown_cast_error(source: str, detail: str) -> DexCareCastError:
     return DexCareCastError(
         f"{source}: a value does not convert to its configured column type ({detail}); check column_types."
+    )
+
+
+# --- The warehouse failed the load: one wording for both dialects -----------------------------------------
+# ``detail`` names the error (class, number or SQLSTATE, and the server's text only where it cannot quote a
+# row value), so the wording a runbook matches on is the same whichever warehouse failed.
+
+
+def commit_lost_error(detail: str) -> DexCareWarehouseError:
+    return DexCareWarehouseError(
+        f"Lost the warehouse connection while committing ({detail}); the commit may or may not have happened. "
+        "The load is idempotent: run it again."
+    )
+
+
+def load_interrupted_error(what: str, current: str, detail: str) -> DexCareWarehouseError:
+    return DexCareWarehouseError(
+        f"{what} while loading {current} ({detail}); the transaction was not committed, nothing was written. "
+        "Retry the task."
+    )
+
+
+def load_refused_error(warehouse: str, current: str, detail: str) -> DexCareLoadError:
+    return DexCareLoadError(
+        f"{warehouse} refused the load of {current} ({detail}); the transaction was rolled back, nothing was "
+        "written."
     )
 
 

@@ -411,19 +411,11 @@ class MsSqlDialect(Dialect):
         )
         if lost or number == _DEADLOCK:
             if committing:
-                return DexCareWarehouseError(
-                    f"Lost the warehouse connection while committing (SQL Server/FreeTDS error {number}); the commit "
-                    "may or may not have happened. The load is idempotent: run it again."
-                )
+                return diagnostics.commit_lost_error(f"SQL Server/FreeTDS error {number}")
             what = "was chosen as a deadlock victim" if number == _DEADLOCK else "lost the warehouse connection"
-            return DexCareWarehouseError(
-                f"The load {what} while loading {current} ({type(exc).__name__}, error {number}); the transaction "
-                "was not committed, nothing was written. Retry the task."
-            )
+            return diagnostics.load_interrupted_error(f"The load {what}", current,
+                                                      f"{type(exc).__name__}, error {number}")
         # Anything else SQL Server refused. Its messages can quote row values (conversion and truncation
         # errors do), so only the error number is kept, and the text only for permission errors.
         detail = f": {_server_text(exc)}" if number in _SAFE_MESSAGES else ""
-        return DexCareLoadError(
-            f"SQL Server refused the load of {current} (error {number}, {type(exc).__name__}{detail}); the "
-            "transaction was rolled back, nothing was written."
-        )
+        return diagnostics.load_refused_error("SQL Server", current, f"error {number}, {type(exc).__name__}{detail}")

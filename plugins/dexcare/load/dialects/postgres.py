@@ -17,7 +17,7 @@ import psycopg
 from psycopg import sql
 from psycopg.pq import TransactionStatus
 
-from dexcare.exceptions import DexCareLoadError, DexCareSchemaError, DexCareWarehouseError
+from dexcare.exceptions import DexCareLoadError, DexCareSchemaError
 from dexcare.load import diagnostics
 from dexcare.load.audit import AUDIT_FIELDS, AUDIT_TABLE
 from dexcare.load.csv_stream import Header, copy_stream
@@ -361,22 +361,15 @@ class PostgresDialect(Dialect):
     def translate(self, exc: BaseException, *, current: str, committing: bool) -> DexCareLoadError | None:
         if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
             if committing:
-                return DexCareWarehouseError(
-                    f"Lost the warehouse connection while committing ({type(exc).__name__}); the commit may or "
-                    "may not have happened. The load is idempotent: run it again."
-                )
+                return diagnostics.commit_lost_error(type(exc).__name__)
             primary = (exc.diag.message_primary if isinstance(exc, psycopg.Error) else None) or "connection closed"
-            return DexCareWarehouseError(
-                f"Lost the warehouse connection while loading {current} ({type(exc).__name__}: {primary}); "
-                "the transaction was not committed, nothing was written. Retry the task."
-            )
+            return diagnostics.load_interrupted_error("Lost the warehouse connection", current,
+                                                      f"{type(exc).__name__}: {primary}")
         if isinstance(exc, psycopg.Error):
             # Anything else PostgreSQL refused (permissions, a constraint someone added, a full disk). Its
             # detail and context can quote row values, so only the SQLSTATE and, outside data errors, the
             # primary message are kept.
             primary = "" if (exc.sqlstate or "").startswith("22") else f": {exc.diag.message_primary}"
-            return DexCareLoadError(
-                f"PostgreSQL refused the load of {current} (SQLSTATE {exc.sqlstate}, {type(exc).__name__}"
-                f"{primary}); the transaction was rolled back, nothing was written."
-            )
+            return diagnostics.load_refused_error("PostgreSQL", current,
+                                                  f"SQLSTATE {exc.sqlstate}, {type(exc).__name__}{primary}")
         return None
