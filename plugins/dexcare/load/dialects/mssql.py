@@ -10,7 +10,6 @@ the rows that changed, insert the new keys (see :mod:`.mssql_sql` for why not ME
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import re
@@ -20,7 +19,7 @@ from typing import Any, BinaryIO, ClassVar
 
 from dexcare.exceptions import DexCareLoadError, DexCareSchemaError, DexCareWarehouseError
 from dexcare.load import diagnostics
-from dexcare.load.audit import AUDIT_FIELDS, AUDIT_TABLE
+from dexcare.load.audit import AUDIT_FIELDS, AUDIT_TABLE, iso
 from dexcare.load.csv_stream import Header, Opener, records
 from dexcare.load.dialects import Dialect, MergeCounts
 from dexcare.load.dialects.mssql_sql import KEY_UNITS, TEXT, MsSqlStatements, is_text, quote, text_units
@@ -143,12 +142,6 @@ class MsSqlTypes:
 
     def is_text(self, sql_type: str) -> bool:
         return is_text(sql_type)
-
-
-def _param(value: Any) -> Any:
-    """Dates and times as ISO 8601 text: SQL Server converts it to date/datetimeoffset independent of the
-    session's language, and pymssql's own datetime quoting would drop the offset."""
-    return value.isoformat() if isinstance(value, dt.date | dt.datetime) else value
 
 
 # --- Errors -----------------------------------------------------------------------------------------------
@@ -355,7 +348,9 @@ class MsSqlDialect(Dialect):
             if bad:
                 line, column = min(bad)
                 raise diagnostics.cast_error(plan.source, line, plan.header_of(column), plan.types[column])
-        params = {name: _param(value) for name, value in plan.lineage.items()}
+        # Dates and times as ISO 8601 text: SQL Server converts it to date/datetimeoffset independent of the
+        # session's language, and pymssql's own datetime quoting would drop the offset.
+        params = {name: iso(value) for name, value in plan.lineage.items()}
         cursor.execute(st.dedupe())
         duplicates = max(cursor.rowcount, 0)
         updated = 0
@@ -386,7 +381,7 @@ class MsSqlDialect(Dialect):
             raise
 
     def record_audit(self, entry: dict[str, Any]) -> None:
-        values = {f: _param(entry[f]) for f in AUDIT_FIELDS}
+        values = {f: iso(entry[f]) for f in AUDIT_FIELDS}  # ISO text, for the same reasons as in merge
         values["new_columns"] = json.dumps(entry["new_columns"], ensure_ascii=False)
         self.cursor.execute(
             "INSERT INTO {} ({}) VALUES ({})".format(
