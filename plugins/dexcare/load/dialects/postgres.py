@@ -233,25 +233,21 @@ class PostgresDialect(Dialect):
         cursor = self.cursor
         if plan.adds:
             self._add_columns(self._target(plan), plan.adds)
-        history = None
-        if plan.history is not None:
-            history = sql.Identifier(plan.schema, plan.history.table)
-            if plan.history.create:
-                cursor.execute(sql.SQL("CREATE TABLE {} ({})").format(history, sql.SQL(", ").join(
-                    sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(t)) for c, t in plan.history.table_columns)))
-            elif plan.history.adds:
-                self._add_columns(history, plan.history.adds)
         temps = [self._temp(what, index) for what in ("stage", "dup_keys", "losers")]
         statements = PostgresStatements(
             plan,
-            target=self._target(plan),
             stage=self._target(plan) if plan.create else temps[0],
             # A table filled by COPY holds its own types; the temp stage is all text, cast by the upsert.
             types={c: TEXT for c in plan.columns} if plan.create else plan.types,
             dup_keys=temps[1],
             losers=temps[2],
-            history=history,
         )
+        if plan.history is not None:
+            if plan.history.create:
+                cursor.execute(sql.SQL("CREATE TABLE {} ({})").format(statements.history, sql.SQL(", ").join(
+                    sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(t)) for c, t in plan.history.table_columns)))
+            elif plan.history.adds:
+                self._add_columns(statements.history, plan.history.adds)
         baseline = 0
         if plan.history is not None and plan.history.baseline:  # before anything changes: the state it starts from
             baseline = cursor.execute(statements.copy_to_history(CHANGE_BASELINE)).rowcount
