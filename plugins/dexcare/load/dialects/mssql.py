@@ -235,7 +235,6 @@ class MsSqlDialect(Dialect):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.cursor = self.conn.cursor()
         self._statements: dict[int, MsSqlStatements] = {}
         self._baselines: dict[int, int] = {}
 

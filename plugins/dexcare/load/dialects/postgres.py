@@ -76,6 +76,7 @@ def _lock_key(schema: str) -> int:
 class PostgresDialect(Dialect):
     conn_types = ("postgres", "postgresql")
     types = PostgresTypes()
+    cursor: psycopg.Cursor
 
     @staticmethod
     def accepts(conn: Any) -> bool:
@@ -84,10 +85,6 @@ class PostgresDialect(Dialect):
     @staticmethod
     def quote(*parts: str) -> str:
         return sql.Identifier(*parts).as_string(None)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.cursor: psycopg.Cursor = self.conn.cursor()
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
