@@ -235,7 +235,6 @@ class MsSqlDialect(Dialect):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._statements: dict[int, MsSqlStatements] = {}
         self._baselines: dict[int, int] = {}
 
     @contextmanager
@@ -306,7 +305,7 @@ class MsSqlDialect(Dialect):
     # --- Staging ------------------------------------------------------------------------------------------
 
     def stage(self, plan: LoadPlan, header: Header, stream: BinaryIO, index: int) -> int:
-        st = self._statements[index] = statements_for(plan, index)
+        st = statements_for(plan, index)
         if plan.create:
             self.cursor.execute(st.create_table())
         elif plan.adds:
@@ -326,19 +325,16 @@ class MsSqlDialect(Dialect):
         sent = 0
         for batch in batches(st, header, stream, opener=self.opener, block_size=self.options.block_size,
                              batch_rows=self.options.batch_rows):
-            sent += self._send(st, batch)
+            # The raw '#name' (ours, letters, digits and '_'): pymssql looks a temp table's columns up in tempdb
+            # only when the name starts with '#', and that lookup is what makes it send text as NVARCHAR.
+            self.conn.bulk_copy(st.stage, batch, batch_size=len(batch))
+            sent += len(batch)
         return sent
-
-    def _send(self, st: MsSqlStatements, batch: list[list[Any]]) -> int:
-        # The raw '#name' (ours, letters, digits and '_'): pymssql looks a temp table's columns up in tempdb
-        # only when the name starts with '#', and that lookup is what makes it send text as NVARCHAR.
-        self.conn.bulk_copy(st.stage, batch, batch_size=len(batch))
-        return len(batch)
 
     # --- Dedupe and upsert --------------------------------------------------------------------------------
 
     def merge(self, plan: LoadPlan, rows_in_file: int, index: int) -> MergeCounts:
-        st = self._statements.pop(index)
+        st = statements_for(plan, index)
         cursor = self.cursor
         if plan.casts:
             cursor.execute(st.first_bad_casts())
