@@ -26,6 +26,7 @@ from dexcare.exceptions import (
     DexCareWarehouseError,
 )
 from dexcare.load.csv_stream import BLOCK_SIZE, Header, Opener, copy_stream, read_header
+from dexcare.load.dialects.postgres_sql import TEXT
 
 #: COPY's error context: ``COPY t, line 3, column updated_at: "<value>"`` (the value is never kept).
 _COPY_COLUMN = re.compile(r"\bline (\d+), column ([^:\s]+)")
@@ -237,13 +238,12 @@ def staged_line(cursor: psycopg.Cursor, stage: sql.Composable, tid: Any, source:
 
 
 def pg_cast_error(cursor: psycopg.Cursor, stage: sql.Composable, headers: Sequence[str], columns: Sequence[str],
-                  types: Mapping[str, str], exc: psycopg.Error, source: str, opener: Opener,
-                  text: str) -> DexCareLoadError:
+                  types: Mapping[str, str], exc: psycopg.Error, source: str, opener: Opener) -> DexCareLoadError:
     """Pin a failed cast to its row and column: the first staged row any typed column rejects."""
     worst: tuple[int, str, str] | None = None
     for header, column in zip(headers, columns, strict=True):
         sql_type = types[column]
-        if sql_type == text:
+        if sql_type == TEXT:
             continue
         try:
             with cursor.connection.transaction():
@@ -266,8 +266,7 @@ def pg_cast_error(cursor: psycopg.Cursor, stage: sql.Composable, headers: Sequen
 
 
 def pg_copy_error(cursor: psycopg.Cursor, exc: psycopg.Error, header: Header, columns: Sequence[str],
-                  column_types: Mapping[str, str] | None, source: str, opener: Opener,
-                  text: str) -> DexCareLoadError:
+                  column_types: Mapping[str, str] | None, source: str, opener: Opener) -> DexCareLoadError:
     """A value COPY could not convert (a COPY straight into a typed table) is a cast error; anything else
     is a broken CSV. ``column_types`` is ``None`` when the COPY went into an all-text stage."""
     if column_types is not None and exc.sqlstate not in _CSV_SQLSTATES and _COPY_COLUMN.search(exc.diag.context or ""):
@@ -283,7 +282,7 @@ def pg_copy_error(cursor: psycopg.Cursor, exc: psycopg.Error, header: Header, co
             with opener(source) as again:
                 copy_stream(cursor, stage, list(columns), read_header(again, source=source), again)
         except psycopg.errors.DataError as second:
-            return pg_copy_error(cursor, second, header, columns, None, source, opener, text)
-        return pg_cast_error(cursor, stage, header.fields, columns, column_types, exc, source, opener, text)
+            return pg_copy_error(cursor, second, header, columns, None, source, opener)
+        return pg_cast_error(cursor, stage, header.fields, columns, column_types, exc, source, opener)
     return translate_copy_error(exc, source=source, columns=len(columns), header_lines=header.lines,
                                 reopen=opener)

@@ -180,7 +180,7 @@ class PostgresDialect(Dialect):
             # Class 22: ragged row, open quote, bad byte, or (new table) a value of the wrong type.
             raise diagnostics.pg_copy_error(
                 self.cursor, exc, header, plan.columns, plan.types if plan.create else None, plan.source,
-                self.opener, TEXT,
+                self.opener,
             ) from None
         if plan.create:
             self._lineage_defaults(into, None)
@@ -294,7 +294,7 @@ class PostgresDialect(Dialect):
 
     def _cast_error(self, plan: LoadPlan, st: PostgresStatements, exc: psycopg.Error) -> DexCareLoadError:
         return diagnostics.pg_cast_error(self.cursor, st.stage, plan.headers, plan.columns, st.types, exc,
-                                         plan.source, self.opener, TEXT)
+                                         plan.source, self.opener)
 
     def _inserted_so_far(self, table: sql.Composable) -> int:
         """Rows this transaction inserted into ``table``: exact and O(1), unlike counting the table."""
