@@ -79,6 +79,7 @@ def _report(path: str, end: dt.date) -> dict[str, Any]:
 def run_case(case: str, uri: str, path: str, end: dt.date) -> dict[str, Any]:
     """Executed in the child process."""
     import psycopg
+    from dexcare.load.audit import COUNTS
     from dexcare.load.loader import LoadOptions, load_reports
 
     result: dict[str, Any] = {}
@@ -109,16 +110,14 @@ def run_case(case: str, uri: str, path: str, end: dt.date) -> dict[str, Any]:
             summary = load_reports(conn, [_report(path, end)], options=options)
             seconds = time.perf_counter() - start
         table = summary["tables"]["avr_virtual"]
-        result["counts"] = {k: table[k] for k in ("rows_in_file", "duplicates_in_file", "inserted", "updated",
-                                                    "unchanged", "history_rows") if k in table}
+        result["counts"] = {k: table[k] for k in (*COUNTS, "history_rows") if k in table}
     elif case == "mssql_batches":
         from dexcare.load.csv_stream import open_report, read_header
         from dexcare.load.dialects.mssql import MsSqlTypes, batches, statements_for
         from dexcare.load.identifiers import normalize_headers
-        from dexcare.load.options import LoadOptions as Options
         from dexcare.load.plan import lineage_values, plan_load
 
-        options = Options()
+        options = LoadOptions()
         baseline, cpu_before = _mark()
         start = time.perf_counter()
         rows = 0
@@ -137,7 +136,6 @@ def run_case(case: str, uri: str, path: str, end: dt.date) -> dict[str, Any]:
         result["counts"] = {"rows_in_file": rows}
     elif case.startswith("mssql_"):
         import pymssql
-        from dexcare.load.loader import LoadOptions, load_reports
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the live suite's URI handling
         from tests.load.warehouses import MsSqlWarehouse
 
@@ -152,8 +150,7 @@ def run_case(case: str, uri: str, path: str, end: dt.date) -> dict[str, Any]:
         conn.close()
         target.close()
         table = summary["tables"]["avr_virtual"]
-        result["counts"] = {k: table[k] for k in ("rows_in_file", "duplicates_in_file", "inserted", "updated",
-                                                    "unchanged")}
+        result["counts"] = {k: table[k] for k in (*COUNTS, "history_rows") if k in table}
     elif case == "pandas":
         import pandas as pd
         import sqlalchemy

@@ -127,8 +127,8 @@ def test_audit_entry_summary_and_its_log_line() -> None:
 
 def postgres(p, **kwargs) -> PostgresStatements:
     temp = sql.Identifier
-    defaults = {"target": temp("dexcare", "avr_virtual"), "stage": temp("pg_temp", "stage"), "types": p.types,
-                "dup_keys": temp("pg_temp", "dup"), "losers": temp("pg_temp", "l")}
+    defaults = {"stage": temp("pg_temp", "stage"), "types": p.types, "dup_keys": temp("pg_temp", "dup"),
+                "losers": temp("pg_temp", "l")}
     return PostgresStatements(p, **{**defaults, **kwargs})
 
 
@@ -154,7 +154,7 @@ def test_postgres_update_then_insert_is_one_statement_counting_both() -> None:
 
 def test_postgres_history_is_appended_by_the_same_statement() -> None:
     p = plan(history=True)
-    st = postgres(p, history=sql.Identifier("dexcare", "avr_virtual_history"))
+    st = postgres(p)
     text = st.update_then_insert(with_losers=False).as_string(None)
     columns = ", ".join(f'"{c}"' for c in p.history.columns)
     assert "RETURNING " + ", ".join(f'"t"."{c}"' for c in p.history.columns) + ")" in text
@@ -163,7 +163,7 @@ def test_postgres_history_is_appended_by_the_same_statement() -> None:
     assert (f"SELECT {columns}, 'insert' FROM ins UNION ALL SELECT {columns}, 'update' FROM upd)") in text
     assert text.endswith("SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM upd)")
     key_only = plan(columns=("visit_id",), history=True)
-    text = postgres(key_only, history=sql.Identifier("h")).update_then_insert(with_losers=False).as_string(None)
+    text = postgres(key_only).update_then_insert(with_losers=False).as_string(None)
     assert "'update' FROM upd" not in text and "'insert' FROM ins)" in text
     assert st.copy_to_history("baseline").as_string(None) == (
         f'INSERT INTO "dexcare"."avr_virtual_history" ({columns}, "_dexcare_change") '

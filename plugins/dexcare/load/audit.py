@@ -78,7 +78,7 @@ def audit_entry(
     }
 
 
-def _iso(value: Any) -> Any:
+def iso(value: Any) -> Any:
     return value.isoformat() if isinstance(value, dt.date | dt.datetime) else value
 
 
@@ -102,7 +102,7 @@ def summarise(schema: str, dag_id: str | None, run_id: str | None, started: dt.d
         "run_id": run_id,
         "started_at": started.isoformat(),
         "finished_at": finished.isoformat(),
-        "reports": [{k: _iso(v) for k, v in e.items()} for e in entries],
+        "reports": [{k: iso(v) for k, v in e.items()} for e in entries],
         "tables": tables,
     }
 

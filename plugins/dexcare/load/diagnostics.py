@@ -18,8 +18,15 @@ from typing import Any, BinaryIO
 import psycopg
 from psycopg import sql
 
-from dexcare.exceptions import DexCareCastError, DexCareCSVError, DexCareLoadError, DexCareSchemaError
+from dexcare.exceptions import (
+    DexCareCastError,
+    DexCareCSVError,
+    DexCareLoadError,
+    DexCareSchemaError,
+    DexCareWarehouseError,
+)
 from dexcare.load.csv_stream import BLOCK_SIZE, Header, Opener, copy_stream, read_header
+from dexcare.load.dialects.postgres_sql import TEXT
 
 #: COPY's error context: ``COPY t, line 3, column updated_at: "<value>"`` (the value is never kept).
 _COPY_COLUMN = re.compile(r"\bline (\d+), column ([^:\s]+)")
@@ -76,6 +83,32 @@ def duplicate_keys_error(schema: str, table: str, keys: Sequence[str]) -> DexCar
 def unknown_cast_error(source: str, detail: str) -> DexCareCastError:
     return DexCareCastError(
         f"{source}: a value does not convert to its configured column type ({detail}); check column_types."
+    )
+
+
+# --- The warehouse failed the load: one wording for both dialects -----------------------------------------
+# ``detail`` names the error (class, number or SQLSTATE, and the server's text only where it cannot quote a
+# row value), so the wording a runbook matches on is the same whichever warehouse failed.
+
+
+def commit_lost_error(detail: str) -> DexCareWarehouseError:
+    return DexCareWarehouseError(
+        f"Lost the warehouse connection while committing ({detail}); the commit may or may not have happened. "
+        "The load is idempotent: run it again."
+    )
+
+
+def load_interrupted_error(what: str, current: str, detail: str) -> DexCareWarehouseError:
+    return DexCareWarehouseError(
+        f"{what} while loading {current} ({detail}); the transaction was not committed, nothing was written. "
+        "Retry the task."
+    )
+
+
+def load_refused_error(warehouse: str, current: str, detail: str) -> DexCareLoadError:
+    return DexCareLoadError(
+        f"{warehouse} refused the load of {current} ({detail}); the transaction was rolled back, nothing was "
+        "written."
     )
 
 
@@ -205,13 +238,12 @@ def staged_line(cursor: psycopg.Cursor, stage: sql.Composable, tid: Any, source:
 
 
 def pg_cast_error(cursor: psycopg.Cursor, stage: sql.Composable, headers: Sequence[str], columns: Sequence[str],
-                  types: Mapping[str, str], exc: psycopg.Error, source: str, opener: Opener,
-                  text: str) -> DexCareLoadError:
+                  types: Mapping[str, str], exc: psycopg.Error, source: str, opener: Opener) -> DexCareLoadError:
     """Pin a failed cast to its row and column: the first staged row any typed column rejects."""
     worst: tuple[int, str, str] | None = None
     for header, column in zip(headers, columns, strict=True):
         sql_type = types[column]
-        if sql_type == text:
+        if sql_type == TEXT:
             continue
         try:
             with cursor.connection.transaction():
@@ -234,8 +266,7 @@ def pg_cast_error(cursor: psycopg.Cursor, stage: sql.Composable, headers: Sequen
 
 
 def pg_copy_error(cursor: psycopg.Cursor, exc: psycopg.Error, header: Header, columns: Sequence[str],
-                  column_types: Mapping[str, str] | None, source: str, opener: Opener,
-                  text: str) -> DexCareLoadError:
+                  column_types: Mapping[str, str] | None, source: str, opener: Opener) -> DexCareLoadError:
     """A value COPY could not convert (a COPY straight into a typed table) is a cast error; anything else
     is a broken CSV. ``column_types`` is ``None`` when the COPY went into an all-text stage."""
     if column_types is not None and exc.sqlstate not in _CSV_SQLSTATES and _COPY_COLUMN.search(exc.diag.context or ""):
@@ -251,7 +282,7 @@ def pg_copy_error(cursor: psycopg.Cursor, exc: psycopg.Error, header: Header, co
             with opener(source) as again:
                 copy_stream(cursor, stage, list(columns), read_header(again, source=source), again)
         except psycopg.errors.DataError as second:
-            return pg_copy_error(cursor, second, header, columns, None, source, opener, text)
-        return pg_cast_error(cursor, stage, header.fields, columns, column_types, exc, source, opener, text)
+            return pg_copy_error(cursor, second, header, columns, None, source, opener)
+        return pg_cast_error(cursor, stage, header.fields, columns, column_types, exc, source, opener)
     return translate_copy_error(exc, source=source, columns=len(columns), header_lines=header.lines,
                                 reopen=opener)

@@ -112,8 +112,6 @@ class LoadPlan:
     types: Mapping[str, str]
     #: The table does not exist yet: it is created with :attr:`table_columns`.
     create: bool
-    #: Every column of a table created now (file columns, then lineage), with its type.
-    table_columns: tuple[tuple[str, str], ...]
     #: Columns an existing table lacks (today's new file columns, then missing lineage), with their type.
     adds: tuple[tuple[str, str], ...]
     #: Schema drift to report: file columns new to an existing table.
@@ -128,6 +126,12 @@ class LoadPlan:
     shape: tuple[tuple[str, str], ...] = ()
     #: ``None`` unless the history of this report type is kept.
     history: HistoryPlan | None = None
+
+    @property
+    def table_columns(self) -> tuple[tuple[str, str], ...]:
+        """Every column of a table created now (file columns, then lineage), with its type. Derived from
+        :attr:`shape`, which for a new table is exactly that, so the two can never disagree."""
+        return self.shape if self.create else ()
 
     @property
     def values(self) -> tuple[str, ...]:
@@ -179,8 +183,7 @@ def plan_load(
     lineage_types = [(c.name, types.lineage(c.kind)) for c in LINEAGE]
     if existing is None:
         file_types = {c: new_type(c) for c in columns}
-        table_columns = tuple([*file_types.items(), *lineage_types])
-        shape = table_columns
+        shape = tuple([*file_types.items(), *lineage_types])
         adds: tuple[tuple[str, str], ...] = ()
         new_columns: tuple[str, ...] = ()
         retyped: tuple[tuple[str, str, str], ...] = ()
@@ -188,7 +191,6 @@ def plan_load(
         missing = [c for c in columns if c not in existing]
         adds = tuple([(c, new_type(c)) for c in missing] + [(c, t) for c, t in lineage_types if c not in existing])
         file_types = {c: existing.get(c) or new_type(c) for c in columns}
-        table_columns = ()
         shape = (*existing.items(), *adds)
         new_columns = tuple(missing)
         retyped = tuple(
@@ -206,7 +208,6 @@ def plan_load(
         version=version,
         types=file_types,
         create=existing is None,
-        table_columns=table_columns,
         adds=adds,
         new_columns=new_columns,
         retyped=retyped,

@@ -40,6 +40,7 @@ class Dialect(ABC):
         self.conn = conn
         self.options = options
         self.opener = opener
+        self.cursor = conn.cursor()
 
     @staticmethod
     @abstractmethod

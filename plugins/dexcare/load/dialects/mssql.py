@@ -10,7 +10,6 @@ the rows that changed, insert the new keys (see :mod:`.mssql_sql` for why not ME
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 import re
@@ -20,7 +19,7 @@ from typing import Any, BinaryIO, ClassVar
 
 from dexcare.exceptions import DexCareLoadError, DexCareSchemaError, DexCareWarehouseError
 from dexcare.load import diagnostics
-from dexcare.load.audit import AUDIT_FIELDS, AUDIT_TABLE
+from dexcare.load.audit import AUDIT_FIELDS, AUDIT_TABLE, iso
 from dexcare.load.csv_stream import Header, Opener, records
 from dexcare.load.dialects import Dialect, MergeCounts
 from dexcare.load.dialects.mssql_sql import KEY_UNITS, TEXT, MsSqlStatements, is_text, quote, text_units
@@ -145,12 +144,6 @@ class MsSqlTypes:
         return is_text(sql_type)
 
 
-def _param(value: Any) -> Any:
-    """Dates and times as ISO 8601 text: SQL Server converts it to date/datetimeoffset independent of the
-    session's language, and pymssql's own datetime quoting would drop the offset."""
-    return value.isoformat() if isinstance(value, dt.date | dt.datetime) else value
-
-
 # --- Errors -----------------------------------------------------------------------------------------------
 
 #: Errors whose server text names objects and permissions but never a row value: kept in our message.
@@ -242,8 +235,6 @@ class MsSqlDialect(Dialect):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.cursor = self.conn.cursor()
-        self._statements: dict[int, MsSqlStatements] = {}
         self._baselines: dict[int, int] = {}
 
     @contextmanager
@@ -314,7 +305,7 @@ class MsSqlDialect(Dialect):
     # --- Staging ------------------------------------------------------------------------------------------
 
     def stage(self, plan: LoadPlan, header: Header, stream: BinaryIO, index: int) -> int:
-        st = self._statements[index] = statements_for(plan, index)
+        st = statements_for(plan, index)
         if plan.create:
             self.cursor.execute(st.create_table())
         elif plan.adds:
@@ -334,19 +325,16 @@ class MsSqlDialect(Dialect):
         sent = 0
         for batch in batches(st, header, stream, opener=self.opener, block_size=self.options.block_size,
                              batch_rows=self.options.batch_rows):
-            sent += self._send(st, batch)
+            # The raw '#name' (ours, letters, digits and '_'): pymssql looks a temp table's columns up in tempdb
+            # only when the name starts with '#', and that lookup is what makes it send text as NVARCHAR.
+            self.conn.bulk_copy(st.stage, batch, batch_size=len(batch))
+            sent += len(batch)
         return sent
-
-    def _send(self, st: MsSqlStatements, batch: list[list[Any]]) -> int:
-        # The raw '#name' (ours, letters, digits and '_'): pymssql looks a temp table's columns up in tempdb
-        # only when the name starts with '#', and that lookup is what makes it send text as NVARCHAR.
-        self.conn.bulk_copy(st.stage, batch, batch_size=len(batch))
-        return len(batch)
 
     # --- Dedupe and upsert --------------------------------------------------------------------------------
 
     def merge(self, plan: LoadPlan, rows_in_file: int, index: int) -> MergeCounts:
-        st = self._statements.pop(index)
+        st = statements_for(plan, index)
         cursor = self.cursor
         if plan.casts:
             cursor.execute(st.first_bad_casts())
@@ -355,7 +343,9 @@ class MsSqlDialect(Dialect):
             if bad:
                 line, column = min(bad)
                 raise diagnostics.cast_error(plan.source, line, plan.header_of(column), plan.types[column])
-        params = {name: _param(value) for name, value in plan.lineage.items()}
+        # Dates and times as ISO 8601 text: SQL Server converts it to date/datetimeoffset independent of the
+        # session's language, and pymssql's own datetime quoting would drop the offset.
+        params = {name: iso(value) for name, value in plan.lineage.items()}
         cursor.execute(st.dedupe())
         duplicates = max(cursor.rowcount, 0)
         updated = 0
@@ -386,7 +376,7 @@ class MsSqlDialect(Dialect):
             raise
 
     def record_audit(self, entry: dict[str, Any]) -> None:
-        values = {f: _param(entry[f]) for f in AUDIT_FIELDS}
+        values = {f: iso(entry[f]) for f in AUDIT_FIELDS}  # ISO text, for the same reasons as in merge
         values["new_columns"] = json.dumps(entry["new_columns"], ensure_ascii=False)
         self.cursor.execute(
             "INSERT INTO {} ({}) VALUES ({})".format(
@@ -411,19 +401,11 @@ class MsSqlDialect(Dialect):
         )
         if lost or number == _DEADLOCK:
             if committing:
-                return DexCareWarehouseError(
-                    f"Lost the warehouse connection while committing (SQL Server/FreeTDS error {number}); the commit "
-                    "may or may not have happened. The load is idempotent: run it again."
-                )
+                return diagnostics.commit_lost_error(f"SQL Server/FreeTDS error {number}")
             what = "was chosen as a deadlock victim" if number == _DEADLOCK else "lost the warehouse connection"
-            return DexCareWarehouseError(
-                f"The load {what} while loading {current} ({type(exc).__name__}, error {number}); the transaction "
-                "was not committed, nothing was written. Retry the task."
-            )
+            return diagnostics.load_interrupted_error(f"The load {what}", current,
+                                                      f"{type(exc).__name__}, error {number}")
         # Anything else SQL Server refused. Its messages can quote row values (conversion and truncation
         # errors do), so only the error number is kept, and the text only for permission errors.
         detail = f": {_server_text(exc)}" if number in _SAFE_MESSAGES else ""
-        return DexCareLoadError(
-            f"SQL Server refused the load of {current} (error {number}, {type(exc).__name__}{detail}); the "
-            "transaction was rolled back, nothing was written."
-        )
+        return diagnostics.load_refused_error("SQL Server", current, f"error {number}, {type(exc).__name__}{detail}")

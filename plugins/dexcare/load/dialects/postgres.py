@@ -17,7 +17,7 @@ import psycopg
 from psycopg import sql
 from psycopg.pq import TransactionStatus
 
-from dexcare.exceptions import DexCareLoadError, DexCareSchemaError, DexCareWarehouseError
+from dexcare.exceptions import DexCareLoadError, DexCareSchemaError
 from dexcare.load import diagnostics
 from dexcare.load.audit import AUDIT_FIELDS, AUDIT_TABLE
 from dexcare.load.csv_stream import Header, copy_stream
@@ -76,6 +76,7 @@ def _lock_key(schema: str) -> int:
 class PostgresDialect(Dialect):
     conn_types = ("postgres", "postgresql")
     types = PostgresTypes()
+    cursor: psycopg.Cursor
 
     @staticmethod
     def accepts(conn: Any) -> bool:
@@ -84,10 +85,6 @@ class PostgresDialect(Dialect):
     @staticmethod
     def quote(*parts: str) -> str:
         return sql.Identifier(*parts).as_string(None)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.cursor: psycopg.Cursor = self.conn.cursor()
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -183,7 +180,7 @@ class PostgresDialect(Dialect):
             # Class 22: ragged row, open quote, bad byte, or (new table) a value of the wrong type.
             raise diagnostics.pg_copy_error(
                 self.cursor, exc, header, plan.columns, plan.types if plan.create else None, plan.source,
-                self.opener, TEXT,
+                self.opener,
             ) from None
         if plan.create:
             self._lineage_defaults(into, None)
@@ -233,25 +230,21 @@ class PostgresDialect(Dialect):
         cursor = self.cursor
         if plan.adds:
             self._add_columns(self._target(plan), plan.adds)
-        history = None
-        if plan.history is not None:
-            history = sql.Identifier(plan.schema, plan.history.table)
-            if plan.history.create:
-                cursor.execute(sql.SQL("CREATE TABLE {} ({})").format(history, sql.SQL(", ").join(
-                    sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(t)) for c, t in plan.history.table_columns)))
-            elif plan.history.adds:
-                self._add_columns(history, plan.history.adds)
         temps = [self._temp(what, index) for what in ("stage", "dup_keys", "losers")]
         statements = PostgresStatements(
             plan,
-            target=self._target(plan),
             stage=self._target(plan) if plan.create else temps[0],
             # A table filled by COPY holds its own types; the temp stage is all text, cast by the upsert.
             types={c: TEXT for c in plan.columns} if plan.create else plan.types,
             dup_keys=temps[1],
             losers=temps[2],
-            history=history,
         )
+        if plan.history is not None:
+            if plan.history.create:
+                cursor.execute(sql.SQL("CREATE TABLE {} ({})").format(statements.history, sql.SQL(", ").join(
+                    sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(t)) for c, t in plan.history.table_columns)))
+            elif plan.history.adds:
+                self._add_columns(statements.history, plan.history.adds)
         baseline = 0
         if plan.history is not None and plan.history.baseline:  # before anything changes: the state it starts from
             baseline = cursor.execute(statements.copy_to_history(CHANGE_BASELINE)).rowcount
@@ -301,7 +294,7 @@ class PostgresDialect(Dialect):
 
     def _cast_error(self, plan: LoadPlan, st: PostgresStatements, exc: psycopg.Error) -> DexCareLoadError:
         return diagnostics.pg_cast_error(self.cursor, st.stage, plan.headers, plan.columns, st.types, exc,
-                                         plan.source, self.opener, TEXT)
+                                         plan.source, self.opener)
 
     def _inserted_so_far(self, table: sql.Composable) -> int:
         """Rows this transaction inserted into ``table``: exact and O(1), unlike counting the table."""
@@ -361,22 +354,15 @@ class PostgresDialect(Dialect):
     def translate(self, exc: BaseException, *, current: str, committing: bool) -> DexCareLoadError | None:
         if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
             if committing:
-                return DexCareWarehouseError(
-                    f"Lost the warehouse connection while committing ({type(exc).__name__}); the commit may or "
-                    "may not have happened. The load is idempotent: run it again."
-                )
+                return diagnostics.commit_lost_error(type(exc).__name__)
             primary = (exc.diag.message_primary if isinstance(exc, psycopg.Error) else None) or "connection closed"
-            return DexCareWarehouseError(
-                f"Lost the warehouse connection while loading {current} ({type(exc).__name__}: {primary}); "
-                "the transaction was not committed, nothing was written. Retry the task."
-            )
+            return diagnostics.load_interrupted_error("Lost the warehouse connection", current,
+                                                      f"{type(exc).__name__}: {primary}")
         if isinstance(exc, psycopg.Error):
             # Anything else PostgreSQL refused (permissions, a constraint someone added, a full disk). Its
             # detail and context can quote row values, so only the SQLSTATE and, outside data errors, the
             # primary message are kept.
             primary = "" if (exc.sqlstate or "").startswith("22") else f": {exc.diag.message_primary}"
-            return DexCareLoadError(
-                f"PostgreSQL refused the load of {current} (SQLSTATE {exc.sqlstate}, {type(exc).__name__}"
-                f"{primary}); the transaction was rolled back, nothing was written."
-            )
+            return diagnostics.load_refused_error("PostgreSQL", current,
+                                                  f"SQLSTATE {exc.sqlstate}, {type(exc).__name__}{primary}")
         return None

@@ -42,14 +42,20 @@ class PostgresStatements:
     columns (all text for a temp stage; for a table created and filled by this load, its own types)."""
 
     plan: LoadPlan
-    target: sql.Composable
     stage: sql.Composable
     types: Mapping[str, str]
     #: Temp tables for the keys seen more than once (or empty) and the rows that lose the dedupe.
     dup_keys: sql.Composable
     losers: sql.Composable
-    #: The history table, when the plan keeps one: the upsert appends every row it writes to it.
-    history: sql.Composable | None = None
+
+    @property
+    def target(self) -> sql.Identifier:
+        return sql.Identifier(self.plan.schema, self.plan.table)
+
+    @property
+    def history(self) -> sql.Identifier | None:
+        """The history table, when the plan keeps one: the upsert appends every row it writes to it."""
+        return sql.Identifier(self.plan.schema, self.plan.history.table) if self.plan.history is not None else None
 
     def _keys(self, alias: str | None = None) -> sql.Composable:
         return sql.SQL(", ").join(sql.Identifier(alias, k) if alias else sql.Identifier(k) for k in self.plan.keys)
@@ -175,7 +181,7 @@ class PostgresStatements:
         statement, both seeing the same snapshot (so they never touch the same row), returning ``inserted,
         updated``. With a history table, both return the rows as they became and a third data-modifying
         CTE appends those to the history, in the same statement (MERGE cannot return rows before 17)."""
-        history = self.plan.history if self.history is not None else None
+        history = self.plan.history
         comma = sql.SQL(", ")
         if history is not None:
             returning = comma.join(sql.Identifier("t", c) for c in history.columns)
@@ -224,7 +230,7 @@ class PostgresStatements:
     def copy_to_history(self, change: str) -> sql.Composed:
         """Every row of the table into its history: a table this load just created (all inserts), or one whose
         history starts now (the baseline)."""
-        assert self.plan.history is not None and self.history is not None
+        assert self.plan.history is not None
         columns = sql.SQL(", ").join(sql.Identifier(c) for c in self.plan.history.columns)
         return sql.SQL("INSERT INTO {history} ({columns}, {change}) SELECT {columns}, {kind} FROM {target}").format(
             history=self.history, columns=columns, change=sql.Identifier(HISTORY_CHANGE), kind=sql.Literal(change),
