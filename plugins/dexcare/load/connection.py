@@ -13,11 +13,11 @@ from typing import Any
 from dexcare.exceptions import DexCareLoadError
 
 
-def warehouse_type(conn_id: str) -> str:
-    """``postgres`` or ``mssql``, from the Airflow connection's ``conn_type``."""
+def warehouse_type(conn_id: str, connection: Any | None = None) -> str:
+    """``postgres`` or ``mssql``, from the Airflow connection's ``conn_type`` (looked up unless given)."""
     from airflow.providers.common.compat.sdk import BaseHook
 
-    conn_type = (BaseHook.get_connection(conn_id).conn_type or "").lower()
+    conn_type = ((connection or BaseHook.get_connection(conn_id)).conn_type or "").lower()
     if conn_type in ("postgres", "postgresql"):
         return "postgres"
     if conn_type == "mssql":
@@ -32,18 +32,22 @@ def warehouse_hook(conn_id: str) -> Any:
     """The official provider's hook for the warehouse connection: ``PostgresHook`` or ``MsSqlHook``.
 
     MsSqlHook passes ``str(port)`` through, so a connection without a port would ask FreeTDS for port "None":
-    it gets SQL Server's default, 1433, instead.
+    it gets SQL Server's default, 1433, instead. The connection is looked up once and handed to the hook: in a
+    task each lookup is a round trip to the API server, and maybe to a secrets backend.
     """
-    if warehouse_type(conn_id) == "mssql":
+    from airflow.providers.common.compat.sdk import BaseHook
+
+    connection = BaseHook.get_connection(conn_id)
+    if warehouse_type(conn_id, connection) == "mssql":
         from airflow.providers.microsoft.mssql.hooks.mssql import MsSqlHook
 
-        hook = MsSqlHook(mssql_conn_id=conn_id)
+        hook = MsSqlHook(mssql_conn_id=conn_id, connection=connection)
         if hook.connection.port is None:
             hook.connection.port = 1433
         return hook
     from airflow.providers.postgres.hooks.postgres import PostgresHook
 
-    return PostgresHook(postgres_conn_id=conn_id)
+    return PostgresHook(postgres_conn_id=conn_id, connection=connection)
 
 
 def connect(conn_id: str, hook: Any | None = None) -> Any:
