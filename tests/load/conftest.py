@@ -24,15 +24,18 @@ END = dt.date(2026, 11, 20)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """A scenario's PostgreSQL run gets the ``postgres`` marker too: tests/conftest.py marks by fixture names,
-    and the parametrised ``warehouse`` asks for ``pg_uri`` only once it knows which warehouse it is."""
+    """A scenario's run is marked with its warehouse (``postgres`` or ``mssql``) from the callspec: tests/conftest.py
+    marks by fixture names, and the parametrised ``warehouse`` asks for ``pg_uri`` only once it knows which
+    warehouse it is. Marks on the fixture's params would be lost by a test that parametrises ``warehouse``
+    itself (``indirect=True``), which would then escape ``make test-mssql``'s ``-m mssql``."""
     for item in items:
         callspec = getattr(item, "callspec", None)
-        if callspec is not None and callspec.params.get("warehouse") == "postgres":
-            item.add_marker("postgres")
+        name = callspec.params.get("warehouse") if callspec is not None else None
+        if name in ("postgres", "mssql"):
+            item.add_marker(name)
 
 
-@pytest.fixture(params=["postgres", pytest.param("mssql", marks=pytest.mark.mssql)])
+@pytest.fixture(params=["postgres", "mssql"])
 def warehouse(request: pytest.FixtureRequest) -> Iterator[Warehouse]:
     """Each correctness scenario runs on every warehouse: PostgreSQL for real in every run, SQL Server for real
     when ``DEXCARE_TEST_MSSQL_URI`` names one; otherwise its run is skipped, saying why."""
