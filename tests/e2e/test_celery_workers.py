@@ -39,6 +39,7 @@ from tests.e2e.stack import (
     trigger_run,
     visit_ids,
 )
+from tests.helpers import posts
 from tests.object_store import WEED, SeaweedS3
 from tests.warehouse import scratch_schema
 
@@ -129,7 +130,7 @@ def test_plan_refuses_worker_local_storage_before_any_report_is_requested(
     deployment: Deployment, sandbox: SandboxServer, schema: str, tmp_path: Path
 ) -> None:
     stack = deployment.stack
-    posts_before = sum(1 for method, _, _ in sandbox.request_log if method == "POST")
+    posts_before = posts(sandbox)
     started = time.monotonic()
     watch = trigger_run(stack, "2026-11-19T00:00:00Z", conf(schema, storage=f"{tmp_path}/on-this-worker/"))
     run = watch.wait(stack, timeout=90)
@@ -137,7 +138,7 @@ def test_plan_refuses_worker_local_storage_before_any_report_is_requested(
     assert run["state"] == "failed", watch.failure_detail(stack)
     assert watch.states[("plan", -1)][-1] == "failed", watch.states
     assert not any(t.startswith("fetch.") and "success" in s for (t, _), s in watch.states.items()), watch.states
-    assert sum(1 for method, _, _ in sandbox.request_log if method == "POST") == posts_before, "a report was requested"
+    assert posts(sandbox) == posts_before, "a report was requested"
 
     (log,) = only_log(deployment.fetch_home, watch.run_id, "plan")
     line = last_log_line(log)
