@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from dexcare.load.loader import LoadOptions, load_reports
 
@@ -56,13 +55,6 @@ def schema(warehouse: Warehouse) -> Iterator[str]:
     name = warehouse.new_schema()
     yield name
     warehouse.drop_schema(name)
-
-
-@pytest.fixture
-def conn(pg_uri: str) -> Iterator[psycopg.Connection]:
-    """The loader's PostgreSQL connection: not autocommit, as PostgresHook hands it out."""
-    with psycopg.connect(pg_uri) as connection:
-        yield connection
 
 
 @pytest.fixture
