@@ -13,6 +13,11 @@ STAMP := $(call stamp,$(VENV),constraints.txt)
 NEWEST_AIRFLOW := $(shell sed -n 's/^apache-airflow==//p' constraints.txt)
 OLDER_AIRFLOW := 3.0.6 3.1.8 3.2.2
 minor = $(basename $(1))
+# $(call older_venv,<version>), ...: where an older version's venv, constraints file and install stamp live, named
+# by its minor; spelled once here so the rules, `test-older`, `clean` and `constraints` cannot disagree.
+older_venv = .venv-$(call minor,$(1))
+older_constraints = constraints/airflow-$(call minor,$(1)).txt
+older_stamp = $(call stamp,$(call older_venv,$(1)),$(call older_constraints,$(1)))
 COMPAT_TESTS := tests/hook tests/operators tests/sensors tests/triggers tests/dags tests/dag tests/test_provider.py \
 	tests/test_compat.py
 # Left out there (about 100 s a version): daily-DAG runs that take the same Airflow path as one that stays and
@@ -42,14 +47,14 @@ $(STAMP): pyproject.toml constraints.txt
 
 # One venv and one test target per older minor: test-airflow-3.0, test-airflow-3.1, ...
 define older
-$(call stamp,.venv-$(call minor,$(1)),constraints/airflow-$(call minor,$(1)).txt): pyproject.toml constraints/airflow-$(call minor,$(1)).txt
-	$$(call install,.venv-$(call minor,$(1)),constraints/airflow-$(call minor,$(1)).txt)
+$(call older_stamp,$(1)): pyproject.toml $(call older_constraints,$(1))
+	$$(call install,$(call older_venv,$(1)),$(call older_constraints,$(1)))
 
 .PHONY: test-airflow-$(call minor,$(1))
 ## test-airflow-<minor>: the hook, operator, sensor, trigger (airflow dags test) and daily-DAG tests on Airflow <minor>
-test-airflow-$(call minor,$(1)): $(call stamp,.venv-$(call minor,$(1)),constraints/airflow-$(call minor,$(1)).txt)
+test-airflow-$(call minor,$(1)): $(call older_stamp,$(1))
 	@echo "== Airflow $(1): $(COMPAT_TESTS)"
-	.venv-$(call minor,$(1))/bin/pytest $(COMPAT_TESTS) $(addprefix --deselect ,$(COMPAT_DESELECT)) $(PYTEST_ARGS)
+	$(call older_venv,$(1))/bin/pytest $(COMPAT_TESTS) $(addprefix --deselect ,$(COMPAT_DESELECT)) $(PYTEST_ARGS)
 endef
 $(foreach v,$(OLDER_AIRFLOW),$(eval $(call older,$(v))))
 
@@ -61,7 +66,7 @@ test-newest: $(STAMP)
 	@echo "== Airflow $(NEWEST_AIRFLOW): the whole suite"
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-OLDER_STAMPS := $(foreach v,$(OLDER_AIRFLOW),$(call stamp,.venv-$(call minor,$(v)),constraints/airflow-$(call minor,$(v)).txt))
+OLDER_STAMPS := $(foreach v,$(OLDER_AIRFLOW),$(call older_stamp,$(v)))
 
 # The older venvs are installed side by side (pip mostly waits on the network and the disk), then tested in turn.
 test-older:
@@ -80,7 +85,7 @@ lint: $(STAMP)
 ## constraints: re-make constraints.txt and every constraints/airflow-<minor>.txt (after a dependency change)
 constraints:
 	$(PYTHON) scripts/make_constraints.py $(NEWEST_AIRFLOW) constraints.txt
-	$(foreach v,$(OLDER_AIRFLOW),$(PYTHON) scripts/make_constraints.py $(v) constraints/airflow-$(call minor,$(v)).txt &&) true
+	$(foreach v,$(OLDER_AIRFLOW),$(PYTHON) scripts/make_constraints.py $(v) $(call older_constraints,$(v)) &&) true
 
 ## sandbox: a local DexCare on http://127.0.0.1:8080 (token from DEXCARE_SANDBOX_TOKEN, default sandbox-token)
 sandbox: $(STAMP)
@@ -91,7 +96,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/load_benchmark.py --rows $${ROWS:-1000000}
 
 clean:
-	rm -rf $(VENV) $(foreach v,$(OLDER_AIRFLOW),.venv-$(call minor,$(v))) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(foreach v,$(OLDER_AIRFLOW),$(call older_venv,$(v))) .pytest_cache .ruff_cache
 
 ## demo: the whole job end to end (sandbox + embedded PostgreSQL, two consecutive days through Airflow)
 demo: $(STAMP)

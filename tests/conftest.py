@@ -26,8 +26,6 @@ import pytest
 
 from tests.helpers import SANDBOX_TOKEN, set_connection
 
-__all__ = ["SANDBOX_TOKEN"]  # imported from here by older tests; tests.helpers is its home
-
 _AIRFLOW_HOME = tempfile.mkdtemp(prefix="dexcare-test-airflow-home-")
 os.environ["AIRFLOW_HOME"] = _AIRFLOW_HOME
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")

@@ -7,16 +7,15 @@ ones included, and appends ``METHOD host:port/path`` (never a header, so never t
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from proxy.http.proxy import HttpProxyBasePlugin
+
+from tests.processes import stop_group, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,36 +67,37 @@ class ForwardProxy:
             args, cwd=self.workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             start_new_session=True,
         )
-        deadline = time.monotonic() + limit
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise RuntimeError(f"proxy.py exited at start: {self._process.stderr.read().decode()[-2000:]}")
+        process = self._process
+
+        def listening_port() -> int | None:
+            if process.poll() is not None:
+                raise RuntimeError(f"proxy.py exited at start: {process.stderr.read().decode()[-2000:]}")
             text = port_file.read_text().strip() if port_file.exists() else ""
-            if text.isdigit() and _listening(int(text)):
-                self.port = int(text)
-                return self
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"proxy.py did not listen within {limit:.0f} s")
+            return int(text) if text.isdigit() and _listening(int(text)) else None
+
+        try:
+            self.port = wait_for("proxy.py to listen on the port it wrote", listening_port, limit, interval=0.05)
+        except TimeoutError:
+            self.stop()
+            raise RuntimeError(f"proxy.py did not listen within {limit:.0f} s") from None
+        return self
 
     def stop(self) -> None:
         process, self._process = self._process, None
         if process is None:
             return
-        _signal_group(process, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            _signal_group(process, signal.SIGKILL)
-            process.wait(timeout=15)
-        _signal_group(process, signal.SIGKILL)  # any acceptor or worker the parent left behind
+        # sweep: any acceptor or worker the parent left behind would keep the port open.
+        stop_group(process, grace=15, reap=15, sweep=True)
         if process.stderr is not None:
             process.stderr.close()
-        deadline = time.monotonic() + 15
-        while self.port and _listening(self.port):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"proxy.py still listens on port {self.port} after it was stopped")
-            time.sleep(0.05)
+        # Until the port is closed: while a leftover child holds it, it accepts and never answers, and a test
+        # that stops the proxy to see a connection error would hang instead.
+        port = self.port
+        if port:
+            wait_for(
+                f"proxy.py to stop listening on port {port} after it was stopped",
+                lambda: not _listening(port), 15, interval=0.05,
+            )  # fmt: skip
 
     def __enter__(self) -> ForwardProxy:
         return self.start()
@@ -115,11 +115,6 @@ class ForwardProxy:
     @property
     def requests(self) -> list[str]:
         return self._log.read_text().splitlines()
-
-
-def _signal_group(process: subprocess.Popen, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, sig)
 
 
 def _listening(port: int) -> bool:

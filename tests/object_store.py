@@ -12,11 +12,10 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from tests.processes import free_port, stop_group
+from tests.processes import free_port, stop_group, wait_for
 
 WEED = shutil.which("weed", path=str(Path(sys.executable).parent)) or shutil.which("weed")
 
@@ -76,19 +75,25 @@ class SeaweedS3:
                 argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
                 cwd=self.workdir,
             )  # fmt: skip
-        deadline = time.monotonic() + timeout
-        client = self.client()
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"weed mini exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
+        client, proc = self.client(), self.proc
+        last_error: Exception | None = None  # named in the message if it never comes up
+
+        def up() -> bool:
+            nonlocal last_error
+            if proc.poll() is not None:
+                raise RuntimeError(f"weed mini exited with {proc.returncode}:\n{self.log()[-3000:]}")
             try:
                 client.head_bucket(Bucket=self.bucket)
-                return
-            except Exception as exc:
-                if time.monotonic() > deadline:
-                    self.close()
-                    raise TimeoutError(f"SeaweedFS S3 did not come up ({exc!r}):\n{self.log()[-3000:]}") from None
-                time.sleep(0.2)
+            except Exception as exc:  # not up yet, whichever of botocore's many errors says so
+                last_error = exc
+                return False
+            return True
+
+        try:
+            wait_for("SeaweedFS S3 to come up", up, timeout, interval=0.2)
+        except TimeoutError:
+            self.close()
+            raise TimeoutError(f"SeaweedFS S3 did not come up ({last_error!r}):\n{self.log()[-3000:]}") from None
 
     def close(self) -> None:
         stop_group(self.proc, grace=15)

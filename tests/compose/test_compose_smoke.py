@@ -9,15 +9,13 @@ import datetime as dt
 import io
 import json
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from scripts import compose_smoke as smoke
-from tests.conftest import SANDBOX_TOKEN
+from tests.sandbox.helpers import Api
 
 
 def test_arguments_split_the_compose_command_like_a_shell(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -41,17 +39,14 @@ def test_bad_arguments_are_refused(argv: list[str], capsys: pytest.CaptureFixtur
 
 
 def _fetch_report(url: str, report_type: str, start: dt.date, end: dt.date) -> list[list[str]]:
-    """The report's CSV rows (header first), fetched from the sandbox the way DexCare clients do."""
-    with httpx.Client(base_url=url, headers={"Authorization": f"dc-token {SANDBOX_TOKEN}"}, timeout=30) as client:
-        path = "/api/8/reporting/allvisitsreport"
-        body = {"type": report_type, "startDate": start.isoformat(), "endDate": end.isoformat()}
-        report_id = client.post(path, json=body).raise_for_status().json()["id"]
-        deadline = time.monotonic() + 30
-        while client.get(f"{path}/{report_id}").json()["status"] != "SUCCEEDED":
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
-        data = client.get(f"{path}/{report_id}/data").raise_for_status().text
-    return list(csv.reader(io.StringIO(data)))
+    """The report's CSV rows (header first), fetched from the sandbox over raw HTTP the way DexCare clients do."""
+    api = Api(url)
+    with api.session:
+        report_id = api.start_id({"type": report_type, "startDate": start.isoformat(), "endDate": end.isoformat()})
+        api.wait_succeeded(report_id)
+        data = api.data(report_id)
+    assert data.status_code == 200, data.text
+    return list(csv.reader(io.StringIO(data.text)))
 
 
 def test_expected_counts_are_what_the_sandbox_serves(sandbox: Any) -> None:

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import uuid
 from pathlib import Path
 
 import pytest
-from psycopg import sql
 
 from tests.airflow_cli import AIRFLOW, airflow_env, migrate, postgres_connection, register_dags
 from tests.helpers import SANDBOX_TOKEN, dexcare_connection
+from tests.warehouse import scratch_schema
 
 REPO = Path(__file__).resolve().parents[2]
 DAG_ID = "dexcare_all_visits_report"
@@ -42,10 +41,9 @@ def sandbox():
 
 
 @pytest.fixture
-def warehouse(pg_uri, admin):
-    schema = f"dexcare_dag_{uuid.uuid4().hex[:10]}"
-    yield schema
-    admin.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+def warehouse(pg_uri):
+    with scratch_schema(pg_uri, "dexcare_dag") as schema:
+        yield schema
 
 
 class Runner:

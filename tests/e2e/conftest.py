@@ -12,6 +12,7 @@ from dexcare.sandbox import SandboxServer
 from psycopg import sql
 
 from tests.e2e.stack import DEXCARE_KEY, VISITS_PER_DAY
+from tests.warehouse import scratch_schema
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,5 @@ def metadata_db(pg_uri: str) -> Iterator[str]:
 @pytest.fixture
 def schema(pg_uri: str) -> Iterator[str]:
     """A fresh warehouse schema per scenario, dropped afterwards."""
-    name = f"dexcare_e2e_{uuid.uuid4().hex[:8]}"
-    yield name
-    with psycopg.connect(pg_uri, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+    with scratch_schema(pg_uri, "dexcare_e2e") as name:
+        yield name

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import os
 import secrets
 import signal
 import subprocess
@@ -23,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import psutil
@@ -33,12 +32,11 @@ from psycopg import sql
 from tests.airflow_cli import AIRFLOW, postgres_connection
 from tests.airflow_cli import airflow_env as base_airflow_env
 from tests.helpers import dexcare_connection
-from tests.processes import free_port, stop_group
+from tests.processes import free_port, signal_group, stop_group, wait_for
 from tests.warehouse import audit_rows as warehouse_audit_rows
 
 REPO = Path(__file__).resolve().parents[2]
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
-T = TypeVar("T")
 
 DAG_ID = "dexcare_all_visits_report"
 SENSOR = "fetch.wait_for_report"
@@ -47,21 +45,6 @@ DEXCARE_KEY = "dc-E2E-real-airflow-key-5b81d0e2c7"
 VISITS_PER_DAY = 5
 LOOKBACK_DAYS = 3
 FINAL_STATES = {"success", "failed"}
-
-
-def wait_for(what: str, check: Callable[[], T | None], timeout: float, interval: float = 0.5) -> T:
-    """Poll ``check`` until it returns something truthy; a bounded wait that names what never happened."""
-    deadline = time.monotonic() + timeout
-    last_error: BaseException | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = check()
-        except (httpx.HTTPError, OSError, ValueError, KeyError) as exc:
-            last_error, value = exc, None
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"Timed out after {timeout:.0f}s waiting for {what} (last error: {last_error!r})")
 
 
 def airflow_env(home: Path, api_port: int, extra: Mapping[str, str]) -> dict[str, str]:
@@ -225,14 +208,10 @@ class AirflowStack:
         """Signal a component's whole process group (a crashed container loses its children too)."""
         component = self.components.pop(name)
         component.remember_children()
-        self._signal_group(component, sig)
+        signal_group(component.proc, sig)
         with contextlib.suppress(subprocess.TimeoutExpired):
             component.proc.wait(timeout=30)
         self.stopped.append(component)
-
-    def _signal_group(self, component: Component, sig: signal.Signals) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(component.proc.pid, sig)
 
     def close(self) -> list[str]:
         """Stop every component: SIGTERM to each group, then SIGKILL to whatever is left; report survivors."""
@@ -241,7 +220,7 @@ class AirflowStack:
         self.components.clear()
         for component in running:
             component.remember_children()
-            self._signal_group(component, signal.SIGTERM)
+            signal_group(component.proc, signal.SIGTERM)
         deadline = time.monotonic() + 15
         for component in running:
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -249,7 +228,7 @@ class AirflowStack:
         everything = [*running, *self.stopped]
         for component in everything:
             component.remember_children()
-            self._signal_group(component, signal.SIGKILL)
+            signal_group(component.proc, signal.SIGKILL)
             for pid in component.family:
                 with contextlib.suppress(psutil.Error):
                     psutil.Process(pid).kill()

@@ -39,7 +39,9 @@ from tests.e2e.stack import (
     trigger_run,
     visit_ids,
 )
+from tests.helpers import posts
 from tests.object_store import WEED, SeaweedS3
+from tests.warehouse import scratch_schema
 
 TIMINGS: dict[str, float] = {}
 S3_CONN_ID = "dexcare_s3"
@@ -128,7 +130,7 @@ def test_plan_refuses_worker_local_storage_before_any_report_is_requested(
     deployment: Deployment, sandbox: SandboxServer, schema: str, tmp_path: Path
 ) -> None:
     stack = deployment.stack
-    posts_before = sum(1 for method, _, _ in sandbox.request_log if method == "POST")
+    posts_before = posts(sandbox)
     started = time.monotonic()
     watch = trigger_run(stack, "2026-11-19T00:00:00Z", conf(schema, storage=f"{tmp_path}/on-this-worker/"))
     run = watch.wait(stack, timeout=90)
@@ -136,7 +138,7 @@ def test_plan_refuses_worker_local_storage_before_any_report_is_requested(
     assert run["state"] == "failed", watch.failure_detail(stack)
     assert watch.states[("plan", -1)][-1] == "failed", watch.states
     assert not any(t.startswith("fetch.") and "success" in s for (t, _), s in watch.states.items()), watch.states
-    assert sum(1 for method, _, _ in sandbox.request_log if method == "POST") == posts_before, "a report was requested"
+    assert posts(sandbox) == posts_before, "a report was requested"
 
     (log,) = only_log(deployment.fetch_home, watch.run_id, "plan")
     line = last_log_line(log)
@@ -149,22 +151,15 @@ def test_plan_refuses_worker_local_storage_before_any_report_is_requested(
 @pytest.fixture(scope="module")
 def handoff(deployment: Deployment, sandbox: SandboxServer, pg_uri: str) -> Iterator[dict[str, Any]]:
     """One successful run, with what the bucket held while it ran."""
-    import uuid
-
-    schema = f"dexcare_celery_{uuid.uuid4().hex[:8]}"
-    sandbox.queue_seconds, sandbox.run_seconds = 2.0, 8.0  # the sensors defer (see RACE_NOTE in the stack test)
-    seen: set[str] = set()
-    since = started = time.monotonic()
-    watch = trigger_run(deployment.stack, "2026-11-20T00:00:00Z", conf(schema))
-    watch.on_poll = lambda: seen.update(deployment.s3.keys(PREFIX))
-    run = watch.wait(deployment.stack, timeout=150)
-    TIMINGS["run through the bucket"] = round(time.monotonic() - started, 1)
-    yield {"watch": watch, "run": run, "seen": seen, "schema": schema, "reports": reports_of(sandbox, since)}
-    import psycopg
-    from psycopg import sql
-
-    with psycopg.connect(pg_uri, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+    with scratch_schema(pg_uri, "dexcare_celery") as schema:
+        sandbox.queue_seconds, sandbox.run_seconds = 2.0, 8.0  # the sensors defer (see RACE_NOTE in the stack test)
+        seen: set[str] = set()
+        since = started = time.monotonic()
+        watch = trigger_run(deployment.stack, "2026-11-20T00:00:00Z", conf(schema))
+        watch.on_poll = lambda: seen.update(deployment.s3.keys(PREFIX))
+        run = watch.wait(deployment.stack, timeout=150)
+        TIMINGS["run through the bucket"] = round(time.monotonic() - started, 1)
+        yield {"watch": watch, "run": run, "seen": seen, "schema": schema, "reports": reports_of(sandbox, since)}
 
 
 def test_fetch_and_load_on_different_workers_hand_off_through_the_bucket(

@@ -42,8 +42,8 @@ from tests.e2e.stack import (
     ti_log_dir,
     trigger_run,
     visit_ids,
-    wait_for,
 )
+from tests.processes import wait_for
 
 TIMINGS: dict[str, float] = {}
 # RACE_NOTE: Airflow 3.3.2's scheduler fails a resumed sensor ("finished with state success, but the task

@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from dexcare.load.loader import LoadOptions, load_reports
 
@@ -24,15 +23,18 @@ END = dt.date(2026, 11, 20)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """A scenario's PostgreSQL run gets the ``postgres`` marker too: tests/conftest.py marks by fixture names,
-    and the parametrised ``warehouse`` asks for ``pg_uri`` only once it knows which warehouse it is."""
+    """A scenario's run is marked with its warehouse (``postgres`` or ``mssql``) from the callspec: tests/conftest.py
+    marks by fixture names, and the parametrised ``warehouse`` asks for ``pg_uri`` only once it knows which
+    warehouse it is. Marks on the fixture's params would be lost by a test that parametrises ``warehouse``
+    itself (``indirect=True``), which would then escape ``make test-mssql``'s ``-m mssql``."""
     for item in items:
         callspec = getattr(item, "callspec", None)
-        if callspec is not None and callspec.params.get("warehouse") == "postgres":
-            item.add_marker("postgres")
+        name = callspec.params.get("warehouse") if callspec is not None else None
+        if name in ("postgres", "mssql"):
+            item.add_marker(name)
 
 
-@pytest.fixture(params=["postgres", pytest.param("mssql", marks=pytest.mark.mssql)])
+@pytest.fixture(params=["postgres", "mssql"])
 def warehouse(request: pytest.FixtureRequest) -> Iterator[Warehouse]:
     """Each correctness scenario runs on every warehouse: PostgreSQL for real in every run, SQL Server for real
     when ``DEXCARE_TEST_MSSQL_URI`` names one; otherwise its run is skipped, saying why."""
@@ -53,13 +55,6 @@ def schema(warehouse: Warehouse) -> Iterator[str]:
     name = warehouse.new_schema()
     yield name
     warehouse.drop_schema(name)
-
-
-@pytest.fixture
-def conn(pg_uri: str) -> Iterator[psycopg.Connection]:
-    """The loader's PostgreSQL connection: not autocommit, as PostgresHook hands it out."""
-    with psycopg.connect(pg_uri) as connection:
-        yield connection
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ about what SQL Server would do with the statements: the live suite (``make test-
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -194,7 +194,3 @@ def _catalog_type(sql_type: str) -> tuple[str, int, int, int]:
         precision, _, scale = args.partition(",")
         return name, 9, int(precision), int(scale)
     return name, 8, 0, 0
-
-
-def failing(step: str, error: BaseException, nth: int = 1, **kwargs: Any) -> Callable[[], RecordingConnection]:
-    return lambda: RecordingConnection(fail_step=step, fail_with=error, fail_nth=nth, **kwargs)

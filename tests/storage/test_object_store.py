@@ -31,6 +31,7 @@ from tests.airflow_cli import postgres_connection
 from tests.helpers import fast_hook, set_connection
 from tests.object_store import SeaweedS3
 from tests.storage.conftest import S3_CONN_ID
+from tests.warehouse import scratch_schema
 
 TOKEN = "dc-storage-test-key-0b7e"
 
@@ -169,10 +170,9 @@ def test_peak_memory_of_a_download_into_the_bucket_stays_flat(s3: SeaweedS3, big
 
 
 @pytest.fixture
-def schema(admin: psycopg.Connection) -> Iterator[str]:
-    name = f"dexcare_s3_{uuid.uuid4().hex[:10]}"
-    yield name
-    admin.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+def schema(pg_uri: str) -> Iterator[str]:
+    with scratch_schema(pg_uri, "dexcare_s3") as name:
+        yield name
 
 
 def downloaded(s3: SeaweedS3, sandbox, prefix: str) -> dict:
