@@ -1,12 +1,20 @@
 """One exception hierarchy for everything DexCare can answer, so callers branch on types, not strings.
 
 Messages say what went wrong and what to do about it. None of them ever carries the reporting service
-key or a response body that could hold patient data: only DexCare's short error message.
+key or a response body that could hold patient data: only DexCare's short error message. A message is redacted
+(``dexcare.redaction``) when the error is made, because many are built from a library's exception text, and
+aiohttp's quotes the proxy URL with its user and password: no call site has to remember it.
+
+Two kinds of "not retried": ``retryable`` is False for every error the hook's and the trigger's own retries
+must not repeat, and a :class:`DexCareFinalError` is not retried by Airflow's task retries either (it is an
+``AirflowFailException``): a wrong key, a bad request or an unreadable answer fails the same way on every try,
+and retrying it with backoff only pages the on-call engineer later.
 """
 
 from __future__ import annotations
 
-from dexcare.compat import AirflowException
+from dexcare.compat import AirflowException, AirflowFailException
+from dexcare.redaction import redact
 
 
 class DexCareError(AirflowException):
@@ -14,8 +22,15 @@ class DexCareError(AirflowException):
 
     retryable: bool = False
 
+    def __init__(self, message: object = "", *args: object) -> None:
+        super().__init__(redact(str(message)), *args)
 
-class DexCareValidationError(DexCareError, ValueError):
+
+class DexCareFinalError(DexCareError, AirflowFailException):
+    """No try can fix it, so the task fails without Airflow's task retries as well."""
+
+
+class DexCareValidationError(DexCareFinalError, ValueError):
     """Bad input caught before any request is sent."""
 
 
@@ -36,15 +51,15 @@ class DexCareAPIError(DexCareError):
         self.retry_after = retry_after
 
 
-class DexCareBadRequestError(DexCareAPIError):
+class DexCareBadRequestError(DexCareAPIError, DexCareFinalError):
     """400: the request itself is wrong (or the report has not succeeded yet, for downloads)."""
 
 
-class DexCareAuthError(DexCareAPIError):
+class DexCareAuthError(DexCareAPIError, DexCareFinalError):
     """403: the reporting service key was refused."""
 
 
-class DexCareNotFoundError(DexCareAPIError):
+class DexCareNotFoundError(DexCareAPIError, DexCareFinalError):
     """404: DexCare does not know the report (wrong id, or it expired)."""
 
 
@@ -60,8 +75,9 @@ class DexCareServerError(DexCareAPIError):
     retryable = True
 
 
-class DexCareResponseError(DexCareError):
-    """DexCare answered 2xx with something we cannot read (not JSON, missing field, unknown status)."""
+class DexCareResponseError(DexCareFinalError):
+    """DexCare answered 2xx with something we cannot read (not JSON, missing field, unknown status), or an
+    answer no retry changes (a proxy's 407, an unexpected status)."""
 
 
 class DexCareUnknownStatusError(DexCareResponseError):

@@ -11,6 +11,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING
 
+from dexcare.redaction import redact
+
 if TYPE_CHECKING:
     from dexcare.report import ReportRequest
 
@@ -154,21 +156,27 @@ def resubmitted(
     )
 
 
+def error_text(error: BaseException) -> str:
+    """An exception as messages quote it: its type and its text, with the user-info of any URL in it masked
+    (aiohttp's proxy errors quote the proxy URL with its password)."""
+    return redact(f"{type(error).__name__}: {error}")
+
+
 def failed_checks_on_worker(report_id: str, errors: int, error: Exception) -> str:
     return (
         f"Gave up on DexCare report {report_id} after {errors} failed status checks in a row; the last was "
-        f"{type(error).__name__}: {error}"
+        f"{error_text(error)}"
     )
 
 
 def failed_check_on_worker(errors: int, max_errors: int, report_id: str, error: Exception) -> str:
-    return f"Status check {errors} of at most {max_errors} in a row failed for report {report_id}: {error}"
+    return f"Status check {errors} of at most {max_errors} in a row failed for report {report_id}: {redact(str(error))}"
 
 
 def failed_checks_in_trigger(report_id: str, errors: int, error: Exception) -> str:
     return (
         f"Gave up on DexCare report {report_id} after {errors} transient errors in a row; the last was "
-        f"{type(error).__name__}: {error} DexCare may be down: check its status, then clear the task to wait "
+        f"{error_text(error)} DexCare may be down: check its status, then clear the task to wait "
         "again on the same report."
     )
 
@@ -176,7 +184,7 @@ def failed_checks_in_trigger(report_id: str, errors: int, error: Exception) -> s
 def failed_check_in_trigger(errors: int, max_errors: int, report_id: str, error: Exception, delay: float) -> str:
     return (
         f"Status check {errors} of at most {max_errors} in a row failed for DexCare report {report_id} "
-        f"({type(error).__name__}: {error}); next check in {delay:.1f}s."
+        f"({error_text(error)}); next check in {delay:.1f}s."
     )
 
 
@@ -185,7 +193,7 @@ def answered_again(errors: int) -> str:
 
 
 def stopped(report_id: str, reason: str) -> str:
-    return f"Stopped waiting for DexCare report {report_id}: {reason}"
+    return f"Stopped waiting for DexCare report {report_id}: {redact(reason)}"
 
 
 def waiting_in_trigger(report_id: str, poll_interval: float, grace_period: float, deadline: float) -> str:
@@ -196,7 +204,9 @@ def waiting_in_trigger(report_id: str, poll_interval: float, grace_period: float
 
 
 def trigger_finished(polls: int, message: str) -> str:
-    return f"Trigger finished after {polls} status checks: {message}"
+    """``message`` comes from the metadata database, where a trigger of an earlier version may have left it
+    unredacted."""
+    return f"Trigger finished after {polls} status checks: {redact(message)}"
 
 
 def deferring(report_id: str, deadline: float) -> str:

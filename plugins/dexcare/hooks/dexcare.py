@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import re
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -35,7 +36,13 @@ from dexcare.exceptions import (
     DexCareTimeoutError,
     DexCareValidationError,
 )
-from dexcare.hooks.responses import error_for_response, parse_json_body, parse_report_id, parse_status
+from dexcare.hooks.responses import (
+    error_for_response,
+    parse_json_body,
+    parse_report_id,
+    parse_status,
+    proxy_refused,
+)
 from dexcare.hooks.transport import DexCareTransport
 from dexcare.report import REPORTS_PATH, DownloadResult, ReportRequest, ReportStatus, validate_report_id
 from dexcare.retry import RetryPolicy, call_with_retries
@@ -128,7 +135,7 @@ class DexCareHook(HttpHook):
         except requests.Timeout as exc:
             raise DexCareTimeoutError(f"DexCare did not answer {what} within the timeout ({exc}).") from None
         except requests.ConnectionError as exc:
-            raise DexCareConnectionError(f"Cannot reach {transport.describe()} for {what}: {_reason(exc)}") from None
+            raise _unreachable(transport, what, _reason(exc), _tunnel_status(exc)) from None
         self.log.debug("DexCare %s %s -> %s", method, path, response.status_code)
         if response.status_code >= 300:
             with response:
@@ -143,6 +150,7 @@ class DexCareHook(HttpHook):
                 what=what,
                 conn_id=self.dexcare_conn_id,
                 report_id=report_id,
+                proxy=transport.proxy,
             )
         return response
 
@@ -272,14 +280,15 @@ class DexCareAsyncSession:
                         what=what,
                         conn_id=self.conn_id,
                         report_id=report_id,
+                        proxy=transport.proxy,
                     )
                 return parse_status(parse_json_body(body, response.headers, what), report_id)
         except TimeoutError:
             raise DexCareTimeoutError(f"DexCare did not answer {what} within the timeout.") from None
+        except aiohttp.ClientHttpProxyError as exc:  # the proxy refused the CONNECT tunnel of an https request
+            raise _unreachable(transport, what, f"{type(exc).__name__}: {exc}", exc.status) from None
         except aiohttp.ClientError as exc:
-            raise DexCareConnectionError(
-                f"Cannot reach {transport.describe()} for {what}: {type(exc).__name__}: {exc}"
-            ) from None
+            raise _unreachable(transport, what, f"{type(exc).__name__}: {exc}") from None
 
 
 # --- download helpers ------------------------------------------------------------------------------------
@@ -312,6 +321,29 @@ def _stream_body(response: requests.Response, location: ReportLocation, what: st
             )
     return DownloadResult(path=location.display, bytes=written, sha256=digest.hexdigest(), rows=records.data_rows,
                           header=records.header)
+
+
+def _unreachable(
+    transport: DexCareTransport, what: str, reason: str, proxy_status: int | None = None
+) -> DexCareError:
+    """A request that got no answer from DexCare, on either path. A proxy's 407 to the CONNECT of an https
+    request is no network trouble but wrong proxy credentials: not retried, like a 407 to a plain http request.
+    ``reason`` is the client's text, which may quote the proxy URL with its password: the error redacts it."""
+    if proxy_status == 407:
+        return proxy_refused(what=what, conn_id=transport.conn_id, proxy=transport.proxy)
+    return DexCareConnectionError(f"Cannot reach {transport.describe()} for {what}: {reason}")
+
+
+#: How http.client (under urllib3 and requests) reports a proxy's refusal of a CONNECT tunnel; it keeps no status.
+_TUNNEL_REFUSED = re.compile(r"Tunnel connection failed: (\d{3})\b")
+
+
+def _tunnel_status(exc: requests.ConnectionError) -> int | None:
+    """The proxy's status when it refused the CONNECT tunnel, else None."""
+    if not isinstance(exc, requests.exceptions.ProxyError):
+        return None
+    refused = _TUNNEL_REFUSED.search(_reason(exc))
+    return int(refused[1]) if refused else None
 
 
 def _reason(exc: requests.RequestException) -> str:

@@ -19,6 +19,7 @@ from dexcare.exceptions import (
     DexCareServerError,
     DexCareUnknownStatusError,
 )
+from dexcare.redaction import redact_url
 from dexcare.report import ReportStatus, validate_report_id
 from dexcare.retry import parse_retry_after
 
@@ -47,6 +48,7 @@ def error_for_response(
     what: str,
     conn_id: str,
     report_id: str | None = None,
+    proxy: str | None = None,
 ) -> DexCareAPIError | DexCareResponseError:
     message = server_message(body)
     said = f": {message}" if message else ""
@@ -68,11 +70,7 @@ def error_for_response(
             **kwargs,
         )
     if status == 407:
-        return DexCareResponseError(
-            f"A proxy between Airflow and DexCare refused {what} (407 Proxy Authentication Required). Check the "
-            f"proxy user and password in the 'proxies' extra of connection {conn_id!r}, or in HTTPS_PROXY / "
-            "HTTP_PROXY where Airflow runs."
-        )
+        return proxy_refused(what=what, conn_id=conn_id, proxy=proxy)
     if status == 429:
         return DexCareRateLimitError(
             f"DexCare is rate limiting {what} (429){said}.",
@@ -86,6 +84,18 @@ def error_for_response(
             **kwargs,
         )
     return DexCareResponseError(f"DexCare answered {what} with unexpected HTTP {status}{said}.")
+
+
+def proxy_refused(*, what: str, conn_id: str, proxy: str | None) -> DexCareResponseError:
+    """A 407, whether the proxy answered a plain http request with it or refused the CONNECT tunnel of an https
+    one (which both HTTP clients report as a connection error): wrong proxy credentials fail the same way on
+    every try, so this is not retried, and it names the proxy without its user-info."""
+    which = f"The proxy {redact_url(proxy)}" if proxy else "A proxy"
+    return DexCareResponseError(
+        f"{which} between Airflow and DexCare refused {what} (407 Proxy Authentication Required). Check the "
+        f"proxy user and password in the 'proxies' extra of connection {conn_id!r}, or in HTTPS_PROXY / "
+        "HTTP_PROXY where Airflow runs."
+    )
 
 
 def parse_json_body(body: bytes, headers: Mapping[str, str], what: str) -> dict[str, Any]:

@@ -36,6 +36,7 @@ import requests.utils
 from airflow.sdk.log import mask_secret
 
 from dexcare.exceptions import DexCareValidationError
+from dexcare.redaction import redact_url
 from dexcare.wait_settings import given_seconds
 
 if TYPE_CHECKING:
@@ -149,7 +150,7 @@ class DexCareTransport:
         )
 
     def __repr__(self) -> str:
-        through = f", proxy={redact_proxy(self.proxy)!r}" if self.proxy else ""
+        through = f", proxy={redact_url(self.proxy)!r}" if self.proxy else ""
         return f"DexCareTransport(conn_id={self.conn_id!r}, base_url={self.base_url!r}{through})"
 
     def url(self, path: str) -> str:
@@ -157,7 +158,7 @@ class DexCareTransport:
 
     def describe(self) -> str:
         """Where requests go, for messages: the proxy too, without its password."""
-        through = f" through proxy {redact_proxy(self.proxy)}" if self.proxy else ""
+        through = f" through proxy {redact_url(self.proxy)}" if self.proxy else ""
         return f"DexCare at {self.base_url}{through}"
 
     # --- requests ------------------------------------------------------------------------------------
@@ -218,17 +219,6 @@ class DexCareTransport:
     def aiohttp_request_kwargs(self) -> dict[str, Any]:
         """Per request, so the key is never stored in the aiohttp session."""
         return {"proxy": self.proxy, "allow_redirects": False, "headers": {"Authorization": self.auth.header}}
-
-
-def redact_proxy(proxy: str | None) -> str | None:
-    """A proxy URL without its password, for messages."""
-    if not proxy:
-        return proxy
-    parts = urllib.parse.urlsplit(proxy)
-    if parts.password is None:
-        return proxy
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def _spelled_boolean(value: Any) -> Any:
@@ -296,9 +286,11 @@ def _proxy_for(conn_id: str, url: str, proxies: Any, trust_env: bool) -> str | N
         return None
     if "://" not in proxy:
         proxy = f"http://{proxy}"  # as requests reads a proxy without a scheme
-    password = urllib.parse.urlsplit(proxy).password
-    if password:
-        mask_secret(urllib.parse.unquote(password))
+    # The secret of a proxy URL is its password, or its user name when that is all it has (a token).
+    parts = urllib.parse.urlsplit(proxy)
+    secret = parts.password if parts.password is not None else parts.username
+    if secret:
+        mask_secret(urllib.parse.unquote(secret))
     return proxy
 
 

@@ -34,7 +34,7 @@ from dexcare.task_support import (
     upstream_task_id,
 )
 from dexcare.tracking import Verdict
-from dexcare.triggers.report_status import DexCareReportStatusTrigger, validate_event
+from dexcare.triggers.report_status import DexCareReportStatusTrigger, event_error, validate_event
 from dexcare.wait_settings import WaitSettings
 from dexcare.wait_state import STATE_KEY, WaitState
 
@@ -211,7 +211,7 @@ class DexCareReportSensor(BaseSensorOperator):
         if outcome == "timeout":
             raise AirflowSensorTimeout(f"{event['message']} {messages.timeout_advice(float(self.timeout))}")
         if outcome == "error":
-            raise DexCareError(event["message"])
+            raise event_error(event)
         self._resubmit_or_fail(context, wait, wait.how_it_ended(outcome, time.time()))
         self._defer()
 

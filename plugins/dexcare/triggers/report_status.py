@@ -14,9 +14,10 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from dexcare import messages
-from dexcare.exceptions import DexCareError, DexCareValidationError
+from dexcare import exceptions, messages
+from dexcare.exceptions import DexCareError, DexCareFinalError, DexCareValidationError
 from dexcare.hooks.dexcare import DexCareHook
+from dexcare.redaction import redact
 from dexcare.report import ReportStatus, validate_report_id
 from dexcare.retry import RetryPolicy
 from dexcare.tracking import ReportTracker, Verdict
@@ -128,7 +129,7 @@ class DexCareReportStatusTrigger(BaseTrigger):
             event = self._event(
                 "error",
                 tracker,
-                messages.stopped(self.report_id, f"{type(exc).__name__}: {exc}"),
+                messages.stopped(self.report_id, messages.error_text(exc)),
                 error=type(exc).__name__,
             )
         self.log.info(event["message"])
@@ -220,12 +221,13 @@ class DexCareReportStatusTrigger(BaseTrigger):
         return self._event("timeout", tracker, message)
 
     def _event(self, status: str, tracker: ReportTracker, message: str, *, error: str | None = None) -> dict:
+        """The event, stored in the metadata database and logged: its message redacted whatever it quotes."""
         return {
             "status": status,
             "report_id": self.report_id,
             "report_status": tracker.status,
             "status_since": tracker.status_since,
-            "message": message,
+            "message": redact(message),
             "error": error,
             "polls": getattr(self, "_polls", 0),
         }
@@ -262,3 +264,12 @@ def validate_event(event: Any, expected_report_id: str) -> dict[str, Any]:
             f"Trigger event says success but the report status is {event['report_status']!r}."
         )
     return event
+
+
+def event_error(event: dict[str, Any]) -> DexCareError:
+    """The error an ``error`` event reports, to raise on the worker as it would have been raised there: one that
+    no try can fix (a 403, 404 or 407, an unknown status, a bad connection field) fails the task without
+    Airflow's task retries; one left over from transient errors (the error budget spent) is retried."""
+    named = getattr(exceptions, event["error"] or "", None)
+    final = isinstance(named, type) and issubclass(named, DexCareFinalError)
+    return (DexCareFinalError if final else DexCareError)(event["message"])
