@@ -10,6 +10,13 @@ except ImportError:  # Airflow 3.0, 3.1
     from airflow.serialization.serde import deserialize, serialize  # type: ignore[no-redef]
     from airflow.utils.module_loading import import_string  # type: ignore[no-redef]
 
+try:  # Airflow >= 3.2 hands a resumed task its kwargs encoded with serde
+    from airflow.sdk.serde import serialize as encode_next_kwargs
+except ImportError:  # Airflow 3.0, 3.1: with BaseSerialization
+    from airflow.serialization.serialized_objects import BaseSerialization
+
+    encode_next_kwargs = BaseSerialization.serialize
+
 try:  # Airflow >= 3.2
     from airflow.sdk.exceptions import ParamValidationError
 except ImportError:  # Airflow 3.0, 3.1
@@ -25,4 +32,12 @@ try:  # Airflow >= 3.2
 except ImportError:  # Airflow 3.0, 3.1
     from airflow.models.dagbag import DagBag  # type: ignore[no-redef]
 
-__all__ = ["DagBag", "ParamValidationError", "deserialize", "import_string", "redact", "serialize"]
+__all__ = [
+    "DagBag",
+    "ParamValidationError",
+    "deserialize",
+    "encode_next_kwargs",
+    "import_string",
+    "redact",
+    "serialize",
+]
