@@ -15,6 +15,10 @@ Writes are all-or-nothing on every store: a local file appears by an atomic rena
 temporary sibling; an object-store upload is a multipart upload in bounded parts that is completed only when
 the caller's block finished without an error, and aborted otherwise. (fsspec's own ``with`` block would
 complete it even while an exception propagates, leaving a truncated object that looks finished.)
+A process killed mid-write (SIGKILL: the OOM killer, a task timeout's escalation, a lost node) runs no
+clean-up: its private partial or its incomplete multipart upload stays. The next try of the same file removes
+them before it writes, and the clean-up after a committed load (:func:`clean_up_run`) removes those of every
+report of the run.
 
 The deployment-wide default is the provider option ``[dexcare] report_storage``
 (``AIRFLOW__DEXCARE__REPORT_STORAGE``). Without it, reports go to a private directory on the worker's own disk,
@@ -29,13 +33,15 @@ import os
 import re
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 
 from dexcare.exceptions import DexCareReportFileMissingError, DexCareStorageError
+from dexcare.redaction import redact
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
@@ -176,16 +182,78 @@ class ReportLocation:
         never a destination a user chose, and never the ``<dag_id>`` level, where another run may be creating its
         own directory at the same moment. Object stores have no directories to leave behind.
         """
-        if self._local is None or not dag_id or not run_id:
-            return False
-        directory = self._local.parent
-        if directory.name != safe_name(run_id) or directory.parent.name != safe_name(dag_id):
+        if self._local is None or not self.parent.is_run_directory(dag_id, run_id):
             return False
         try:
-            directory.rmdir()
-        except OSError:  # not empty (another file of the run, a file of a cleared try), or already gone
+            self._local.parent.rmdir()
+        except OSError:  # not empty (a file the clean-up could not delete), or already gone
             return False
         return True
+
+    # --- the directory a report lies in, for the clean-up --------------------------------------------------
+
+    @property
+    def parent(self) -> ReportLocation:
+        if self._local is not None:
+            return ReportLocation(local=self._local.parent)
+        return ReportLocation(remote=self._remote.parent)  # type: ignore[union-attr]
+
+    def is_run_directory(self, dag_id: str | None, run_id: str | None) -> bool:
+        """Whether this is the directory :func:`run_directory` names for this very run: the provider's own,
+        which holds nothing but this run's reports."""
+        if not dag_id or not run_id:
+            return False
+        return self.name == safe_name(run_id) and self.parent.name == safe_name(dag_id)
+
+    def files(self) -> list[ReportLocation]:
+        """The files (objects) directly in this directory; none if it does not exist."""
+        if self._local is not None:
+            try:
+                with os.scandir(self._local) as entries:
+                    return [self.child(e.name) for e in entries if e.is_file(follow_symlinks=False)]
+            except FileNotFoundError:
+                return []
+        remote: Any = self._remote
+        fs = remote.fs
+        fs.invalidate_cache(remote.path)  # another process wrote there; s3fs would answer from its cache
+        try:
+            listed = fs.ls(remote.path, detail=True)
+        except FileNotFoundError:
+            return []
+        return [self.child(entry["name"].rstrip("/").rsplit("/", 1)[-1]) for entry in listed
+                if entry.get("type") == "file"]
+
+    def incomplete_uploads(self) -> list[tuple[str, str]]:
+        """``(file name, upload id)`` of the multipart uploads begun directly in this directory and neither
+        completed nor aborted: invisible as objects, still holding data. Only S3 (s3fs) can list them; Google
+        Cloud Storage and Azure expire unfinished uploads themselves (after a week)."""
+        if self._local is not None:
+            return []
+        remote: Any = self._remote
+        if not hasattr(remote.fs, "call_s3"):
+            return []
+        prefix = f"{remote.key.rstrip('/')}/" if remote.key else ""
+        found: list[tuple[str, str]] = []
+        markers: dict[str, str] = {}
+        while True:
+            answer = remote.fs.call_s3("list_multipart_uploads", Bucket=remote.bucket, Prefix=prefix, **markers)
+            for upload in answer.get("Uploads", []):
+                name = upload["Key"][len(prefix):]
+                if name and "/" not in name:
+                    found.append((name, upload["UploadId"]))
+            if not answer.get("IsTruncated"):
+                return found
+            markers = {"KeyMarker": answer["NextKeyMarker"], "UploadIdMarker": answer["NextUploadIdMarker"]}
+
+    def abort_upload(self, upload_id: str) -> None:
+        """Abort one incomplete multipart upload of this object: S3 then frees its parts."""
+        remote: Any = self._remote
+        remote.fs.call_s3("abort_multipart_upload", Bucket=remote.bucket, Key=remote.key, UploadId=upload_id)
+
+    def _remove_directory(self) -> None:
+        """rmdir; a directory already gone is fine, one that is not empty raises (something was left)."""
+        with suppress(FileNotFoundError):
+            self._local.rmdir()  # type: ignore[union-attr]
 
     def _missing_message(self) -> str:
         where = f"{self.uri}: cannot open the report file"
@@ -251,6 +319,100 @@ def file_location(destination: str | os.PathLike[str] | ObjectStoragePath, filen
 def safe_name(part: str) -> str:
     """Run ids contain ':' and '+'; keep names portable across local disks and object stores."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", part).strip("._") or "_"
+
+
+def report_file_name(report_type: str, start_date: object, end_date: object, report_id: str) -> str:
+    """download_report's file name: the report's type and window, then its id.
+
+    Every try of a run asks for the same type and window, so a report of a cleared run lands beside the one it
+    supersedes under a new name, and the clean-up (:func:`clean_up_run`) recognises both as this run's.
+    """
+    window = f"_{start_date}_{end_date}" if start_date else ""
+    return f"dexcare_{report_type}{window}_{report_id}.csv"
+
+
+_GUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+#: A name :func:`report_file_name` gives; ``report`` is the part every try of a run shares.
+_DATE = r"\d{4}-\d{2}-\d{2}"
+REPORT_FILE = re.compile(rf"dexcare_(?P<report>[a-z_]+(?:_{_DATE}_{_DATE})?)_{_GUID}\.csv")
+#: The private sibling a local write fills before its rename: ``.<target name>.<32 hex>.part``.
+PARTIAL_FILE = re.compile(r"\.(?P<target>.+)\.[0-9a-f]{32}\.part")
+
+
+def _run_of(name: str) -> str | None:
+    match = REPORT_FILE.fullmatch(name)
+    return match["report"] if match else None
+
+
+def belongs_to(name: str, loaded: Iterable[str]) -> bool:
+    """Whether the provider wrote file ``name`` for one of the ``loaded`` files of its directory: the file
+    itself, a report of the same type and window with another id (a try the run was cleared from), or the
+    partial a killed write of any of these left."""
+    partial = PARTIAL_FILE.fullmatch(name)
+    target = partial["target"] if partial else name
+    loaded = set(loaded)
+    if target in loaded:
+        return True
+    report = _run_of(target)
+    return report is not None and report in {_run_of(other) for other in loaded}
+
+
+@dataclass
+class CleanUp:
+    """What :func:`clean_up_run` did; ``failed`` entries name the file and the error's type, never content."""
+
+    deleted: list[str] = field(default_factory=list)
+    already_gone: list[str] = field(default_factory=list)
+    leftovers: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+    def _try(self, what: str, action: Any) -> Any:
+        try:
+            return action()
+        except Exception as exc:  # whatever the store raises (OSError, botocore's ClientError, ...)
+            detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else redact(str(exc))[:200]
+            self.failed.append(f"{what} ({type(exc).__name__}: {detail})" if detail else f"{what} "
+                               f"({type(exc).__name__})")
+            return None
+
+
+def clean_up_run(uris: Iterable[str], dag_id: str | None, run_id: str | None) -> CleanUp:
+    """After a committed load: delete its files and whatever else of the run the provider left beside them.
+
+    In the run's own directory (:func:`run_directory`, ``<dag_id>/<run_id>/``) everything goes, and a local
+    directory is removed once empty. In a directory a user named, only what :func:`belongs_to` the loaded
+    files: never another file of theirs. "Everything else" is the partials of killed downloads, incomplete
+    multipart uploads, and earlier reports of a run that was cleared from ``start_report`` (a failed load
+    keeps its file for diagnosis; the new try's report has a new id, so a new name). Nothing raises: each
+    failure is collected, so one unreachable file does not keep the others.
+    """
+    done = CleanUp()
+    files = [ReportLocation.parse(uri) for uri in dict.fromkeys(uris)]
+    for location in files:
+        deleted = done._try(location.display, location.delete)
+        if deleted:
+            done.deleted.append(location.display)
+        elif deleted is False:
+            done.already_gone.append(location.display)
+    directories: dict[ReportLocation, set[str]] = {}
+    for location in files:
+        directories.setdefault(location.parent, set()).add(location.name)
+    for directory, names in directories.items():
+        own = directory.is_run_directory(dag_id, run_id)
+        listed = done._try(f"the listing of {directory.display}", directory.files) or []
+        for leftover in listed:
+            if (own or belongs_to(leftover.name, names)) and done._try(leftover.display, leftover.delete):
+                done.leftovers.append(leftover.display)
+        uploads = done._try(f"the incomplete uploads under {directory.display}", directory.incomplete_uploads)
+        for name, upload_id in uploads or []:
+            if own or belongs_to(name, names):
+                target = directory.child(name)
+                if done._try(f"the incomplete upload of {target.display}",
+                             lambda t=target, u=upload_id: t.abort_upload(u) or True):
+                    done.leftovers.append(f"{target.display} (incomplete upload)")
+        if own and directory.is_local and not done.failed:
+            done._try(directory.display, lambda d=directory: d._remove_directory())
+    return done
 
 
 # --- is the storage reachable from every worker? -------------------------------------------------------------
@@ -332,6 +494,7 @@ def _private_dir(path: Path) -> None:
 @contextmanager
 def _write_local(path: Path) -> Iterator[BinaryIO]:
     _private_dir(path.parent)
+    _remove_stale_partials(path)
     partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
@@ -344,10 +507,25 @@ def _write_local(path: Path) -> Iterator[BinaryIO]:
         raise
 
 
+def _remove_stale_partials(path: Path) -> None:
+    """The partials of this very file that killed earlier tries left: a SIGKILL runs no ``except`` block.
+
+    Two tries of one task never write at once, so any partial of the same target is stale.
+    """
+    with os.scandir(path.parent) as entries:
+        stale = [e.path for e in entries if (m := PARTIAL_FILE.fullmatch(e.name)) and m["target"] == path.name]
+    for name in stale:
+        with suppress(FileNotFoundError):
+            os.unlink(name)
+    if stale:
+        log.info("Removed %d partial file(s) of %s left by an earlier try that was killed.", len(stale), path)
+
+
 @contextmanager
 def _write_remote(path: ObjectStoragePath) -> Iterator[BinaryIO]:
     """fsspec's transaction protocol: ``autocommit=False`` uploads parts but completes nothing until
     ``commit()``; ``discard()`` aborts. s3fs, gcsfs and adlfs implement it."""
+    _abort_stale_uploads(path)
     handle = path.open("wb", block_size=PART_BYTES, autocommit=False)
     try:
         yield handle
@@ -356,6 +534,22 @@ def _write_remote(path: ObjectStoragePath) -> Iterator[BinaryIO]:
     except BaseException:
         _abandon(handle, path)
         raise
+
+
+def _abort_stale_uploads(path: ObjectStoragePath) -> None:
+    """The incomplete multipart uploads of this very object that killed earlier tries left. Best effort: the
+    clean-up after the load tries again, so a store that cannot list them does not fail the download."""
+    location = ReportLocation(remote=path)
+    try:
+        stale = [upload for name, upload in location.parent.incomplete_uploads() if name == location.name]
+        for upload_id in stale:
+            location.abort_upload(upload_id)
+    except Exception as exc:
+        log.warning("Could not look for incomplete uploads of %s left by an earlier try (%s); the clean-up after "
+                    "the load looks again.", path, type(exc).__name__)
+        return
+    if stale:
+        log.info("Aborted %d incomplete upload(s) of %s left by an earlier try that was killed.", len(stale), path)
 
 
 def _abandon(handle: Any, path: ObjectStoragePath) -> None:
