@@ -33,11 +33,11 @@ import os
 import re
 import socket
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from dexcare.exceptions import DexCareReportFileMissingError, DexCareStorageError
@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 CONFIG_SECTION = "dexcare"
 CONFIG_OPTION = "report_storage"
@@ -175,21 +176,6 @@ class ReportLocation:
             return False
         return True
 
-    def remove_empty_run_directory(self, dag_id: str | None, run_id: str | None) -> bool:
-        """After the clean-up, the run's own directory on a local disk, once it is empty.
-
-        Only a directory :func:`run_directory` names for this very run (``.../<dag_id>/<run_id>/``) is removed,
-        never a destination a user chose, and never the ``<dag_id>`` level, where another run may be creating its
-        own directory at the same moment. Object stores have no directories to leave behind.
-        """
-        if self._local is None or not self.parent.is_run_directory(dag_id, run_id):
-            return False
-        try:
-            self._local.parent.rmdir()
-        except OSError:  # not empty (a file the clean-up could not delete), or already gone
-            return False
-        return True
-
     # --- the directory a report lies in, for the clean-up --------------------------------------------------
 
     @property
@@ -250,8 +236,11 @@ class ReportLocation:
         remote: Any = self._remote
         remote.fs.call_s3("abort_multipart_upload", Bucket=remote.bucket, Key=remote.key, UploadId=upload_id)
 
-    def _remove_directory(self) -> None:
-        """rmdir; a directory already gone is fine, one that is not empty raises (something was left)."""
+    def remove_directory(self) -> None:
+        """rmdir of a local directory; one already gone is fine, one that is not empty raises (something is
+        left in it). Object stores have no directories to leave behind."""
+        if self._local is None:
+            return
         with suppress(FileNotFoundError):
             self._local.rmdir()  # type: ignore[union-attr]
 
@@ -348,8 +337,8 @@ def belongs_to(name: str, loaded: Iterable[str]) -> bool:
     """Whether the provider wrote file ``name`` for one of the ``loaded`` files of its directory: the file
     itself, a report of the same type and window with another id (a try the run was cleared from), or the
     partial a killed write of any of these left."""
-    partial = PARTIAL_FILE.fullmatch(name)
-    target = partial["target"] if partial else name
+    unfinished = PARTIAL_FILE.fullmatch(name)
+    target = unfinished["target"] if unfinished else name
     loaded = set(loaded)
     if target in loaded:
         return True
@@ -366,22 +355,23 @@ class CleanUp:
     leftovers: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
 
-    def _try(self, what: str, action: Any) -> Any:
+    def attempt(self, what: str, action: Callable[[], T]) -> tuple[bool, T | None]:
+        """Run one step; a failure is recorded against ``what`` instead of raised."""
         try:
-            return action()
+            return True, action()
         except Exception as exc:  # whatever the store raises (OSError, botocore's ClientError, ...)
             detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else redact(str(exc))[:200]
-            self.failed.append(f"{what} ({type(exc).__name__}: {detail})" if detail else f"{what} "
-                               f"({type(exc).__name__})")
-            return None
+            self.failed.append(f"{what} ({type(exc).__name__}{': ' + detail if detail else ''})")
+            return False, None
 
 
 def clean_up_run(uris: Iterable[str], dag_id: str | None, run_id: str | None) -> CleanUp:
     """After a committed load: delete its files and whatever else of the run the provider left beside them.
 
     In the run's own directory (:func:`run_directory`, ``<dag_id>/<run_id>/``) everything goes, and a local
-    directory is removed once empty. In a directory a user named, only what :func:`belongs_to` the loaded
-    files: never another file of theirs. "Everything else" is the partials of killed downloads, incomplete
+    one is removed, never the ``<dag_id>`` level, where another run may be creating its own at the same
+    moment. In a directory a user named, only what :func:`belongs_to` the loaded files: never another file of
+    theirs, and the directory stays. "Everything else" is the partials of killed downloads, incomplete
     multipart uploads, and earlier reports of a run that was cleared from ``start_report`` (a failed load
     keeps its file for diagnosis; the new try's report has a new id, so a new name). Nothing raises: each
     failure is collected, so one unreachable file does not keep the others.
@@ -389,29 +379,30 @@ def clean_up_run(uris: Iterable[str], dag_id: str | None, run_id: str | None) ->
     done = CleanUp()
     files = [ReportLocation.parse(uri) for uri in dict.fromkeys(uris)]
     for location in files:
-        deleted = done._try(location.display, location.delete)
-        if deleted:
-            done.deleted.append(location.display)
-        elif deleted is False:
-            done.already_gone.append(location.display)
+        ok, deleted = done.attempt(location.display, location.delete)
+        if ok:
+            (done.deleted if deleted else done.already_gone).append(location.display)
     directories: dict[ReportLocation, set[str]] = {}
     for location in files:
         directories.setdefault(location.parent, set()).add(location.name)
     for directory, names in directories.items():
         own = directory.is_run_directory(dag_id, run_id)
-        listed = done._try(f"the listing of {directory.display}", directory.files) or []
-        for leftover in listed:
-            if (own or belongs_to(leftover.name, names)) and done._try(leftover.display, leftover.delete):
-                done.leftovers.append(leftover.display)
-        uploads = done._try(f"the incomplete uploads under {directory.display}", directory.incomplete_uploads)
+        _, listed = done.attempt(f"the listing of {directory.display}", directory.files)
+        for leftover in listed or []:
+            if own or belongs_to(leftover.name, names):
+                ok, deleted = done.attempt(leftover.display, leftover.delete)
+                if ok and deleted:
+                    done.leftovers.append(leftover.display)
+        _, uploads = done.attempt(f"the incomplete uploads under {directory.display}", directory.incomplete_uploads)
         for name, upload_id in uploads or []:
             if own or belongs_to(name, names):
                 target = directory.child(name)
-                if done._try(f"the incomplete upload of {target.display}",
-                             lambda t=target, u=upload_id: t.abort_upload(u) or True):
+                ok, _ = done.attempt(f"the incomplete upload of {target.display}",
+                                     lambda t=target, u=upload_id: t.abort_upload(u))
+                if ok:
                     done.leftovers.append(f"{target.display} (incomplete upload)")
-        if own and directory.is_local and not done.failed:
-            done._try(directory.display, lambda d=directory: d._remove_directory())
+        if own and not done.failed:
+            done.attempt(directory.display, directory.remove_directory)
     return done
 
 
