@@ -218,11 +218,12 @@ class ReportLocation:
         remote: Any = self._remote
         if not hasattr(remote.fs, "call_s3"):
             return []
-        prefix = f"{remote.key.rstrip('/')}/" if remote.key else ""
+        bucket, key = _bucket_and_key(remote)
+        prefix = f"{key.rstrip('/')}/" if key else ""
         found: list[tuple[str, str]] = []
         markers: dict[str, str] = {}
         while True:
-            answer = remote.fs.call_s3("list_multipart_uploads", Bucket=remote.bucket, Prefix=prefix, **markers)
+            answer = remote.fs.call_s3("list_multipart_uploads", Bucket=bucket, Prefix=prefix, **markers)
             for upload in answer.get("Uploads", []):
                 name = upload["Key"][len(prefix):]
                 if name and "/" not in name:
@@ -234,7 +235,8 @@ class ReportLocation:
     def abort_upload(self, upload_id: str) -> None:
         """Abort one incomplete multipart upload of this object: S3 then frees its parts."""
         remote: Any = self._remote
-        remote.fs.call_s3("abort_multipart_upload", Bucket=remote.bucket, Key=remote.key, UploadId=upload_id)
+        bucket, key = _bucket_and_key(remote)
+        remote.fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload_id)
 
     def remove_directory(self) -> None:
         """rmdir of a local directory; one already gone is fine, one that is not empty raises (something is
@@ -469,6 +471,12 @@ def _local_path(text: str, scheme: str) -> Path:
     if not path.startswith("/"):
         raise DexCareStorageError(f"{text!r} is not an absolute file:// URI: write file:///absolute/path.")
     return Path(path)
+
+
+def _bucket_and_key(remote: Any) -> tuple[str, str]:
+    """From the fsspec path (``bucket/key``): ``ObjectStoragePath.bucket`` keeps the ``conn_id@`` on Airflow 3.0."""
+    bucket, _, key = str(remote.path).partition("/")
+    return bucket, key
 
 
 def _private_dir(path: Path) -> None:
