@@ -182,7 +182,8 @@ class ReportLocation:
     def parent(self) -> ReportLocation:
         if self._local is not None:
             return ReportLocation(local=self._local.parent)
-        return ReportLocation(remote=self._remote.parent)  # type: ignore[union-attr]
+        remote: Any = self._remote
+        return ReportLocation(remote=remote.parent)
 
     def is_run_directory(self, dag_id: str | None, run_id: str | None) -> bool:
         """Whether this is the directory :func:`run_directory` names for this very run: the provider's own,
@@ -244,7 +245,7 @@ class ReportLocation:
         if self._local is None:
             return
         with suppress(FileNotFoundError):
-            self._local.rmdir()  # type: ignore[union-attr]
+            self._local.rmdir()
 
     def _missing_message(self) -> str:
         where = f"{self.uri}: cannot open the report file"
@@ -323,8 +324,8 @@ def report_file_name(report_type: str, start_date: object, end_date: object, rep
 
 
 _GUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-#: A name :func:`report_file_name` gives; ``report`` is the part every try of a run shares.
 _DATE = r"\d{4}-\d{2}-\d{2}"
+#: A name :func:`report_file_name` gives; ``report`` is the part every try of a run shares.
 REPORT_FILE = re.compile(rf"dexcare_(?P<report>[a-z_]+(?:_{_DATE}_{_DATE})?)_{_GUID}\.csv")
 #: The private sibling a local write fills before its rename: ``.<target name>.<32 hex>.part``.
 PARTIAL_FILE = re.compile(r"\.(?P<target>.+)\.[0-9a-f]{32}\.part")

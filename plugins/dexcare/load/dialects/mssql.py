@@ -391,12 +391,14 @@ class MsSqlDialect(Dialect):
     def audit_rows(conn: Any, schema: str, report_ids: Sequence[str]) -> list[dict[str, Any]]:
         """``new_columns`` comes back from its JSON text as a list. The read ends with a rollback: pymssql keeps
         a transaction open whenever autocommit is off, and the load that may follow wants none pending."""
+        if not report_ids:
+            return []
         table = quote(schema, AUDIT_TABLE)
         cursor = conn.cursor()
         try:
             cursor.execute("SELECT OBJECT_ID(%s, N'U') AS audit_table", (table,))
             found = cursor.fetchone()
-            if found is None or found[0] is None or not report_ids:
+            if found is None or found[0] is None:
                 return []
             cursor.execute(
                 "SELECT {} FROM {} WHERE report_id IN ({}) ORDER BY id".format(
