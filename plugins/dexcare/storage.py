@@ -340,13 +340,26 @@ def belongs_to(name: str, loaded: Iterable[str]) -> bool:
     """Whether the provider wrote file ``name`` for one of the ``loaded`` files of its directory: the file
     itself, a report of the same type and window with another id (a try the run was cleared from), or the
     partial a killed write of any of these left."""
-    unfinished = PARTIAL_FILE.fullmatch(name)
-    target = unfinished["target"] if unfinished else name
+    target = _target_of(name)
     loaded = set(loaded)
     if target in loaded:
         return True
     report = _run_of(target)
     return report is not None and report in {_run_of(other) for other in loaded}
+
+
+def _removable(name: str, loaded: Iterable[str], *, own: bool) -> bool:
+    """What the clean-up deletes beside the loaded files: what :func:`belongs_to` them, and in the run's own
+    directory also anything else, except another report of the run (another type or window) that a later
+    load task of the same run may still read; that load removes it."""
+    if belongs_to(name, loaded):
+        return True
+    return own and _run_of(_target_of(name)) is None
+
+
+def _target_of(name: str) -> str:
+    unfinished = PARTIAL_FILE.fullmatch(name)
+    return unfinished["target"] if unfinished else name
 
 
 @dataclass
@@ -356,6 +369,7 @@ class CleanUp:
     deleted: list[str] = field(default_factory=list)
     already_gone: list[str] = field(default_factory=list)
     leftovers: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
 
     def attempt(self, what: str, action: Callable[[], T]) -> tuple[bool, T | None]:
@@ -371,8 +385,9 @@ class CleanUp:
 def clean_up_run(uris: Iterable[str], dag_id: str | None, run_id: str | None) -> CleanUp:
     """After a committed load: delete its files and whatever else of the run the provider left beside them.
 
-    In the run's own directory (:func:`run_directory`, ``<dag_id>/<run_id>/``) everything goes, and a local
-    one is removed, never the ``<dag_id>`` level, where another run may be creating its own at the same
+    In the run's own directory (:func:`run_directory`, ``<dag_id>/<run_id>/``) everything goes but the reports
+    of another type or window that a later load task of the same run may still read (``kept``), and a local
+    one is then removed, never the ``<dag_id>`` level, where another run may be creating its own at the same
     moment. In a directory a user named, only what :func:`belongs_to` the loaded files: never another file of
     theirs, and the directory stays. "Everything else" is the partials of killed downloads, incomplete
     multipart uploads, and earlier reports of a run that was cleared from ``start_report`` (a failed load
@@ -390,21 +405,24 @@ def clean_up_run(uris: Iterable[str], dag_id: str | None, run_id: str | None) ->
         directories.setdefault(location.parent, set()).add(location.name)
     for directory, names in directories.items():
         own = directory.is_run_directory(dag_id, run_id)
+        kept = len(done.kept)
         _, listed = done.attempt(f"the listing of {directory.display}", directory.files)
         for leftover in listed or []:
-            if own or belongs_to(leftover.name, names):
-                ok, deleted = done.attempt(leftover.display, leftover.delete)
-                if ok and deleted:
-                    done.leftovers.append(leftover.display)
+            if not _removable(leftover.name, names, own=own):
+                done.kept.append(leftover.display)
+                continue
+            ok, deleted = done.attempt(leftover.display, leftover.delete)
+            if ok and deleted:
+                done.leftovers.append(leftover.display)
         _, uploads = done.attempt(f"the incomplete uploads under {directory.display}", directory.incomplete_uploads)
         for name, upload_id in uploads or []:
-            if own or belongs_to(name, names):
+            if _removable(name, names, own=own):
                 target = directory.child(name)
                 ok, _ = done.attempt(f"the incomplete upload of {target.display}",
                                      lambda t=target, u=upload_id: t.abort_upload(u))
                 if ok:
                     done.leftovers.append(f"{target.display} (incomplete upload)")
-        if own and not done.failed:
+        if own and not done.failed and len(done.kept) == kept:
             done.attempt(directory.display, directory.remove_directory)
     return done
 

@@ -158,3 +158,22 @@ def test_the_provider_names_partials_the_way_the_clean_up_recognises_them(tmp_pa
         (written,) = tmp_path.iterdir()
         assert PARTIAL_FILE.fullmatch(written.name)["target"] == name
     assert [p.name for p in tmp_path.iterdir()] == [name]
+
+
+def test_in_the_runs_own_directory_all_goes_but_a_report_another_load_task_may_still_read(tmp_path: Path) -> None:
+    """The run's own directory is emptied and removed; only a report of another type (a DAG with one load task
+    per type) stays for its own load, which then removes it and the directory."""
+    from dexcare.storage import ReportLocation, clean_up_run, run_directory
+
+    run_dir = Path(ReportLocation.parse(run_directory(f"{tmp_path}/", DAG_ID, RUN_ID)).display)
+    run_dir.mkdir(parents=True)
+    loaded = report_file_name("virtual", START, END, "11111111-1111-4111-8111-111111111111")
+    superseded = report_file_name("virtual", START, END, "22222222-2222-4222-8222-222222222222")
+    retail = report_file_name("retail", START, END, "33333333-3333-4333-8333-333333333333")
+    for name in (loaded, superseded, retail, f".{superseded}.{'a' * 32}.part", "stray.tmp"):
+        (run_dir / name).write_bytes(b"visitId\n")
+    done = clean_up_run([(run_dir / loaded).as_uri()], DAG_ID, RUN_ID)
+    assert (done.failed, done.kept) == ([], [str(run_dir / retail)])
+    assert [p.name for p in run_dir.iterdir()] == [retail]
+    assert clean_up_run([(run_dir / retail).as_uri()], DAG_ID, RUN_ID).failed == []
+    assert not run_dir.exists() and (tmp_path / DAG_ID).is_dir()

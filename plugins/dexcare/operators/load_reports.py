@@ -233,6 +233,9 @@ class DexCareLoadReportsOperator(BaseOperator):
         )
         if done.leftovers:
             self.log.info("Also deleted what earlier or killed tries of this run left: %s", ", ".join(done.leftovers))
+        if done.kept:
+            self.log.info("Kept for another load task of this run (other report types or windows): %s",
+                          ", ".join(done.kept))
         if done.already_gone:
             self.log.warning("Already gone before the clean-up: %s", ", ".join(done.already_gone))
         if done.failed:
