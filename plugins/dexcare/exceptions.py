@@ -145,3 +145,9 @@ class DexCareStorageError(DexCareError):
 
 class DexCareReportFileMissingError(DexCareStorageError, DexCareLoadError):
     """A downloaded report file is not where its URI says: deleted, expired, or on another worker's disk."""
+
+
+class DexCareCleanUpError(DexCareStorageError):
+    """The load committed but some of the run's files could not be deleted; a retry finishes only the clean-up."""
+
+    retryable = True

@@ -15,6 +15,10 @@ Writes are all-or-nothing on every store: a local file appears by an atomic rena
 temporary sibling; an object-store upload is a multipart upload in bounded parts that is completed only when
 the caller's block finished without an error, and aborted otherwise. (fsspec's own ``with`` block would
 complete it even while an exception propagates, leaving a truncated object that looks finished.)
+A process killed mid-write (SIGKILL: the OOM killer, a task timeout's escalation, a lost node) runs no
+clean-up: its private partial or its incomplete multipart upload stays. The next try of the same file removes
+them before it writes, and the clean-up after a committed load (:func:`clean_up_run`) removes those of every
+report of the run.
 
 The deployment-wide default is the provider option ``[dexcare] report_storage``
 (``AIRFLOW__DEXCARE__REPORT_STORAGE``). Without it, reports go to a private directory on the worker's own disk,
@@ -29,18 +33,21 @@ import os
 import re
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from dexcare.exceptions import DexCareReportFileMissingError, DexCareStorageError
+from dexcare.redaction import redact
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 CONFIG_SECTION = "dexcare"
 CONFIG_OPTION = "report_storage"
@@ -169,23 +176,76 @@ class ReportLocation:
             return False
         return True
 
-    def remove_empty_run_directory(self, dag_id: str | None, run_id: str | None) -> bool:
-        """After the clean-up, the run's own directory on a local disk, once it is empty.
+    # --- the directory a report lies in, for the clean-up --------------------------------------------------
 
-        Only a directory :func:`run_directory` names for this very run (``.../<dag_id>/<run_id>/``) is removed,
-        never a destination a user chose, and never the ``<dag_id>`` level, where another run may be creating its
-        own directory at the same moment. Object stores have no directories to leave behind.
-        """
-        if self._local is None or not dag_id or not run_id:
+    @property
+    def parent(self) -> ReportLocation:
+        if self._local is not None:
+            return ReportLocation(local=self._local.parent)
+        remote: Any = self._remote
+        return ReportLocation(remote=remote.parent)
+
+    def is_run_directory(self, dag_id: str | None, run_id: str | None) -> bool:
+        """Whether this is the directory :func:`run_directory` names for this very run: the provider's own,
+        which holds nothing but this run's reports."""
+        if not dag_id or not run_id:
             return False
-        directory = self._local.parent
-        if directory.name != safe_name(run_id) or directory.parent.name != safe_name(dag_id):
-            return False
+        return self.name == safe_name(run_id) and self.parent.name == safe_name(dag_id)
+
+    def files(self) -> list[ReportLocation]:
+        """The files (objects) directly in this directory; none if it does not exist."""
+        if self._local is not None:
+            try:
+                with os.scandir(self._local) as entries:
+                    return [self.child(e.name) for e in entries if e.is_file(follow_symlinks=False)]
+            except FileNotFoundError:
+                return []
+        remote: Any = self._remote
+        fs = remote.fs
+        fs.invalidate_cache(remote.path)  # another process wrote there; s3fs would answer from its cache
         try:
-            directory.rmdir()
-        except OSError:  # not empty (another file of the run, a file of a cleared try), or already gone
-            return False
-        return True
+            listed = fs.ls(remote.path, detail=True)
+        except FileNotFoundError:
+            return []
+        return [self.child(entry["name"].rstrip("/").rsplit("/", 1)[-1]) for entry in listed
+                if entry.get("type") == "file"]
+
+    def incomplete_uploads(self) -> list[tuple[str, str]]:
+        """``(file name, upload id)`` of the multipart uploads begun directly in this directory and neither
+        completed nor aborted: invisible as objects, still holding data. Only S3 (s3fs) can list them; Google
+        Cloud Storage and Azure expire unfinished uploads themselves (after a week)."""
+        if self._local is not None:
+            return []
+        remote: Any = self._remote
+        if not hasattr(remote.fs, "call_s3"):
+            return []
+        bucket, key = _bucket_and_key(remote)
+        prefix = f"{key.rstrip('/')}/" if key else ""
+        found: list[tuple[str, str]] = []
+        markers: dict[str, str] = {}
+        while True:
+            answer = remote.fs.call_s3("list_multipart_uploads", Bucket=bucket, Prefix=prefix, **markers)
+            for upload in answer.get("Uploads", []):
+                name = upload["Key"][len(prefix):]
+                if name and "/" not in name:
+                    found.append((name, upload["UploadId"]))
+            if not answer.get("IsTruncated"):
+                return found
+            markers = {"KeyMarker": answer["NextKeyMarker"], "UploadIdMarker": answer["NextUploadIdMarker"]}
+
+    def abort_upload(self, upload_id: str) -> None:
+        """Abort one incomplete multipart upload of this object: S3 then frees its parts."""
+        remote: Any = self._remote
+        bucket, key = _bucket_and_key(remote)
+        remote.fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload_id)
+
+    def remove_directory(self) -> None:
+        """rmdir of a local directory; one already gone is fine, one that is not empty raises (something is
+        left in it). Object stores have no directories to leave behind."""
+        if self._local is None:
+            return
+        with suppress(FileNotFoundError):
+            self._local.rmdir()
 
     def _missing_message(self) -> str:
         where = f"{self.uri}: cannot open the report file"
@@ -253,6 +313,120 @@ def safe_name(part: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", part).strip("._") or "_"
 
 
+def report_file_name(report_type: str, start_date: object, end_date: object, report_id: str) -> str:
+    """download_report's file name: the report's type and window, then its id.
+
+    Every try of a run asks for the same type and window, so a report of a cleared run lands beside the one it
+    supersedes under a new name, and the clean-up (:func:`clean_up_run`) recognises both as this run's.
+    """
+    window = f"_{start_date}_{end_date}" if start_date else ""
+    return f"dexcare_{report_type}{window}_{report_id}.csv"
+
+
+_GUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+_DATE = r"\d{4}-\d{2}-\d{2}"
+#: A name :func:`report_file_name` gives; ``report`` is the part every try of a run shares.
+REPORT_FILE = re.compile(rf"dexcare_(?P<report>[a-z_]+(?:_{_DATE}_{_DATE})?)_{_GUID}\.csv")
+#: The private sibling a local write fills before its rename: ``.<target name>.<32 hex>.part``.
+PARTIAL_FILE = re.compile(r"\.(?P<target>.+)\.[0-9a-f]{32}\.part")
+
+
+def _run_of(name: str) -> str | None:
+    match = REPORT_FILE.fullmatch(name)
+    return match["report"] if match else None
+
+
+def belongs_to(name: str, loaded: Iterable[str]) -> bool:
+    """Whether the provider wrote file ``name`` for one of the ``loaded`` files of its directory: the file
+    itself, a report of the same type and window with another id (a try the run was cleared from), or the
+    partial a killed write of any of these left."""
+    target = _target_of(name)
+    loaded = set(loaded)
+    if target in loaded:
+        return True
+    report = _run_of(target)
+    return report is not None and report in {_run_of(other) for other in loaded}
+
+
+def _removable(name: str, loaded: Iterable[str], *, own: bool) -> bool:
+    """What the clean-up deletes beside the loaded files: what :func:`belongs_to` them, and in the run's own
+    directory also anything else, except another report of the run (another type or window) that a later
+    load task of the same run may still read; that load removes it."""
+    if belongs_to(name, loaded):
+        return True
+    return own and _run_of(_target_of(name)) is None
+
+
+def _target_of(name: str) -> str:
+    unfinished = PARTIAL_FILE.fullmatch(name)
+    return unfinished["target"] if unfinished else name
+
+
+@dataclass
+class CleanUp:
+    """What :func:`clean_up_run` did; ``failed`` entries name the file and the error's type, never content."""
+
+    deleted: list[str] = field(default_factory=list)
+    already_gone: list[str] = field(default_factory=list)
+    leftovers: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+    def attempt(self, what: str, action: Callable[[], T]) -> tuple[bool, T | None]:
+        """Run one step; a failure is recorded against ``what`` instead of raised."""
+        try:
+            return True, action()
+        except Exception as exc:  # whatever the store raises (OSError, botocore's ClientError, ...)
+            detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else redact(str(exc))[:200]
+            self.failed.append(f"{what} ({type(exc).__name__}{': ' + detail if detail else ''})")
+            return False, None
+
+
+def clean_up_run(uris: Iterable[str], dag_id: str | None, run_id: str | None) -> CleanUp:
+    """After a committed load: delete its files and whatever else of the run the provider left beside them.
+
+    In the run's own directory (:func:`run_directory`, ``<dag_id>/<run_id>/``) everything goes but the reports
+    of another type or window that a later load task of the same run may still read (``kept``), and a local
+    one is then removed, never the ``<dag_id>`` level, where another run may be creating its own at the same
+    moment. In a directory a user named, only what :func:`belongs_to` the loaded files: never another file of
+    theirs, and the directory stays. "Everything else" is the partials of killed downloads, incomplete
+    multipart uploads, and earlier reports of a run that was cleared from ``start_report`` (a failed load
+    keeps its file for diagnosis; the new try's report has a new id, so a new name). Nothing raises: each
+    failure is collected, so one unreachable file does not keep the others.
+    """
+    done = CleanUp()
+    files = [ReportLocation.parse(uri) for uri in dict.fromkeys(uris)]
+    for location in files:
+        ok, deleted = done.attempt(location.display, location.delete)
+        if ok:
+            (done.deleted if deleted else done.already_gone).append(location.display)
+    directories: dict[ReportLocation, set[str]] = {}
+    for location in files:
+        directories.setdefault(location.parent, set()).add(location.name)
+    for directory, names in directories.items():
+        own = directory.is_run_directory(dag_id, run_id)
+        kept = len(done.kept)
+        _, listed = done.attempt(f"the listing of {directory.display}", directory.files)
+        for leftover in listed or []:
+            if not _removable(leftover.name, names, own=own):
+                done.kept.append(leftover.display)
+                continue
+            ok, deleted = done.attempt(leftover.display, leftover.delete)
+            if ok and deleted:
+                done.leftovers.append(leftover.display)
+        _, uploads = done.attempt(f"the incomplete uploads under {directory.display}", directory.incomplete_uploads)
+        for name, upload_id in uploads or []:
+            if _removable(name, names, own=own):
+                target = directory.child(name)
+                ok, _ = done.attempt(f"the incomplete upload of {target.display}",
+                                     lambda t=target, u=upload_id: t.abort_upload(u))
+                if ok:
+                    done.leftovers.append(f"{target.display} (incomplete upload)")
+        if own and not done.failed and len(done.kept) == kept:
+            done.attempt(directory.display, directory.remove_directory)
+    return done
+
+
 # --- is the storage reachable from every worker? -------------------------------------------------------------
 
 
@@ -318,6 +492,12 @@ def _local_path(text: str, scheme: str) -> Path:
     return Path(path)
 
 
+def _bucket_and_key(remote: Any) -> tuple[str, str]:
+    """From the fsspec path (``bucket/key``): ``ObjectStoragePath.bucket`` keeps the ``conn_id@`` on Airflow 3.0."""
+    bucket, _, key = str(remote.path).partition("/")
+    return bucket, key
+
+
 def _private_dir(path: Path) -> None:
     """mkdir -p with 0700 on every level we create (``Path.mkdir`` applies ``mode`` to the last one only)."""
     missing = []
@@ -332,6 +512,7 @@ def _private_dir(path: Path) -> None:
 @contextmanager
 def _write_local(path: Path) -> Iterator[BinaryIO]:
     _private_dir(path.parent)
+    _remove_stale_partials(path)
     partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
@@ -344,10 +525,25 @@ def _write_local(path: Path) -> Iterator[BinaryIO]:
         raise
 
 
+def _remove_stale_partials(path: Path) -> None:
+    """The partials of this very file that killed earlier tries left: a SIGKILL runs no ``except`` block.
+
+    Two tries of one task never write at once, so any partial of the same target is stale.
+    """
+    with os.scandir(path.parent) as entries:
+        stale = [e.path for e in entries if (m := PARTIAL_FILE.fullmatch(e.name)) and m["target"] == path.name]
+    for name in stale:
+        with suppress(FileNotFoundError):
+            os.unlink(name)
+    if stale:
+        log.info("Removed %d partial file(s) of %s left by an earlier try that was killed.", len(stale), path)
+
+
 @contextmanager
 def _write_remote(path: ObjectStoragePath) -> Iterator[BinaryIO]:
     """fsspec's transaction protocol: ``autocommit=False`` uploads parts but completes nothing until
     ``commit()``; ``discard()`` aborts. s3fs, gcsfs and adlfs implement it."""
+    _abort_stale_uploads(path)
     handle = path.open("wb", block_size=PART_BYTES, autocommit=False)
     try:
         yield handle
@@ -356,6 +552,22 @@ def _write_remote(path: ObjectStoragePath) -> Iterator[BinaryIO]:
     except BaseException:
         _abandon(handle, path)
         raise
+
+
+def _abort_stale_uploads(path: ObjectStoragePath) -> None:
+    """The incomplete multipart uploads of this very object that killed earlier tries left. Best effort: the
+    clean-up after the load tries again, so a store that cannot list them does not fail the download."""
+    location = ReportLocation(remote=path)
+    try:
+        stale = [upload for name, upload in location.parent.incomplete_uploads() if name == location.name]
+        for upload_id in stale:
+            location.abort_upload(upload_id)
+    except Exception as exc:
+        log.warning("Could not look for incomplete uploads of %s left by an earlier try (%s); the clean-up after "
+                    "the load looks again.", path, type(exc).__name__)
+        return
+    if stale:
+        log.info("Aborted %d incomplete upload(s) of %s left by an earlier try that was killed.", len(stale), path)
 
 
 def _abandon(handle: Any, path: ObjectStoragePath) -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pymssql
+from dexcare.load.audit import AUDIT_FIELDS
 from pymssql import _mssql
 
 _NAME = r"\[((?:[^\]]|\]\])+)\]"
@@ -26,6 +27,8 @@ _OBJECT = re.compile(rf"^{_NAME}\.{_NAME}$")
 
 #: Which step of a load a statement belongs to, by what it says (first match wins).
 STEPS = (
+    ("audit_lookup", re.compile(r"^SELECT OBJECT_ID\(")),
+    ("audit_read", re.compile(r"^SELECT .* FROM \[[^\]]+\]\.\[load_audit\] WHERE", re.S)),
     ("session", re.compile(r"^SET XACT_ABORT ON")),
     ("lock", re.compile(r"sp_getapplock")),
     ("schema", re.compile(r"SCHEMA_ID|^CREATE SCHEMA")),
@@ -80,6 +83,8 @@ class RecordingConnection:
     autocommit_state: bool = False
     ops: list[Op] = field(default_factory=list)
     staged: dict[str, list[list[Any]]] = field(default_factory=dict)
+    #: The ``load_audit`` rows the dialect inserted (its parameters, as sent), for a later read of them.
+    audit: list[dict[str, Any]] = field(default_factory=list)
     _seen: dict[str, int] = field(default_factory=dict)
 
     # --- DB-API ---
@@ -165,6 +170,14 @@ class RecordingCursor:
             key = ".".join(_unquote(p) for p in found.groups()) if found else ""
             columns = conn.tables.get(key)
             return [(c, *_catalog_type(t)) for c, t in columns.items()] if columns else []
+        if step == "audit" and isinstance(params, dict):
+            conn.audit.append(dict(params))
+        if step == "audit_lookup":
+            found = _OBJECT.match(params[0])
+            key = ".".join(_unquote(p) for p in found.groups()) if found else ""
+            return [(1 if key in conn.tables else None,)]
+        if step == "audit_read":
+            return [tuple(row[f] for f in AUDIT_FIELDS) for row in conn.audit if row["report_id"] in params]
         if step == "cast_check":
             return [conn.bad_casts or (None,) * text.count("TRY_CONVERT")]
         if step in ("create_table", "audit_table", "history_table") and (match := _CREATE.match(text.strip())):

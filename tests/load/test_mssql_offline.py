@@ -407,3 +407,31 @@ def test_a_type_that_is_not_plain_sql_server_is_refused(configured, write_csv) -
     with pytest.raises(DexCareSchemaError, match=re.escape("column_types['virtual']")):
         run(conn, report(write_csv("visitId,a\nv1,1\n")), column_types={"virtual": {"a": configured}})
     assert not any("DROP" in s for s in conn.statements)
+
+
+# --- A retry that finds its load committed -------------------------------------------------------------------
+
+
+def test_the_already_loaded_query_parses_as_tsql_reads_the_audit_and_leaves_no_transaction(write_csv, tsql) -> None:
+    """The operator's question "did an earlier try commit these reports?" on SQL Server: two statements (is
+    there a load_audit, then its rows), each valid T-SQL, the ids as parameters, ended by a rollback."""
+    from dexcare.load.audit import committed_entries, committed_summary
+    from dexcare.load.dialects.mssql import MsSqlDialect
+
+    conn = RecordingConnection()
+    assert MsSqlDialect.audit_rows(conn, "dexcare", ["a"]) == []  # no load_audit yet: nothing committed
+    loaded = report(write_csv(HEADER + f"v1,a,t,{SECRET}\nv1,b,t,x\nv2,c,t,y\n"))
+    summary = run(conn, loaded)
+    conn.ops.clear()
+    other = "6c7d9b0e-1f2a-4b3c-8d4e-5f6a7b8c9d0e"
+    rows = MsSqlDialect.audit_rows(conn, "dexcare", [loaded["report_id"], other])
+    assert [op.step for op in conn.ops] == ["audit_lookup", "audit_read", "rollback"]
+    for statement in conn.statements:
+        assert unparsable(tsql, statement) == [], statement
+    assert loaded["report_id"] in conn.statements[1] and other in conn.statements[1]
+    assert [r["report_id"] for r in rows] == [loaded["report_id"]]
+    assert rows[0]["new_columns"] == summary["reports"][0]["new_columns"]  # a list again, from its JSON text
+    entries = committed_entries([loaded], rows)
+    assert entries is not None and committed_entries([loaded, {"report_id": other}], rows) is None
+    again = committed_summary("dexcare", None, None, entries)
+    assert again["already_loaded"] is True and again["tables"] == summary["tables"]

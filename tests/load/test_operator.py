@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -134,3 +135,41 @@ def test_the_operator_keeps_the_history_it_is_given(warehouse_conn, warehouse, w
     summary = op.execute(context)
     assert summary["tables"]["avr_virtual"]["history_rows"] == 1
     assert [r[0] for r in warehouse.query(f'SELECT visit_status FROM "{schema}".avr_virtual_history')] == ["a"]
+
+
+def test_a_cleared_load_whose_files_were_deleted_only_finishes_the_clean_up(
+    warehouse_conn, warehouse, write_csv, schema, caplog, capfd
+) -> None:
+    """On-call clears load_reports after its committed load deleted the files (or after its clean-up failed):
+    the new try finds the reports in load_audit, loads nothing again, and returns the earlier load's summary."""
+    from tests.helpers import logged
+
+    reports = [report(write_csv("visitId,visitStatus\nv1,a\nv1,b\nv2,c\n")),
+               report(write_csv("Visit ID,Status\nr1,x\n"), "retail")]
+    context = {"dag": SimpleNamespace(dag_id="d"), "run_id": "r", "data_interval_end": None}
+    first = DexCareLoadReportsOperator(task_id="load", reports=reports, schema=schema, delete_files=True)
+    loaded = first.execute(context)
+    assert not any(Path(r["uri"]).exists() for r in reports)
+    logged(caplog, capfd)
+    again = DexCareLoadReportsOperator(task_id="load", reports=reports, schema=schema, delete_files="true")
+    summary = again.execute(context)
+    json.dumps(summary)
+    assert summary["already_loaded"] is True
+    assert summary["tables"] == loaded["tables"]
+    assert [r["report_id"] for r in summary["reports"]] == [r["report_id"] for r in reports]
+    assert len(warehouse.audit(schema)) == 2, "nothing was loaded again"
+    output = logged(caplog, capfd)
+    assert "Already loaded" in output and "committed by an earlier try" in output
+    assert "not on this worker" not in output
+
+
+@postgres_only
+def test_without_deletion_a_cleared_load_loads_again(warehouse_conn, warehouse, write_csv, schema) -> None:
+    """The files are still there, so a cleared load reads them again (changed settings take effect); unchanged
+    rows are not rewritten."""
+    reports = [report(write_csv("visitId,visitStatus\nv1,a\n"))]
+    context = {"dag": SimpleNamespace(dag_id="d"), "run_id": "r", "data_interval_end": None}
+    for _ in range(2):
+        summary = DexCareLoadReportsOperator(task_id="load", reports=reports, schema=schema).execute(context)
+    assert "already_loaded" not in summary and summary["tables"]["avr_virtual"]["unchanged"] == 1
+    assert len(warehouse.audit(schema)) == 2

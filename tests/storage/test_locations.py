@@ -15,6 +15,7 @@ from dexcare.exceptions import DexCareReportFileMissingError, DexCareStorageErro
 from dexcare.storage import (
     ReportLocation,
     check_storage_reaches_every_worker,
+    clean_up_run,
     configured_storage,
     executor_names,
     file_location,
@@ -161,27 +162,26 @@ def test_the_clean_up_deletes_what_the_download_named_even_with_a_space(tmp_path
     assert ReportLocation.parse(uri).delete() is False  # already gone: said so, not claimed
 
 
-def test_only_this_runs_own_emptied_directory_is_removed(tmp_path: Path) -> None:
+def test_only_this_runs_own_directory_is_emptied_and_removed(tmp_path: Path) -> None:
     run_id = "manual__2026-11-30T10:00:00+00:00"
     run_dir = ReportLocation.parse(run_directory(f"{tmp_path}/", "my dag", run_id))
     first, second = run_dir.child("virtual.csv"), run_dir.child("retail.csv")
     for location in (first, second):
         with location.write() as out:
             out.write(b"visitId\n")
-    first.delete()
-    assert first.remove_empty_run_directory("my dag", run_id) is False  # not empty
-    second.delete()
-    assert second.remove_empty_run_directory("other dag", run_id) is False
-    assert second.remove_empty_run_directory("my dag", "manual__2026-11-30T10:00:01+00:00") is False
-    assert second.remove_empty_run_directory("my dag", run_id) is True
+    # Named for another run, it is not this run's own directory: only the loaded file goes.
+    assert clean_up_run([first.uri], "other dag", run_id).deleted == [first.display]
+    assert clean_up_run([first.uri], "my dag", "manual__2026-11-30T10:00:01+00:00").already_gone == [first.display]
+    assert second.exists()
+    done = clean_up_run([first.uri], "my dag", run_id)
+    assert (done.already_gone, done.leftovers, done.failed) == ([first.display], [second.display], [])
     assert [p.name for p in tmp_path.iterdir()] == ["my_dag"] and list((tmp_path / "my_dag").iterdir()) == []
     chosen = ReportLocation.parse(tmp_path / "chosen" / "r.csv")  # a user's own destination stays, whatever run
     with chosen.write() as out:
         out.write(b"visitId\n")
-    chosen.delete()
-    assert chosen.remove_empty_run_directory("my dag", "chosen") is False
+    assert clean_up_run([chosen.uri], "my dag", "chosen").deleted == [chosen.display]
     assert (tmp_path / "chosen").is_dir()
-    assert ReportLocation.parse("s3://aws_default@bucket/d/r/f.csv").remove_empty_run_directory("d", "r") is False
+    assert ReportLocation.parse("s3://aws_default@bucket/d/r/f.csv").parent.is_run_directory("d", "r")
 
 
 def test_a_missing_local_file_names_the_cause_and_the_fix(tmp_path: Path) -> None:

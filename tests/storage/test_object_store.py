@@ -241,3 +241,104 @@ def test_the_download_operator_follows_the_deployment_setting(
     assert result["uri"] == f"s3://{S3_CONN_ID}@{s3.bucket}/{run_dir}dexcare_virtual_2026-11-01_2026-11-02_{report_id}.csv"
     assert s3.keys(prefix) == [result["uri"].split(f"{s3.bucket}/", 1)[1]]
     assert hashlib.sha256(s3.read(s3.keys(prefix)[0])).hexdigest() == result["sha256"]
+
+
+# --- nothing of the run stays in the bucket --------------------------------------------------------------------
+
+
+def load_context() -> dict:
+    from tests.storage.task_try import DAG_ID, RUN_ID
+
+    return {"dag": SimpleNamespace(dag_id=DAG_ID), "run_id": RUN_ID, "data_interval_end": dt.datetime(2026, 11, 4)}
+
+
+def test_a_killed_upload_is_aborted_by_the_retry_and_the_load_leaves_nothing_of_the_run(
+    s3: SeaweedS3, big_sandbox, prefix, pg_uri, schema, monkeypatch
+) -> None:
+    """A download SIGKILLed mid-upload leaves an incomplete multipart upload: no object, but its parts hold
+    patient data. The retry aborts it before it uploads again; the committed load aborts any other of the run
+    (here a superseded report's) and deletes the run's objects, superseded reports included."""
+    from dexcare.operators.download_report import DexCareDownloadReportOperator
+    from dexcare.storage import report_file_name, safe_name
+
+    from tests.storage.task_try import DAG_ID, RUN_ID, kill_mid_stream, spawn
+    from tests.task_runtime import Runtime
+
+    monkeypatch.setenv("AIRFLOW__DEXCARE__REPORT_STORAGE", f"s3://{S3_CONN_ID}@{s3.bucket}/{prefix}")
+    run_prefix = f"{prefix}{DAG_ID}/{safe_name(RUN_ID)}/"
+    window = ("2026-11-01", "2026-11-04")
+    report_id = succeeded(fast_hook(), *window)
+    key = run_prefix + report_file_name("virtual", *window, report_id)
+    kill_mid_stream(spawn(*window, "--report-id", report_id), lambda: s3.multipart_uploads(run_prefix))
+    assert s3.multipart_uploads(run_prefix) == [key] and s3.keys(prefix) == []
+
+    result = Runtime().run(DexCareDownloadReportOperator(
+        task_id="download", report_id=report_id, report_type="virtual", report_start_date=window[0],
+        report_end_date=window[1],
+    ))
+    assert s3.keys(prefix) == [key] and s3.multipart_uploads(prefix) == []
+
+    # What a cleared try left: an earlier report's object (its load failed) and a killed upload of another one.
+    client = s3.client()
+    superseded = run_prefix + report_file_name("virtual", *window, str(uuid.uuid4()))
+    client.put_object(Bucket=s3.bucket, Key=superseded, Body=b"visitId\nv1\n")
+    killed = run_prefix + report_file_name("virtual", *window, str(uuid.uuid4()))
+    upload = client.create_multipart_upload(Bucket=s3.bucket, Key=killed)["UploadId"]
+    client.upload_part(Bucket=s3.bucket, Key=killed, UploadId=upload, PartNumber=1, Body=b"x" * PART_BYTES)
+    elsewhere = f"{prefix}kept/{report_file_name('virtual', *window, str(uuid.uuid4()))}"
+    client.put_object(Bucket=s3.bucket, Key=elsewhere, Body=b"visitId\n")  # not this run's: stays
+
+    monkeypatch.setenv("AIRFLOW_CONN_DEXCARE_WAREHOUSE", postgres_connection(pg_uri))
+    op = DexCareLoadReportsOperator(task_id="load", reports=[result], schema=schema, delete_files=True)
+    summary = op.execute(load_context())
+    assert summary["tables"]["avr_virtual"]["rows_in_file"] == result["rows"] > 0
+    assert s3.keys(prefix) == [elsewhere]
+    assert s3.multipart_uploads(prefix) == []
+
+
+def test_a_clean_up_the_store_refuses_after_the_commit_is_finished_by_the_retry_without_a_second_load(
+    tmp_path, sandbox, dexcare_conn_id, prefix, pg_uri, schema, admin, monkeypatch
+) -> None:
+    """The object store goes down between the commit and the delete (a real SeaweedFS, stopped). The task fails
+    saying the data is committed and what was left; its retry, once the store is back, finds the report in
+    load_audit, loads nothing again and deletes the file."""
+    from airflow.sdk.io import store
+    from dexcare.exceptions import DexCareCleanUpError
+
+    with SeaweedS3(tmp_path / "seaweedfs") as own:
+        connection = json.loads(own.connection())
+        connection["extra"]["config_kwargs"] = {"retries": {"max_attempts": 1}, "connect_timeout": 1}
+        monkeypatch.setenv(f"AIRFLOW_CONN_{S3_CONN_ID.upper()}", json.dumps(connection))
+        monkeypatch.delitem(store._STORE_CACHE, f"s3-{S3_CONN_ID}", raising=False)
+        report = downloaded(own, sandbox, prefix)
+        key = report["uri"].split(f"{own.bucket}/", 1)[1]
+        monkeypatch.setenv("AIRFLOW_CONN_DEXCARE_WAREHOUSE", postgres_connection(pg_uri))
+
+        class StoreGoesDown(DexCareLoadReportsOperator):
+            """Stops the store right after the commit (the asset events are published between the two)."""
+
+            def _publish_asset_events(self, context, summary) -> None:
+                super()._publish_asset_events(context, summary)
+                own.close()
+
+        first = StoreGoesDown(task_id="load", reports=[report], schema=schema, delete_files=True)
+        with pytest.raises(DexCareCleanUpError) as failed:
+            first.execute(load_context())
+        message = str(failed.value)
+        assert "The load committed" in message and key in message and "load_audit" in message
+        assert "only finishes the clean-up" in message and "\n" not in message
+        table = sql.Identifier(schema, "avr_virtual")
+        loaded = admin.execute(sql.SQL("SELECT count(*) FROM {}").format(table)).fetchone()[0]
+        assert loaded == report["rows"] > 0
+        audit = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, "load_audit"))
+        assert admin.execute(audit).fetchone()[0] == 1
+
+        own.start()
+        assert own.keys(prefix) == [key], "the store came back with the file the clean-up could not delete"
+        retry = DexCareLoadReportsOperator(task_id="load", reports=[report], schema=schema, delete_files=True)
+        summary = retry.execute(load_context())
+        assert summary["already_loaded"] is True
+        assert summary["reports"][0]["report_id"] == report["report_id"]
+        assert summary["tables"]["avr_virtual"]["inserted"] == loaded
+        assert admin.execute(audit).fetchone()[0] == 1, "the retry must not load again"
+        assert own.keys(prefix) == [] and own.multipart_uploads(prefix) == []

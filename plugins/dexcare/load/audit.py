@@ -8,7 +8,7 @@ answers "which report last wrote this visit" together with the lineage columns o
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 AUDIT_TABLE = "load_audit"
@@ -117,3 +117,41 @@ def summary_line(schema: str, table: str, totals: dict[str, Any]) -> str:
         f"{totals['duplicates_in_file']} duplicates in file(s), {totals['inserted']} inserted, "
         f"{totals['updated']} updated, {totals['unchanged']} unchanged{new}{history}"
     )
+
+
+def committed_entries(reports: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[str, Any]]
+                      ) -> list[dict[str, Any]] | None:
+    """The audit rows that show every one of ``reports`` already committed, one per report (its newest), or
+    ``None`` if any is missing.
+
+    A report counts when a row has its id and, where the download recorded a sha256, the same file: the load
+    writes its audit row in its own transaction, so the row exists exactly when the load committed.
+    """
+    entries = []
+    for report in reports:
+        sha256 = (report.get("sha256") or "").lower()
+        matches = [row for row in rows if row["report_id"] == str(report.get("report_id"))
+                   and (not sha256 or (row["file_sha256"] or "").lower() == sha256)]
+        if not matches:
+            return None
+        entries.append(dict(matches[-1]))
+    return entries
+
+
+def committed_summary(schema: str, dag_id: str | None, run_id: str | None,
+                      entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The summary of a load an earlier try committed, rebuilt from its audit rows and marked
+    ``already_loaded``: the same keys and counts the load returned then (without the file shapes, which only
+    the file itself can tell)."""
+    for entry in entries:
+        entry["new_columns"] = list(entry.get("new_columns") or [])
+        for name in COUNTS:
+            entry[name] = int(entry[name])
+    started = min(_instant(e["started_at"]) for e in entries)
+    finished = max(_instant(e["finished_at"]) for e in entries)
+    return {**summarise(schema, dag_id, run_id, started, finished, entries), "already_loaded": True}
+
+
+def _instant(value: Any) -> dt.datetime:
+    """A timestamp as the driver returns it: a datetime (psycopg), or ISO text (SQL Server via FreeTDS)."""
+    return value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value))

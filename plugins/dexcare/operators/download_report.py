@@ -16,7 +16,7 @@ from airflow.sdk import BaseOperator
 
 from dexcare.exceptions import DexCareDownloadReportError, DexCareValidationError
 from dexcare.report import ReportRequest, ReportStatus, validate_report_id
-from dexcare.storage import ReportLocation, file_location, run_directory
+from dexcare.storage import ReportLocation, file_location, report_file_name, run_directory
 from dexcare.task_support import is_literal, refuse_task_dates_as_window, resolve_request, upstream_task_id
 
 if TYPE_CHECKING:
@@ -148,7 +148,6 @@ class DexCareDownloadReportOperator(BaseOperator):
         return lineage.guarded(self.log, self.task_id, lambda: lineage.download_lineage(facts))
 
     def _target(self, context: Context, report_id: str, request: ReportRequest) -> ReportLocation:
-        window = f"_{request.start_date}_{request.end_date}" if request.start_date else ""
-        filename = f"dexcare_{request.report_type.value}{window}_{report_id}.csv"
+        filename = report_file_name(request.report_type.value, request.start_date, request.end_date, report_id)
         destination = self.destination or run_directory(None, context["dag"].dag_id, context["run_id"])
         return file_location(destination, filename)

@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING, Any
 from airflow.exceptions import AirflowProviderDeprecationWarning
 from airflow.sdk import BaseOperator
 
-from dexcare.exceptions import DexCareLoadError
-from dexcare.load.audit import summary_line
+from dexcare.exceptions import DexCareCleanUpError, DexCareLoadError
+from dexcare.load.audit import AUDIT_TABLE, committed_entries, committed_summary, summary_line
 from dexcare.load.connection import connect, warehouse_hook
+from dexcare.load.dialects import dialect_class
 from dexcare.load.loader import DEFAULT_SCHEMA, LoadOptions, load_reports
 from dexcare.report import ReportType
-from dexcare.storage import ReportLocation
+from dexcare.storage import clean_up_run
 from dexcare.task_support import is_literal, run_end_date
 
 if TYPE_CHECKING:
@@ -67,8 +68,12 @@ class DexCareLoadReportsOperator(BaseOperator):
     :param work_mem: PostgreSQL ``work_mem``/``maintenance_work_mem`` for this load's transaction (not used
         on SQL Server).
     :param verify_sha256: compare each file with the sha256 recorded at download while streaming it.
-    :param delete_files: delete the downloaded files once the load has committed (templated). The CSVs hold
-        patient data; they are kept only when the load fails, so a cleared task can load them again.
+    :param delete_files: delete the downloaded files once the load has committed (templated), with whatever
+        else of the run the provider left beside them (:func:`dexcare.storage.clean_up_run`). The CSVs hold
+        patient data; they are kept only when the load fails, so a cleared task can load them again. With it
+        on, a try that finds every report already in ``load_audit`` (an earlier try committed, then its
+        clean-up failed) loads nothing again: it finishes the clean-up and returns that load's summary,
+        marked ``already_loaded``.
     :param history: report types (templated) whose every change is also appended, in the same transaction,
         to ``<schema>.avr_<type>_history``: each inserted or changed row as it became, with the report and
         window that brought it. Default: none.
@@ -154,24 +159,28 @@ class DexCareLoadReportsOperator(BaseOperator):
         dag = context.get("dag")
         dag_id = getattr(dag, "dag_id", None)
         self._lineage_hook = hook = warehouse_hook(self.warehouse_conn_id)
+        run_id = context.get("run_id")
+        delete = _truthy(self.delete_files)
         conn = connect(self.warehouse_conn_id, hook)
         try:
-            summary = load_reports(
-                conn,
-                reports,
-                options=self._options(),
-                run_date=run_end_date(context),
-                dag_id=dag_id,
-                run_id=context.get("run_id"),
-            )
+            summary = self._committed_earlier(conn, reports, dag_id, run_id) if delete else None
+            if summary is None:
+                summary = load_reports(
+                    conn,
+                    reports,
+                    options=self._options(),
+                    run_date=run_end_date(context),
+                    dag_id=dag_id,
+                    run_id=run_id,
+                )
         finally:
             conn.close()
         self._lineage_summary: dict[str, Any] | None = summary
         for table, totals in summary["tables"].items():
             self.log.info("%s", summary_line(summary["schema"], table, totals))
         self._publish_asset_events(context, summary)
-        if _truthy(self.delete_files):
-            self._delete_files(reports, dag_id, context.get("run_id"))
+        if delete:
+            self._delete_files(reports, dag_id, run_id)
         return summary
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
@@ -190,18 +199,54 @@ class DexCareLoadReportsOperator(BaseOperator):
             getattr(self, "_lineage_hook", None), self.schema, getattr(self, "_lineage_reports", []),
             getattr(self, "_lineage_summary", None)))
 
-    def _delete_files(self, reports: list[Mapping[str, Any]], dag_id: str | None, run_id: str | None) -> None:
-        """After the commit, on every storage. A file already gone is reported, not counted as deleted."""
-        uris = [str(report["uri"]) for report in reports]
-        locations = {uri: ReportLocation.parse(uri) for uri in uris}
-        gone = [uri for uri in uris if not locations[uri].delete()]
-        for location in locations.values():
-            location.remove_empty_run_directory(dag_id, run_id)
-        self.log.info(
-            "Deleted %d of %d downloaded file(s) after the committed load.", len(reports) - len(gone), len(reports)
+    def _committed_earlier(self, conn: Any, reports: list[Mapping[str, Any]], dag_id: str | None,
+                           run_id: str | None) -> dict[str, Any] | None:
+        """The summary of an earlier try's load of exactly these reports, if it committed (``load_audit``
+        says so); ``None`` means load them now.
+
+        Only asked with ``delete_files`` on: then the files of a committed load may already be gone, and loading
+        again would fail on them. A load that committed is never repeated; only its clean-up is finished.
+        """
+        schema = self.schema
+        rows = dialect_class(conn).audit_rows(conn, schema, [str(r.get("report_id")) for r in reports])
+        entries = committed_entries(reports, rows)
+        if entries is None:
+            return None
+        summary = committed_summary(schema, dag_id, run_id, entries)
+        self.log.warning(
+            "Already loaded: %s.%s shows report(s) %s committed by an earlier try (finished %s). Not loading "
+            "them again; finishing the clean-up of their files only.",
+            schema, AUDIT_TABLE, ", ".join(e["report_id"] for e in entries), summary["finished_at"],
         )
-        if gone:
-            self.log.warning("Already gone before the clean-up: %s", ", ".join(gone))
+        return summary
+
+    def _delete_files(self, reports: list[Mapping[str, Any]], dag_id: str | None, run_id: str | None) -> None:
+        """After the commit, on every storage. A file already gone is reported, not counted as deleted.
+
+        A failure does not undo or repeat the committed load: it fails the task with what was left and what to
+        do, and the next try finds the reports in ``load_audit`` (:meth:`_committed_earlier`) and only finishes
+        the clean-up.
+        """
+        done = clean_up_run([str(report["uri"]) for report in reports], dag_id, run_id)
+        self.log.info(
+            "Deleted %d of %d downloaded file(s) after the committed load.", len(done.deleted), len(reports)
+        )
+        if done.leftovers:
+            self.log.info("Also deleted what earlier or killed tries of this run left: %s", ", ".join(done.leftovers))
+        if done.kept:
+            self.log.info("Kept for another load task of this run (other report types or windows): %s",
+                          ", ".join(done.kept))
+        if done.already_gone:
+            self.log.warning("Already gone before the clean-up: %s", ", ".join(done.already_gone))
+        if done.failed:
+            ids = ", ".join(str(report.get("report_id")) for report in reports)
+            raise DexCareCleanUpError(
+                f"The load committed (the warehouse holds report(s) {ids}; {self.schema}.{AUDIT_TABLE} records "
+                f"them), but the clean-up could not delete: {'; '.join(done.failed)}. These files hold patient "
+                "data. Fix: let this task retry, or clear it once the storage answers again (a new try finds the "
+                "reports in load_audit, loads nothing again and only finishes the clean-up); if the error "
+                "persists, fix the storage's permissions or delete the files named here by hand."
+            )
 
     def _publish_asset_events(self, context: Context, summary: dict[str, Any]) -> None:
         events = context.get("outlet_events")

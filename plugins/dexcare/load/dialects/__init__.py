@@ -10,6 +10,7 @@ through one transaction per run.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any, BinaryIO, ClassVar, NamedTuple
 
@@ -83,6 +84,13 @@ class Dialect(ABC):
     @abstractmethod
     def record_audit(self, entry: dict[str, Any]) -> None:
         """Insert the report's ``load_audit`` row."""
+
+    @staticmethod
+    @abstractmethod
+    def audit_rows(conn: Any, schema: str, report_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """The ``load_audit`` rows of these reports (every field of :data:`AUDIT_FIELDS`), oldest first; none
+        when the table does not exist yet. Read in a short transaction of its own, outside any load, so a
+        retry can tell that an earlier try's load committed."""
 
     @abstractmethod
     def translate(self, exc: BaseException, *, current: str, committing: bool) -> DexCareLoadError | None:

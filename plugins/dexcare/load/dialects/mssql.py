@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any, BinaryIO, ClassVar
 
@@ -386,6 +386,31 @@ class MsSqlDialect(Dialect):
             ),
             values,
         )
+
+    @staticmethod
+    def audit_rows(conn: Any, schema: str, report_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """``new_columns`` comes back from its JSON text as a list. The read ends with a rollback: pymssql keeps
+        a transaction open whenever autocommit is off, and the load that may follow wants none pending."""
+        if not report_ids:
+            return []
+        table = quote(schema, AUDIT_TABLE)
+        cursor = conn.cursor()
+        try:
+            cursor.execute("SELECT OBJECT_ID(%s, N'U') AS audit_table", (table,))
+            found = cursor.fetchone()
+            if found is None or found[0] is None:
+                return []
+            cursor.execute(
+                "SELECT {} FROM {} WHERE report_id IN ({}) ORDER BY id".format(
+                    ", ".join(quote(f) for f in AUDIT_FIELDS), table, ", ".join(["%s"] * len(report_ids))),
+                tuple(report_ids),
+            )
+            rows = [dict(zip(AUDIT_FIELDS, row, strict=True)) for row in cursor.fetchall()]
+        finally:
+            conn.rollback()
+        for row in rows:
+            row["new_columns"] = json.loads(row["new_columns"] or "[]")
+        return rows
 
     # --- Errors -------------------------------------------------------------------------------------------
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, BinaryIO, ClassVar
 
 import psycopg
 from psycopg import sql
 from psycopg.pq import TransactionStatus
+from psycopg.rows import dict_row
 
 from dexcare.exceptions import DexCareLoadError, DexCareSchemaError
 from dexcare.load import diagnostics
@@ -348,6 +349,19 @@ class PostgresDialect(Dialect):
             ),
             {f: entry[f] for f in AUDIT_FIELDS},
         )
+
+    @staticmethod
+    def audit_rows(conn: Any, schema: str, report_ids: Sequence[str]) -> list[dict[str, Any]]:
+        table = sql.Identifier(schema, AUDIT_TABLE)
+        with conn.transaction(), conn.cursor(row_factory=dict_row) as cursor:
+            if cursor.execute("SELECT to_regclass(%s) AS audit", [table.as_string(conn)]).fetchone()["audit"] is None:
+                return []
+            cursor.execute(
+                sql.SQL("SELECT {} FROM {} WHERE report_id = ANY(%s) ORDER BY id").format(
+                    sql.SQL(", ").join(sql.Identifier(f) for f in AUDIT_FIELDS), table),
+                [list(report_ids)],
+            )
+            return list(cursor.fetchall())
 
     # --- Errors -------------------------------------------------------------------------------------------
 
