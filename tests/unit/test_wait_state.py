@@ -30,10 +30,12 @@ def test_a_fresh_wait_is_saved_at_once_in_its_stable_form():
     assert (state.report_id, state.report_ids, state.resubmits, state.errors) == (ORIGIN, [ORIGIN], 0, 0)
     assert abs(state.deadline - (time.time() + 60)) < 5
     stored = rt.stores["wait"].get(STATE_KEY)
-    # Tasks retried across an upgrade read this form: its keys do not change.
+    # Tasks retried across an upgrade read this form: its keys do not change (keys are only added).
     assert set(stored) == {
-        "origin", "try_number", "report_id", "deadline", "tracker", "report_ids", "resubmits", "errors", "started"
+        "origin", "try_number", "report_id", "deadline", "tracker", "report_ids", "resubmits", "errors", "started",
+        "stage",
     }  # fmt: skip
+    assert stored["stage"] == "worker"
     assert stored["tracker"] == {"report_id": ORIGIN, "failed_grace_period": 10.0, "status": None, "status_since": None}
 
 
