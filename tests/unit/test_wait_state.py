@@ -10,7 +10,7 @@ import pytest
 from dexcare.exceptions import DexCareError
 from dexcare.report import ReportStatus
 from dexcare.tracking import Verdict
-from dexcare.wait_state import STATE_KEY, WaitState
+from dexcare.wait_state import STATE_KEY, EarlierTry, Stage, WaitState
 
 from tests.task_runtime import Runtime
 
@@ -79,10 +79,48 @@ def test_advancing_saves_what_another_process_needs():
 def test_the_trigger_event_replaces_the_last_sight():
     rt = Runtime()
     state = begin(rt)
-    state.observed_in_trigger({"report_id": ORIGIN, "report_status": "FAILED", "status_since": 50.0})
+    state.observed_in_trigger(
+        {"status": "failed", "report_id": ORIGIN, "report_status": "FAILED", "status_since": 50.0}
+    )
     assert (state.tracker.status, state.tracker.status_since, state.tracker.failed_grace_period) == ("FAILED", 50.0, 10)
     assert state.how_it_ended(Verdict.FAILED, 80.0) == "stayed FAILED for 30.0s"
     assert state.how_it_ended("cancelled", 80.0) == "was CANCELLED"
+    assert rt.stores["wait"].get(STATE_KEY)["stage"] == Stage.WORKER  # back on the worker, to resubmit or fail
+
+
+def test_a_new_try_learns_how_far_the_try_before_it_got():
+    """Saved at each step, so a try Airflow loses anywhere leaves the next one its stage; a continuing try
+    (a reschedule, a resume) learns nothing: it is the same try."""
+    rt = Runtime()
+    state = begin(rt)
+    assert state.earlier is None and begin(rt).earlier is None
+    state.deferring()
+    assert begin(rt, try_number=2).earlier == EarlierTry(1, ORIGIN, Stage.DEFERRED)
+    state = WaitState.resume(rt.context("wait", 2), None)
+    assert state.stage == Stage.WORKER and state.earlier is None  # try 2 began afresh and saved it
+    state.deferring()
+    state.observed_in_trigger(
+        {"status": "success", "report_id": ORIGIN, "report_status": "SUCCEEDED", "status_since": 50.0}
+    )
+    assert begin(rt, try_number=3).earlier == EarlierTry(2, ORIGIN, Stage.TRIGGER_SUCCEEDED)
+    begin(rt, try_number=3).succeeded()
+    assert begin(rt, try_number=4).earlier == EarlierTry(3, ORIGIN, Stage.SUCCEEDED)
+
+
+def test_without_a_store_a_new_try_knows_only_that_one_ran_before():
+    rt = Runtime()
+    begin(rt, store=False).deferring()
+    assert begin(rt, try_number=2, store=False).earlier == EarlierTry(1, None, None)
+    assert begin(Runtime(), store=False).earlier is None
+
+
+def test_a_wait_saved_before_stages_existed_reads_as_on_the_worker():
+    rt = Runtime()
+    stored = begin(rt)._dump()
+    del stored["stage"]
+    rt.stores["wait"].set(STATE_KEY, stored)
+    assert WaitState.resume(rt.context("wait"), None).stage == Stage.WORKER
+    assert begin(rt, try_number=2).earlier == EarlierTry(1, ORIGIN, Stage.WORKER)
 
 
 def test_resume_reads_the_one_copy():
