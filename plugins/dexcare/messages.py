@@ -224,13 +224,16 @@ SCHEDULER_RACE = "apache/airflow#71580 (also #67287, #72716)"
 #: What a deployment sets against it; README, "The daily DAG", says why.
 SCHEDULER_RACE_MITIGATION = (
     "set [workers] min_heartbeat_interval = 1 (AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL=1) on every worker and "
-    "keep the sensor's retries (DEXCARE_DAG_RETRIES >= 1)"
+    "give the sensor at least one retry (the daily DAG: DEXCARE_DAG_RETRIES >= 1)"
 )
 
 
-def lost_after_its_wait_ended(current_try: int, earlier_try: int, report_id: str, stage: str | None) -> str:
+def lost_after_its_wait_ended(
+    current_try: int, earlier_try: int, report_id: str, stage: str | None, nothing_kept: str = ""
+) -> str:
     """Why this try, whose first check finds the report SUCCEEDED, exists at all: what happened to the one
-    before. ``stage`` is how far that try got (``dexcare.wait_state.Stage``), None when nothing was kept."""
+    before. ``stage`` is how far that try got (``dexcare.wait_state.Stage``); None when nothing was kept, and
+    ``nothing_kept`` then says why (``dexcare.compat.missing_task_state_store``)."""
     if stage == "deferred":
         what = (
             f"Try {earlier_try} of this task was lost after its wait had already ended: it deferred on DexCare "
@@ -240,7 +243,7 @@ def lost_after_its_wait_ended(current_try: int, earlier_try: int, report_id: str
     elif stage == "trigger_succeeded":
         what = (
             f"Try {earlier_try} of this task was lost after its wait had already ended: the trigger had fired "
-            f"with SUCCEEDED for report {report_id} (that try resumed and recorded it), then the try did not end."
+            f"with SUCCEEDED for report {report_id} (that try resumed and recorded it), but the try did not finish."
         )
     elif stage == "succeeded":
         what = (
@@ -250,9 +253,8 @@ def lost_after_its_wait_ended(current_try: int, earlier_try: int, report_id: str
     else:
         what = (
             f"This is try {current_try} and DexCare report {report_id} is already SUCCEEDED: if try "
-            f"{earlier_try} deferred, it was lost after its wait had already ended (nothing of it was kept to "
-            "tell for sure)."
-        )
+            f"{earlier_try} deferred, it was lost after its wait had already ended. {nothing_kept}"
+        ).rstrip()
     return (
         f"{what} Airflow's scheduler can fail a deferred task whose trigger has fired when it processes the "
         "stale \"success\" of the worker's exit at deferral after the task was requeued (\"finished with state "

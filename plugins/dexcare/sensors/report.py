@@ -203,9 +203,12 @@ class DexCareReportSensor(BaseSensorOperator):
             self.log.info(change)
         if verdict == Verdict.SUCCEEDED:
             if earlier is not None and earlier.stage != Stage.WORKER:
+                nothing_kept = missing_task_state_store(
+                    f"nothing of try {earlier.try_number} was kept to tell for sure."
+                )
                 self.log.warning(
                     messages.lost_after_its_wait_ended(
-                        wait.try_number, earlier.try_number, wait.report_id, earlier.stage
+                        wait.try_number, earlier.try_number, wait.report_id, earlier.stage, nothing_kept
                     )
                 )
             return PokeReturnValue(True, self._succeeded(wait))
