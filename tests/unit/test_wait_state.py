@@ -96,7 +96,7 @@ def test_a_new_try_learns_how_far_the_try_before_it_got():
     assert state.earlier is None and begin(rt).earlier is None
     state.deferring()
     assert begin(rt, try_number=2).earlier == EarlierTry(1, ORIGIN, Stage.DEFERRED)
-    state = WaitState.resume(rt.context("wait", 2), None)
+    state = WaitState.resume(rt.context("wait", 2, store=True), None)
     assert state.stage == Stage.WORKER and state.earlier is None  # try 2 began afresh and saved it
     state.deferring()
     state.observed_in_trigger(
@@ -119,7 +119,7 @@ def test_a_wait_saved_before_stages_existed_reads_as_on_the_worker():
     stored = begin(rt)._dump()
     del stored["stage"]
     rt.stores["wait"].set(STATE_KEY, stored)
-    assert WaitState.resume(rt.context("wait"), None).stage == Stage.WORKER
+    assert WaitState.resume(rt.context("wait", store=True), None).stage == Stage.WORKER
     assert begin(rt, try_number=2).earlier == EarlierTry(1, ORIGIN, Stage.WORKER)
 
 
@@ -127,7 +127,7 @@ def test_resume_reads_the_one_copy():
     rt = Runtime()
     state = begin(rt)
     assert rt.stores["wait"].get(STATE_KEY) == state._dump()  # the store holds it
-    assert WaitState.resume(rt.context("wait"), None).report_id == ORIGIN
+    assert WaitState.resume(rt.context("wait", store=True), None).report_id == ORIGIN
 
     # Before Airflow 3.3 the one copy is the task's XCom, which Airflow keeps while the task is deferred.
     rt = Runtime()

@@ -203,8 +203,10 @@ class DexCareReportSensor(BaseSensorOperator):
             self.log.info(change)
         if verdict == Verdict.SUCCEEDED:
             if earlier is not None and earlier.stage != Stage.WORKER:
-                nothing_kept = missing_task_state_store(
-                    f"nothing of try {earlier.try_number} was kept to tell for sure."
+                nothing_kept = (
+                    ""
+                    if earlier.stage is not None
+                    else missing_task_state_store(f"nothing of try {earlier.try_number} was kept to tell for sure.")
                 )
                 self.log.warning(
                     messages.lost_after_its_wait_ended(
