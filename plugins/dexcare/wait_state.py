@@ -47,6 +47,15 @@ class Stage(StrEnum):
     #: returned the report id.
     SUCCEEDED = "succeeded"
 
+    @classmethod
+    def read(cls, value: Any) -> Stage:
+        """A stage another version of this package may have saved: one it does not know reads as WORKER (the
+        next try then explains nothing, which is all it would lose), never as an error that fails the wait."""
+        try:
+            return cls(value)
+        except ValueError:
+            return cls.WORKER
+
 
 @dataclass(frozen=True)
 class EarlierTry:
@@ -166,7 +175,7 @@ class WaitState:
             resubmits=int(data.get("resubmits", 0)),
             errors=int(data.get("errors", 0)),
             started=float(data.get("started", 0.0)),
-            stage=Stage(data.get("stage", Stage.WORKER)),
+            stage=Stage.read(data.get("stage", Stage.WORKER)),
             store=store,
         )
 

@@ -121,6 +121,9 @@ def test_a_wait_saved_before_stages_existed_reads_as_on_the_worker():
     rt.stores["wait"].set(STATE_KEY, stored)
     assert WaitState.resume(rt.context("wait", store=True), None).stage == Stage.WORKER
     assert begin(rt, try_number=2).earlier == EarlierTry(1, ORIGIN, Stage.WORKER)
+    # A stage this version does not know (saved by a newer one) is no reason to fail the wait.
+    rt.stores["wait"].set(STATE_KEY, {**stored, "try_number": 2, "stage": "some_future_stage"})
+    assert begin(rt, try_number=3).earlier == EarlierTry(2, ORIGIN, Stage.WORKER)
 
 
 def test_resume_reads_the_one_copy():

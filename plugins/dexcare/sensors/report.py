@@ -46,7 +46,7 @@ from dexcare.task_support import (
 from dexcare.tracking import Verdict
 from dexcare.triggers.report_status import DexCareReportStatusTrigger, validate_event
 from dexcare.wait_settings import WaitSettings
-from dexcare.wait_state import STATE_KEY, Stage, WaitState
+from dexcare.wait_state import STATE_KEY, EarlierTry, Stage, WaitState
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -202,17 +202,8 @@ class DexCareReportSensor(BaseSensorOperator):
         if change:
             self.log.info(change)
         if verdict == Verdict.SUCCEEDED:
-            if earlier is not None and earlier.stage != Stage.WORKER:
-                nothing_kept = (
-                    ""
-                    if earlier.stage is not None
-                    else missing_task_state_store(f"nothing of try {earlier.try_number} was kept to tell for sure.")
-                )
-                self.log.warning(
-                    messages.lost_after_its_wait_ended(
-                        wait.try_number, earlier.try_number, wait.report_id, earlier.stage, nothing_kept
-                    )
-                )
+            if earlier is not None:
+                self._explain_earlier_try(wait, earlier)
             return PokeReturnValue(True, self._succeeded(wait))
         if verdict != Verdict.WAIT:
             self._resubmit_or_fail(context, wait, wait.how_it_ended(verdict, now))
@@ -286,6 +277,22 @@ class DexCareReportSensor(BaseSensorOperator):
                 raise DexCareError(messages.failed_checks_on_worker(wait.report_id, errors, exc)) from exc
             self.log.warning(messages.failed_check_on_worker(errors, self.max_consecutive_errors, wait.report_id, exc))
             return None
+
+    def _explain_earlier_try(self, wait: WaitState, earlier: EarlierTry) -> None:
+        """This try's first check found the report SUCCEEDED: say why an earlier try did not end with it,
+        unless that try was still checking on the worker (then it failed or was killed there, and said so)."""
+        if earlier.stage == Stage.WORKER:
+            return
+        nothing_kept = (
+            ""
+            if earlier.stage is not None
+            else missing_task_state_store(f"nothing of try {earlier.try_number} was kept to tell for sure.")
+        )
+        self.log.warning(
+            messages.lost_after_its_wait_ended(
+                wait.try_number, earlier.try_number, wait.report_id, earlier.stage, nothing_kept
+            )
+        )
 
     def _succeeded(self, wait: WaitState) -> str:
         wait.succeeded()
