@@ -115,7 +115,9 @@ class WaitState:
                 return saved
             # A new try keeps waiting on the newest report of the chain, with a fresh deadline and budget.
             log.info(messages.earlier_try(saved.report_id, saved.report_ids))
-            state = cls._fresh(store, origin, current_try, saved.report_id, saved.report_ids, timeout, grace_period)
+            state = cls._fresh(
+                store, origin, current_try, saved.report_id, saved.report_ids, timeout, grace_period, saved.started
+            )
             state.earlier = EarlierTry(saved.try_number, saved.report_id, saved.stage)
             return state
         state = cls._fresh(store, origin, current_try, origin, [origin], timeout, grace_period)
@@ -144,7 +146,9 @@ class WaitState:
         report_ids: list[str],
         timeout: float,
         grace_period: float,
+        started: float = 0.0,
     ) -> WaitState:
+        """A new wait; ``started`` carries over from an earlier try, so the summary counts the whole wait."""
         now = time.time()
         state = cls(
             origin=origin,
@@ -153,7 +157,7 @@ class WaitState:
             deadline=now + timeout,
             tracker=ReportTracker(report_id, grace_period),
             report_ids=list(report_ids),
-            started=now,
+            started=started or now,
             store=store,
         )
         state.save()

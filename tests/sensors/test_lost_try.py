@@ -99,6 +99,8 @@ async def test_a_try_lost_after_its_trigger_fired_succeeded_is_resumed_by_the_ne
         assert RACE in text and MITIGATION in text
         if HAS_TASK_STATE_STORE:
             assert "Try 1 of this task was lost after its wait had already ended" in text
+            # The summary counts the whole chain, not this try's budget.
+            assert f"reports tried: {', '.join(dict.fromkeys([origin, deferred_on]))} ({int(resubmitted)} " in text
             assert f"the trigger had fired with SUCCEEDED for report {deferred_on}" in text
         else:  # nothing of try 1 was kept: the line says what may have happened
             assert f"This is try 2 and DexCare report {deferred_on} is already SUCCEEDED: if try 1 deferred" in text

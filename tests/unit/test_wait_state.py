@@ -51,6 +51,7 @@ def test_the_same_try_continues_and_a_new_try_keeps_the_newest_report_with_a_fre
     retried = begin(rt, try_number=2)
     assert (retried.report_id, retried.report_ids, retried.resubmits) == (second, [ORIGIN, second], 0)
     assert retried.deadline > state.deadline
+    assert retried.started == state.started  # the summary's "after waiting" counts every try
 
 
 def test_a_wait_for_another_report_starts_over():

@@ -297,7 +297,8 @@ class DexCareReportSensor(BaseSensorOperator):
     def _succeeded(self, wait: WaitState) -> str:
         wait.succeeded()
         self.log.info(
-            messages.summary(self._request, wait.report_id, wait.waited, wait.report_ids, wait.resubmits)
+            # Resubmissions of the whole chain, earlier tries included (``resubmits`` is this try's budget).
+            messages.summary(self._request, wait.report_id, wait.waited, wait.report_ids, len(wait.report_ids) - 1)
         )
         return wait.report_id
 
