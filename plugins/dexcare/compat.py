@@ -14,6 +14,10 @@ without it:
 - the sensor's ``mode="reschedule"``: refused, because its FAILED grace period and resubmissions would be
   forgotten between pokes;
 - a new try of the sensor waits on the report it was given again, not on one an earlier try requested again;
+- a sensor try that Airflow's scheduler fails after its trigger fired (apache/airflow#71580) leaves its retry
+  nothing to read: the retry starts again from the report it was given (no request when that one SUCCEEDED;
+  when the lost try had resubmitted it, it is CANCELLED or FAILED and is requested again), and its log can only
+  say that an earlier try may have been lost so;
 - what a deferred sensor needs when it resumes is kept in an XCom of its own (:func:`state_store_for_the_try`),
   which Airflow keeps while a task is deferred; the resume kwargs would do in a deployment, but
   ``airflow dags test`` (every 3.x) resumes a task with the trigger's event alone.

@@ -225,3 +225,50 @@ def earlier_try(report_id: str, report_ids: list[str]) -> str:
         f"An earlier try last waited on report {report_id} (reports so far: {', '.join(report_ids)}); this try "
         "continues with it."
     )
+
+
+# --- a try that Airflow lost after its wait had ended ---------------------------------------------------------
+
+#: The upstream issues of Airflow's scheduler race that fails a deferred task whose trigger has fired.
+SCHEDULER_RACE = "apache/airflow#71580 (also #67287, #72716)"
+#: What a deployment sets against it; README, "The daily DAG", says why.
+SCHEDULER_RACE_MITIGATION = (
+    "set [workers] min_heartbeat_interval = 1 (AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL=1) on every worker and "
+    "give the sensor at least one retry (the daily DAG: DEXCARE_DAG_RETRIES >= 1)"
+)
+
+
+def lost_after_its_wait_ended(
+    current_try: int, earlier_try: int, report_id: str, stage: str | None, nothing_kept: str = ""
+) -> str:
+    """Why this try, whose first check finds the report SUCCEEDED, exists at all: what happened to the one
+    before. ``stage`` is how far that try got (``dexcare.wait_state.Stage``); None when nothing was kept, and
+    ``nothing_kept`` then says why (``dexcare.compat.missing_task_state_store``)."""
+    if stage == "deferred":
+        what = (
+            f"Try {earlier_try} of this task was lost after its wait had already ended: it deferred on DexCare "
+            f"report {report_id} and never resumed, and the report is SUCCEEDED, so the trigger had fired with "
+            f"SUCCEEDED for report {report_id} before Airflow failed that try."
+        )
+    elif stage == "trigger_succeeded":
+        what = (
+            f"Try {earlier_try} of this task was lost after its wait had already ended: the trigger had fired "
+            f"with SUCCEEDED for report {report_id} (that try resumed and recorded it), but the try did not finish."
+        )
+    elif stage == "succeeded":
+        what = (
+            f"Try {earlier_try} of this task had already returned DexCare report {report_id} SUCCEEDED, yet the "
+            "task runs again: it was cleared, or Airflow failed that try after its wait had ended."
+        )
+    else:
+        what = (
+            f"This is try {current_try} and DexCare report {report_id} is already SUCCEEDED: if try "
+            f"{earlier_try} deferred, it was lost after its wait had already ended. {nothing_kept}"
+        ).rstrip()
+    return (
+        f"{what} Airflow's scheduler can fail a deferred task whose trigger has fired when it processes the "
+        "stale \"success\" of the worker's exit at deferral after the task was requeued (\"finished with state "
+        f"success, but the task instance's state attribute is queued\"): {SCHEDULER_RACE}. This try continues "
+        f"with report {report_id}, already SUCCEEDED, and requests no other. Mitigation: "
+        f"{SCHEDULER_RACE_MITIGATION} (README, \"The daily DAG\")."
+    )

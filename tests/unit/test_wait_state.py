@@ -10,7 +10,7 @@ import pytest
 from dexcare.exceptions import DexCareError
 from dexcare.report import ReportStatus
 from dexcare.tracking import Verdict
-from dexcare.wait_state import STATE_KEY, WaitState
+from dexcare.wait_state import STATE_KEY, EarlierTry, Stage, WaitState
 
 from tests.task_runtime import Runtime
 
@@ -30,10 +30,12 @@ def test_a_fresh_wait_is_saved_at_once_in_its_stable_form():
     assert (state.report_id, state.report_ids, state.resubmits, state.errors) == (ORIGIN, [ORIGIN], 0, 0)
     assert abs(state.deadline - (time.time() + 60)) < 5
     stored = rt.stores["wait"].get(STATE_KEY)
-    # Tasks retried across an upgrade read this form: its keys do not change.
+    # Tasks retried across an upgrade read this form: its keys do not change (keys are only added).
     assert set(stored) == {
-        "origin", "try_number", "report_id", "deadline", "tracker", "report_ids", "resubmits", "errors", "started"
+        "origin", "try_number", "report_id", "deadline", "tracker", "report_ids", "resubmits", "errors", "started",
+        "stage",
     }  # fmt: skip
+    assert stored["stage"] == "worker"
     assert stored["tracker"] == {"report_id": ORIGIN, "failed_grace_period": 10.0, "status": None, "status_since": None}
 
 
@@ -49,6 +51,7 @@ def test_the_same_try_continues_and_a_new_try_keeps_the_newest_report_with_a_fre
     retried = begin(rt, try_number=2)
     assert (retried.report_id, retried.report_ids, retried.resubmits) == (second, [ORIGIN, second], 0)
     assert retried.deadline > state.deadline
+    assert retried.started == state.started  # the summary's "after waiting" counts every try
 
 
 def test_a_wait_for_another_report_starts_over():
@@ -77,17 +80,58 @@ def test_advancing_saves_what_another_process_needs():
 def test_the_trigger_event_replaces_the_last_sight():
     rt = Runtime()
     state = begin(rt)
-    state.observed_in_trigger({"report_id": ORIGIN, "report_status": "FAILED", "status_since": 50.0})
+    state.observed_in_trigger(
+        {"status": "failed", "report_id": ORIGIN, "report_status": "FAILED", "status_since": 50.0}
+    )
     assert (state.tracker.status, state.tracker.status_since, state.tracker.failed_grace_period) == ("FAILED", 50.0, 10)
     assert state.how_it_ended(Verdict.FAILED, 80.0) == "stayed FAILED for 30.0s"
     assert state.how_it_ended("cancelled", 80.0) == "was CANCELLED"
+    assert rt.stores["wait"].get(STATE_KEY)["stage"] == Stage.WORKER  # back on the worker, to resubmit or fail
+
+
+def test_a_new_try_learns_how_far_the_try_before_it_got():
+    """Saved at each step, so a try Airflow loses anywhere leaves the next one its stage; a continuing try
+    (a reschedule, a resume) learns nothing: it is the same try."""
+    rt = Runtime()
+    state = begin(rt)
+    assert state.earlier is None and begin(rt).earlier is None
+    state.deferring()
+    assert begin(rt, try_number=2).earlier == EarlierTry(1, ORIGIN, Stage.DEFERRED)
+    state = WaitState.resume(rt.context("wait", 2, store=True), None)
+    assert state.stage == Stage.WORKER and state.earlier is None  # try 2 began afresh and saved it
+    state.deferring()
+    state.observed_in_trigger(
+        {"status": "success", "report_id": ORIGIN, "report_status": "SUCCEEDED", "status_since": 50.0}
+    )
+    assert begin(rt, try_number=3).earlier == EarlierTry(2, ORIGIN, Stage.TRIGGER_SUCCEEDED)
+    begin(rt, try_number=3).succeeded()
+    assert begin(rt, try_number=4).earlier == EarlierTry(3, ORIGIN, Stage.SUCCEEDED)
+
+
+def test_without_a_store_a_new_try_knows_only_that_one_ran_before():
+    rt = Runtime()
+    begin(rt, store=False).deferring()
+    assert begin(rt, try_number=2, store=False).earlier == EarlierTry(1, None, None)
+    assert begin(Runtime(), store=False).earlier is None
+
+
+def test_a_wait_saved_before_stages_existed_reads_as_on_the_worker():
+    rt = Runtime()
+    stored = begin(rt)._dump()
+    del stored["stage"]
+    rt.stores["wait"].set(STATE_KEY, stored)
+    assert WaitState.resume(rt.context("wait", store=True), None).stage == Stage.WORKER
+    assert begin(rt, try_number=2).earlier == EarlierTry(1, ORIGIN, Stage.WORKER)
+    # A stage this version does not know (saved by a newer one) is no reason to fail the wait.
+    rt.stores["wait"].set(STATE_KEY, {**stored, "try_number": 2, "stage": "some_future_stage"})
+    assert begin(rt, try_number=3).earlier == EarlierTry(2, ORIGIN, Stage.WORKER)
 
 
 def test_resume_reads_the_one_copy():
     rt = Runtime()
     state = begin(rt)
     assert rt.stores["wait"].get(STATE_KEY) == state._dump()  # the store holds it
-    assert WaitState.resume(rt.context("wait"), None).report_id == ORIGIN
+    assert WaitState.resume(rt.context("wait", store=True), None).report_id == ORIGIN
 
     # Before Airflow 3.3 the one copy is the task's XCom, which Airflow keeps while the task is deferred.
     rt = Runtime()

@@ -5,6 +5,16 @@ worker slot. Whatever the mode, the same rules apply (``dexcare.tracking``): FAI
 grace period, CANCELLED at once, and a final failure can be resubmitted up to ``max_resubmits`` times. A
 resubmission is a POST, so it always happens here on the worker, never in the trigger.
 
+A try that Airflow loses after its wait has ended. Airflow's scheduler can fail a deferred try whose trigger
+has already fired, on the stale "success" of the worker's exit at deferral (apache/airflow#71580, #67287,
+#72716); Airflow's task retry then starts a fresh try. The resume never runs, so no worker sees the trigger's
+event, and a trigger has no task state store to record it in: a design that relied on the event being
+recorded would fail exactly then. So a new try relies on DexCare instead: it continues with the report the
+wait was on (kept in the task state store) and checks its status first, before it resubmits anything or
+looks at a deadline or a budget; a report already SUCCEEDED ends the wait at once, whatever earlier tries
+spent. What the earlier try saved (``wait_state.Stage``: deferred and never resumed, or resumed with the
+trigger's success) only explains, in the new try's log, what happened and what to set against it.
+
 This module holds the Airflow entry points and the deferral only: the settings and their rules are in
 ``dexcare.wait_settings``, the state that outlives a process in ``dexcare.wait_state``, and what the wait
 says in ``dexcare.messages``.
@@ -36,7 +46,7 @@ from dexcare.task_support import (
 from dexcare.tracking import Verdict
 from dexcare.triggers.report_status import DexCareReportStatusTrigger, event_error, validate_event
 from dexcare.wait_settings import WaitSettings
-from dexcare.wait_state import STATE_KEY, WaitState
+from dexcare.wait_state import STATE_KEY, EarlierTry, Stage, WaitState
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -182,6 +192,8 @@ class DexCareReportSensor(BaseSensorOperator):
             self._begin(context)
         wait = self._wait
         assert wait is not None
+        # Only the first status check of a try can say what became of the try before it.
+        earlier, wait.earlier = wait.earlier, None
         status = self._check(wait)
         if status is None:
             return PokeReturnValue(False)
@@ -190,6 +202,8 @@ class DexCareReportSensor(BaseSensorOperator):
         if change:
             self.log.info(change)
         if verdict == Verdict.SUCCEEDED:
+            if earlier is not None:
+                self._explain_earlier_try(wait, earlier)
             return PokeReturnValue(True, self._succeeded(wait))
         if verdict != Verdict.WAIT:
             self._resubmit_or_fail(context, wait, wait.how_it_ended(verdict, now))
@@ -264,9 +278,27 @@ class DexCareReportSensor(BaseSensorOperator):
             self.log.warning(messages.failed_check_on_worker(errors, self.max_consecutive_errors, wait.report_id, exc))
             return None
 
+    def _explain_earlier_try(self, wait: WaitState, earlier: EarlierTry) -> None:
+        """This try's first check found the report SUCCEEDED: say why an earlier try did not end with it,
+        unless that try was still checking on the worker (then it failed or was killed there, and said so)."""
+        if earlier.stage == Stage.WORKER:
+            return
+        nothing_kept = (
+            ""
+            if earlier.stage is not None
+            else missing_task_state_store(f"nothing of try {earlier.try_number} was kept to tell for sure.")
+        )
+        self.log.warning(
+            messages.lost_after_its_wait_ended(
+                wait.try_number, earlier.try_number, wait.report_id, earlier.stage, nothing_kept
+            )
+        )
+
     def _succeeded(self, wait: WaitState) -> str:
+        wait.succeeded()
         self.log.info(
-            messages.summary(self._request, wait.report_id, wait.waited, wait.report_ids, wait.resubmits)
+            # Resubmissions of the whole chain, earlier tries included (``resubmits`` is this try's budget).
+            messages.summary(self._request, wait.report_id, wait.waited, wait.report_ids, len(wait.report_ids) - 1)
         )
         return wait.report_id
 
@@ -303,6 +335,7 @@ class DexCareReportSensor(BaseSensorOperator):
         # one last time at the deadline and reports "timeout" with the last status it saw.
         backstop = max(wait.deadline - time.time(), 0.0) + self.poll_interval + 60.0
         self.log.info(messages.deferring(wait.report_id, wait.deadline))
+        wait.deferring()
         self.defer(
             trigger=trigger,
             method_name="execute_complete",
