@@ -159,12 +159,15 @@ def serve(monkeypatch):
         server.stop()
 
 
-def test_leading_zeros_and_digits_stay_strings(serve, private_tmp):
-    report_id = serve(b"\xef\xbb\xbfVisit ID,Wait Minutes,Updated At\r\n0012,007,2026-11-20T10:00:00+02:00\r\n"
-                      b"00340,,2026-11-20T10:00:00Z\r\n")
+def test_leading_zeros_and_digits_stay_strings(serve, private_tmp, caplog):
+    caplog.set_level(logging.DEBUG)
+    report_id = serve(b"\xef\xbb\xbfVisit ID,Wait Minutes,Updated At,Patient\r\n0012,007,2026-11-20T10:00:00+02:00,"
+                      + SECRET.encode() + b"\r\n00340,,2026-11-20T10:00:00Z,x\r\n")
     frame = fast_hook("dexcare_fixed").get_df(report_id, temp_dir=private_tmp)
 
-    assert list(frame.columns) == ["visit_id", "wait_minutes", "updated_at"]
+    assert list(frame.columns) == ["visit_id", "wait_minutes", "updated_at", "patient"]
+    assert frame["patient"].tolist() == [SECRET, "x"]
+    assert SECRET not in caplog.text
     assert frame["visit_id"].tolist() == ["0012", "00340"]
     assert frame["wait_minutes"].tolist() == ["007", pd.NA]
     assert str(frame["visit_id"].dtype) == str(frame["wait_minutes"].dtype) == "string"
