@@ -299,6 +299,15 @@ def test_cancelled_ends_the_wait_and_nothing_is_downloaded(dexcare_conn_id, sand
     assert list(private_tmp.iterdir()) == []
 
 
+def test_the_timeout_gives_up_naming_the_report_to_read_later(slow_sandbox, private_tmp):
+    from dexcare.exceptions import DexCareError
+
+    with pytest.raises(DexCareError, match=r"still RUNNING .* at the deadline .* read it later by its id") as caught:
+        fast_hook().get_df(report_type="virtual", timeout=0.5, temp_dir=private_tmp, **FAST)
+    assert next(iter(slow_sandbox.reports)) in str(caught.value)
+    assert posts(slow_sandbox) == 1 and list(private_tmp.iterdir()) == []
+
+
 # --- bad input, broken downloads, abandoned iterators --------------------------------------------------------------
 
 
