@@ -226,6 +226,13 @@ def test_a_later_value_that_is_no_timestamp_stops_the_read_at_its_line(tmp_path)
     assert str(read_report(path, timestamp_columns=[])["updated_at"].dtype) == "string"
 
 
+def test_an_impossible_date_is_refused_at_its_line(tmp_path):
+    path = tmp_path / "report.csv"
+    path.write_text("visitId,updatedAt\n1,2026-02-28T10:00:00Z\n2,\n3,2026-02-30T10:00:00Z\n")
+    with pytest.raises(DexCareCastError, match=r"line 4, column 'updatedAt': .* remove the column from timestamp_c"):
+        read_report(path, timestamp_columns=["updatedAt"])
+
+
 def test_a_downloaded_file_reads_the_same_whole_and_in_chunks(tmp_path):
     path = tmp_path / "virtual.csv"
     write_report_csv(path, "virtual", dt.date(2026, 11, 1), dt.date(2026, 11, 3), visits_per_day=40)

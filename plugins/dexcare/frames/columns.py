@@ -96,11 +96,9 @@ class FrameColumns:
     def timestamp(self, pd: Any, column: str, text: Any, lines: Sequence[int] | None, start: int) -> pd.Series:
         """UTC timestamps from nullable strings."""
         series = pd.Series(text, copy=False)
-        matched = series.str.fullmatch(UTC_TIMESTAMP)
-        bad = (~matched.fillna(True)).to_numpy(dtype=bool)
         parsed = pd.to_datetime(series, utc=True, format="ISO8601", errors="coerce")
-        if not bad.any():
-            bad = (parsed.isna() & series.notna()).to_numpy(dtype=bool)  # e.g. 2026-02-30, or out of range
+        unparsed = parsed.isna() & series.notna()  # e.g. 2026-02-30, or out of range
+        bad = (~series.str.fullmatch(UTC_TIMESTAMP).fillna(True) | unparsed).to_numpy(dtype=bool)
         if bad.any():
             raise self._not_a_timestamp(column, _where(lines, start, int(bad.argmax())))
         return parsed.dt.as_unit("ns")
@@ -137,9 +135,6 @@ class FrameColumns:
             text = self.text(pd, values)
             data[column] = self.timestamp(pd, column, text, lines, start) if column in self.timestamps else text
         return pd.DataFrame({c: _values(v) for c, v in data.items()}, index=pd.RangeIndex(start, start + len(rows)))
-
-    def empty(self, pd: Any) -> pd.DataFrame:
-        return self.frame(pd, [], None, 0)
 
 
 def _where(lines: Sequence[int] | None, start: int, offset: int) -> str:
