@@ -23,7 +23,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from itertools import islice
+from itertools import chain, islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -177,15 +177,12 @@ def _frames(pd: Any, stream: BinaryIO, source: str, opener: Callable[[str], Bina
                                 timestamp_columns=timestamp_columns, sample=[fields for _line, fields in sample])
     log.info("Reading %s: %d columns, key %s, timestamps %s.", source, len(columns), ", ".join(shape.keys),
              ", ".join(shape.timestamps) or "none")
-    pending = iter(sample)
     done = 0
+    everything = chain(sample, rows)
     while True:
-        batch = list(islice(pending, chunksize))
-        if len(batch) < chunksize:
-            batch.extend(islice(rows, chunksize - len(batch)))
-        if not batch and done:
-            break
-        yield shape.frame(pd, [fields for _line, fields in batch], [line for line, _fields in batch], done)
+        batch = list(islice(everything, chunksize))
+        if batch or not done:  # an empty report is one empty frame, with its columns and dtypes
+            yield shape.frame(pd, [fields for _line, fields in batch], [line for line, _fields in batch], done)
         done += len(batch)
         if len(batch) < chunksize:
             break
