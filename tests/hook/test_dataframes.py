@@ -211,6 +211,14 @@ def test_an_empty_key_or_a_missing_key_column_is_refused_as_the_load_refuses_it(
     assert list(private_tmp.iterdir()) == []
 
 
+def test_the_key_is_looked_for_in_the_header_before_any_record_is_read(tmp_path):
+    """Not a DexCare report at all (no key in its first line): said so, rather than a complaint about row 2."""
+    path = tmp_path / "not-a-report.csv"
+    path.write_text("name,dob\nAnn,1980-01-01,extra\n")
+    with pytest.raises(DexCareSchemaError, match=r"key column 'visit_id' is not in the file"):
+        read_report(path)
+
+
 # --- files on disk, and recognition past the sample ------------------------------------------------------------
 
 

@@ -32,7 +32,7 @@ from dexcare.exceptions import DexCareValidationError
 from dexcare.frames import require_pandas
 from dexcare.frames.columns import SAMPLE_ROWS, FrameColumns
 from dexcare.load.csv_stream import read_header, records
-from dexcare.load.identifiers import normalize_headers
+from dexcare.load.identifiers import normalize_headers, resolve_columns
 from dexcare.load.options import DEFAULT_KEY
 from dexcare.report import ReportRequest, validate_report_id
 from dexcare.storage import ReportLocation
@@ -171,9 +171,11 @@ def _frames(pd: Any, stream: BinaryIO, source: str, opener: Callable[[str], Bina
             key_columns: list[str], timestamp_columns: Sequence[str] | None) -> Iterator[pd.DataFrame]:
     header = read_header(stream, source=source)
     columns = normalize_headers(header.fields, source=source)
+    # The key is looked for in the header before any record is read, as the load does.
+    keys = resolve_columns(key_columns, columns, what="key", source=source)
     rows = records(header, stream, source=source, columns=len(columns), opener=opener)
     sample = list(islice(rows, SAMPLE_ROWS))
-    shape = FrameColumns.decide(source=source, headers=header.fields, columns=columns, key_columns=key_columns,
+    shape = FrameColumns.decide(source=source, headers=header.fields, columns=columns, key_columns=keys,
                                 timestamp_columns=timestamp_columns, sample=[fields for _line, fields in sample])
     log.info("Reading %s: %d columns, key %s, timestamps %s.", source, len(columns), ", ".join(shape.keys),
              ", ".join(shape.timestamps) or "none")
