@@ -49,6 +49,9 @@ from dexcare.retry import RetryPolicy, call_with_retries
 from dexcare.storage import ReportLocation
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+    import pandas as pd
     from airflow.sdk import ObjectStoragePath
 
 DOWNLOAD_CHUNK_BYTES = 1 << 20
@@ -249,6 +252,69 @@ class DexCareHook(HttpHook):
         self._announce(transport)
         async with transport.aiohttp_session(ssl_context) as session:
             yield DexCareAsyncSession(session, transport)
+
+    # --- DataFrames (dexcare.frames; needs the airflow-provider-dexcare[pandas] extra) ---------------------
+
+    def get_df(
+        self,
+        report_id: str | None = None,
+        *,
+        report_type: str | None = None,
+        start_date: Any = None,
+        end_date: Any = None,
+        key_columns: Sequence[str] = ("visit_id",),
+        timestamp_columns: Sequence[str] | None = None,
+        poll_interval: float = 15.0,
+        timeout: float = 3600.0,
+        failed_grace_period: float = 600.0,
+        max_resubmits: int = 0,
+        temp_dir: str | os.PathLike | None = None,
+    ) -> pd.DataFrame:
+        """A report as one pandas DataFrame, like the SQL hooks' ``get_df``.
+
+        ``report_id`` downloads a report DexCare has built; ``report_type`` with ``start_date``/``end_date``
+        requests one and waits for it by the sensor's rules (FAILED is final only after
+        ``failed_grace_period``, CANCELLED at once, ``max_resubmits`` requests again). Key columns and every
+        other field are nullable strings (``0012`` stays ``0012``); columns whose values say they are UTC
+        (``Z``/offset), or those in ``timestamp_columns``, are ``datetime64[ns, UTC]`` (:mod:`dexcare.frames.columns`).
+        The file is read by the load's CSV rules and deleted before this returns or raises.
+        """
+        from dexcare.blocking_wait import BlockingWait
+        from dexcare.frames.report import report_frame
+
+        wait = BlockingWait.build(poll_interval=poll_interval, timeout=timeout,
+                                  failed_grace_period=failed_grace_period, max_resubmits=max_resubmits)
+        return report_frame(self, report_id, report_type=report_type, start_date=start_date, end_date=end_date,
+                            key_columns=key_columns, timestamp_columns=timestamp_columns, wait=wait,
+                            temp_dir=temp_dir)
+
+    def get_df_by_chunks(
+        self,
+        report_id: str | None = None,
+        *,
+        chunksize: int,
+        report_type: str | None = None,
+        start_date: Any = None,
+        end_date: Any = None,
+        key_columns: Sequence[str] = ("visit_id",),
+        timestamp_columns: Sequence[str] | None = None,
+        poll_interval: float = 15.0,
+        timeout: float = 3600.0,
+        failed_grace_period: float = 600.0,
+        max_resubmits: int = 0,
+        temp_dir: str | os.PathLike | None = None,
+    ) -> Iterator[pd.DataFrame]:
+        """:meth:`get_df` as DataFrames of at most ``chunksize`` rows, for a report larger than memory; they
+        concatenate to :meth:`get_df`'s frame. Arguments are checked now; the report is requested or downloaded
+        on the first ``next()``, and its file deleted when the iterator ends, fails or is closed."""
+        from dexcare.blocking_wait import BlockingWait
+        from dexcare.frames.report import report_chunks
+
+        wait = BlockingWait.build(poll_interval=poll_interval, timeout=timeout,
+                                  failed_grace_period=failed_grace_period, max_resubmits=max_resubmits)
+        return report_chunks(self, report_id, chunksize=chunksize, report_type=report_type, start_date=start_date,
+                             end_date=end_date, key_columns=key_columns, timestamp_columns=timestamp_columns,
+                             wait=wait, temp_dir=temp_dir)
 
 
 class DexCareAsyncSession:
