@@ -303,11 +303,12 @@ def batches(st: MsSqlStatements, header: Header, stream: BinaryIO, *, opener: Op
     time. Every record of a batch is checked before the batch is handed out, so a bad record stops the load
     between two bulk copies, with the connection in a clean state, and the worker holds one batch at most.
 
-    Keys go as text (checked: not ending in a space, within their indexable length); every other value as its
-    UTF-16LE bytes, which FreeTDS's bulk copy does not trim (see :mod:`.mssql_sql`); a value for a bounded
-    ``nvarchar(n)`` column is checked against ``n`` here, so it fails naming its line and column."""
+    Keys go as text (checked: within their indexable length and, for a text key, not ending in a space); every
+    other value as its UTF-16LE bytes, which FreeTDS's bulk copy does not trim (see :mod:`.mssql_sql`); a value
+    for a bounded ``nvarchar(n)`` column is checked against ``n`` here, so it fails naming its line and column."""
     plan, source = st.plan, st.plan.source
-    checks = [(plan.columns.index(k), text_units(t) or 0, plan.header_of(k), t) for k, t in st.key_types.items()]
+    checks = [(plan.columns.index(k), text_units(t) or 0, plan.header_of(k), t, is_text(plan.types[k]))
+              for k, t in st.key_types.items()]
     keys = {position for position, *_ in checks}
     bounded = [(plan.columns.index(c), units, plan.header_of(c), plan.types[c]) for c in plan.values
                if (units := text_units(plan.types[c])) is not None]
@@ -318,11 +319,11 @@ def batches(st: MsSqlStatements, header: Header, stream: BinaryIO, *, opener: Op
     for line, record in records(header, stream, source=source, columns=len(plan.columns), opener=opener,
                                 block_size=block_size):
         row: list[Any] = [value or None for value in record]  # an empty field is NULL
-        for position, units, name, sql_type in checks:
+        for position, units, name, sql_type, text in checks:
             key = row[position]
             if key is None:
                 raise diagnostics.empty_key_error(source, line, plan.keys)
-            if key.endswith(" "):
+            if text and key.endswith(" "):
                 raise diagnostics.key_trailing_space_error(source, line, name)
             # NVARCHAR counts UTF-16 code units: a character outside the BMP takes two.
             if len(key) > units // 2 and (len(key) > units or len(key.encode("utf-16-le")) > 2 * units):

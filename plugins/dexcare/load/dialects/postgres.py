@@ -184,7 +184,25 @@ class PostgresDialect(Dialect):
             ) from None
         if plan.create:
             self._lineage_defaults(into, None)
+        self._refuse_keys_ending_in_space(plan, into)
         return rows
+
+    def _refuse_keys_ending_in_space(self, plan: LoadPlan, stage: sql.Composable) -> None:
+        """The rule SQL Server forces (its ``=`` and unique indexes ignore trailing spaces), kept here too so
+        a file loads into the same visits on both warehouses: a text key ending in a space stops the load."""
+        keys = [k for k in plan.keys if plan.types[k] == TEXT]
+        if not keys:
+            return
+        ends = [sql.SQL("right({}, 1) = ' '").format(sql.Identifier(k)) for k in keys]
+        row = self.cursor.execute(
+            sql.SQL("SELECT ctid, {} FROM {} WHERE {} ORDER BY ctid LIMIT 1").format(
+                sql.SQL(", ").join(ends), stage, sql.SQL(" OR ").join(ends))
+        ).fetchone()
+        if row is None:
+            return
+        column = next(k for k, found in zip(keys, row[1:], strict=True) if found)
+        line = diagnostics.staged_line(self.cursor, stage, row[0], plan.source, self.opener)
+        raise diagnostics.key_trailing_space_error(plan.source, line, plan.header_of(column))
 
     def _create_table(self, plan: LoadPlan) -> None:
         """Text key columns get ``COLLATE "C"``: ids need byte equality, not linguistic order, and the
