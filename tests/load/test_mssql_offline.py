@@ -415,3 +415,220 @@ def test_a_type_that_is_not_plain_sql_server_is_refused(configured, write_csv) -
     with pytest.raises(DexCareSchemaError, match=re.escape("column_types['virtual']")):
         run(conn, report(write_csv("visitId,a\nv1,1\n")), column_types={"virtual": {"a": configured}})
     assert not any("DROP" in s for s in conn.statements)
+
+
+# --- Issue 19: what FreeTDS and a real server would do -------------------------------------------------------
+
+
+def test_trailing_spaces_reach_the_bulk_copy_as_bytes_freetds_does_not_trim(write_csv) -> None:
+    """FreeTDS's bulk copy strips trailing spaces from every column the server declares as character data
+    (``rtrim_bcpcol`` in src/dblib/bcp.c, for ``nvarchar`` too); a binary column is left alone. So value
+    columns are staged as ``varbinary(max)`` and handed over as their UTF-16LE bytes, which the installed
+    pymssql binds as SQLVARBINARY, and the merge reads them back as text with ``CONVERT(nvarchar(max), ...)``."""
+    from pymssql import _mssql
+
+    conn = RecordingConnection(tables=virtual_table())
+    run(conn, report(write_csv(HEADER + 'v1,"abc ","   ", x \n')))
+    stage = next(op.sql for op in conn.ops if op.step == "stage")
+    assert "[visit_status] varbinary(max) NULL" in stage and "[patient_name] varbinary(max) NULL" in stage
+    assert "[visit_id] nvarchar(450) COLLATE Latin1_General_100_BIN2 NOT NULL" in stage
+    row = conn.staged["#dexcare_stage_0"][0]
+    assert row == ["v1", "abc ".encode("utf-16-le"), "   ".encode("utf-16-le"), " x ".encode("utf-16-le"), 2]
+    assert all(_mssql.py2db_type(type(v), v) == _mssql.SQLVARBINARY for v in row[1:4])  # the bind type
+    update = next(op.sql for op in conn.ops if op.step == "update")
+    assert "t.[visit_status] = CONVERT(nvarchar(max), s.[visit_status])" in update
+    assert "(CONVERT(nvarchar(max), s.[visit_status]) + N'|') COLLATE Latin1_General_100_BIN2" in update
+
+
+def test_the_installed_bulk_copy_sends_only_character_columns_as_text() -> None:
+    """pymssql treats a column as Unicode text only when tempdb says nchar/ntext/nvarchar/xml: a varbinary
+    stage column gets Python ``bytes`` bound as they are (no re-encoding, no trimming)."""
+    source = Path(pymssql.__file__).with_name("_pymssql.pyx").read_text()
+    body = source[source.index("cpdef bulk_copy"):source.index("## Cursor class")]
+    assert "('nchar', 'ntext', 'nvarchar', 'xml')" in body
+    mssql_source = Path(pymssql.__file__).with_name("_mssql.pyx").read_text()
+    assert "'bytes': SQLVARBINARY" in mssql_source
+
+
+@pytest.mark.parametrize("key", ["v1 ", "   ", "v 1 "])
+def test_a_key_ending_in_a_space_is_refused_naming_line_and_column(key, write_csv) -> None:
+    conn = RecordingConnection()
+    with pytest.raises(DexCareSchemaError, match=r"line 3, column 'visitId': the key ends in a space") as err:
+        run(conn, report(write_csv(HEADER + f"v0,a,t,x\n{key},a,t,{SECRET}\n")))
+    assert repr(key) not in str(err.value) and SECRET not in str(err.value)
+    assert "bulk_copy" not in conn.steps and conn.steps[-1] == "rollback"
+
+
+def test_a_typed_key_may_end_in_a_space_as_on_postgresql(write_csv) -> None:
+    """An int key converts the same on both warehouses (surrounding spaces ignored): only text keys are refused."""
+    conn = RecordingConnection()
+    run(conn, report(write_csv("visitId,a\n1 ,x\n")), column_types={"virtual": {"visitId": "int"}})
+    assert conn.steps[-1] == "commit"
+
+
+def test_the_session_pins_language_then_dateformat() -> None:
+    from dexcare.load.dialects.mssql import SESSION
+
+    settings = [s.strip() for s in SESSION.split(";")]
+    # SET LANGUAGE resets the date order, so DATEFORMAT must come after it.
+    assert settings.index("SET LANGUAGE us_english") < settings.index("SET DATEFORMAT ymd")
+
+
+def test_datetime_columns_convert_in_the_iso_style_whatever_the_language(write_csv) -> None:
+    conn = RecordingConnection()
+    run(conn, report(write_csv(HEADER + "v1,a,2026-11-12 10:00,x\n")),
+        column_types={"virtual": {"updatedAt": "datetime"}})
+    check = next(op.sql for op in conn.ops if op.step == "cast_check")
+    assert "TRY_CONVERT(datetime, CONVERT(nvarchar(max), s.[updated_at]), 126)" in check
+    insert = next(op.sql for op in conn.ops if op.step == "insert")
+    assert "CONVERT(datetime, CONVERT(nvarchar(max), s.[updated_at]), 126)" in insert
+    assert staged_text(conn)["#dexcare_stage_0"][0][2] == "2026-11-12T10:00:00"
+
+
+@pytest.mark.parametrize(
+    ("value", "sql_type", "sent"),
+    [
+        ("2026-11-18T10:00:00Z", "datetimeoffset(7)", "2026-11-18T10:00:00+00:00"),
+        ("2026-11-18 10:00:00+0000", "datetimeoffset(7)", "2026-11-18T10:00:00+00:00"),
+        ("2026-11-18 10:00:00+00", "datetimeoffset(7)", "2026-11-18T10:00:00+00:00"),
+        ("2026-11-18T10:00:00.123456+01:00", "datetimeoffset(7)", "2026-11-18T10:00:00.123456+01:00"),
+        ("2026-11-18 10:00-0530", "datetimeoffset(7)", "2026-11-18T10:00:00-05:30"),
+        ("2026-11-18 10:00:00", "datetimeoffset(7)", "2026-11-18T10:00:00"),
+        ("2026-11-18 10:00:00+01:00", "datetime2(7)", "2026-11-18T10:00:00"),  # timestamp ignores the offset
+        ("18/11/2026", "datetimeoffset(7)", "18/11/2026"),  # not ISO: left for the cast check to name
+    ],
+)
+def test_timestamps_in_postgresql_forms_are_sent_in_the_one_form_sql_server_reads(value, sql_type, sent) -> None:
+    from dexcare.load.dialects.mssql import iso_timestamp
+
+    assert iso_timestamp(value, sql_type) == sent
+
+
+def test_a_change_of_offset_alone_is_a_change(write_csv) -> None:
+    """EXCEPT compares datetimeoffset values as instants; the offset is compared too, so the stored offset
+    follows the file."""
+    tables = virtual_table()
+    tables["dexcare.avr_virtual"]["updated_at"] = "datetimeoffset(7)"
+    conn = RecordingConnection(tables=tables)
+    run(conn, report(write_csv(HEADER + "v1,a,2026-11-18T11:00:00+01:00,x\n")))
+    update = next(op.sql for op in conn.ops if op.step == "update")
+    assert "DATEPART(TZOFFSET, t.[updated_at])" in update
+    assert "DATEPART(TZOFFSET, CONVERT(datetimeoffset(7), CONVERT(nvarchar(max), s.[updated_at])))" in update
+
+
+@pytest.mark.parametrize(
+    ("configured", "reason"),
+    [
+        ("varchar(40)", "code page"), ("varchar(max)", "code page"), ("char(5)", "pads"), ("nchar(5)", "pads"),
+        ("xml", "cannot be compared"), ("ntext", "cannot be compared"), ("image", "cannot be compared"),
+        ("geography", "cannot be compared"), ("geometry", "cannot be compared"), ("varbinary(10)", "bytes"),
+        ("sql_variant", "not one the load supports"), ("nvarchar(5000)", "1 to 4000"), ("nvarchar(0)", "1 to 4000"),
+        ("datetime2(8)", "0 to 7"), ("datetimeoffset(9)", "0 to 7"), ("decimal(50,2)", "1 to 38"),
+        ("decimal(5,6)", "scale no larger"),
+    ],
+)
+def test_a_type_the_load_cannot_fill_and_compare_is_refused_before_the_load(configured, reason, write_csv) -> None:
+    conn = RecordingConnection()
+    with pytest.raises(DexCareSchemaError) as err:
+        run(conn, report(write_csv("visitId,Amount\nv1,1\n")), column_types={"virtual": {"Amount": configured}})
+    assert "column_types['virtual']['amount']" in str(err.value) and reason in str(err.value)
+    assert not ({"create_table", "stage", "bulk_copy"} & set(conn.steps)) and conn.steps[-1] == "rollback"
+
+
+@pytest.mark.parametrize("existing", ["char(10)", "varchar(100)", "xml", "ntext"])
+def test_an_existing_column_of_such_a_type_is_refused_before_staging(existing, write_csv) -> None:
+    tables = virtual_table()
+    tables["dexcare.avr_virtual"]["visit_status"] = existing
+    conn = RecordingConnection(tables=tables)
+    with pytest.raises(DexCareSchemaError, match=re.escape(f"dexcare.avr_virtual, column 'visitStatus', is {existing}")):
+        run(conn, report(write_csv(HEADER + "v1,a,t,x\n")))
+    assert "stage" not in conn.steps and conn.steps[-1] == "rollback"
+
+
+def test_a_value_longer_than_its_nvarchar_names_line_and_column(write_csv) -> None:
+    """Checked before the bulk copy, in UTF-16 code units as nvarchar counts, instead of a bare error 2628
+    in the middle of the merge."""
+    body = HEADER + "v1,abcde,t,x\n" + "v2,\U0001f600\U0001f600\U0001f600,t,x\n"
+    conn = RecordingConnection()
+    with pytest.raises(DexCareSchemaError, match=r"line 3, column 'visitStatus'.*\(nvarchar\(5\)\)") as err:
+        run(conn, report(write_csv(body)), column_types={"virtual": {"visitStatus": "nvarchar(5)"}})
+    assert "\U0001f600" not in str(err.value) and "bulk_copy" not in conn.steps
+
+
+def test_new_columns_are_added_after_the_upload_just_before_the_merge(write_csv) -> None:
+    """ALTER TABLE takes a schema-modification lock every reader of the table waits for until the commit."""
+    conn = RecordingConnection(tables={**virtual_table(missing=("patient_name",)),
+                                       **history_table(missing=("patient_name",))})
+    run(conn, report(write_csv(HEADER + "v1,a,t,x\n")), history=["virtual"])
+    steps = conn.steps
+    assert in_order(steps, ["stage", "bulk_copy", "dedupe", "add_columns", "history_columns", "update", "insert"])
+    assert steps.index("add_columns") > max(i for i, s in enumerate(steps) if s == "bulk_copy")
+
+
+@pytest.mark.parametrize(("schema", "timeout", "ms"), [("dexcare", None, 1_800_000), ("Dexcare", 2.5, 2500)])
+def test_the_lock_is_named_as_the_catalog_compares_and_its_wait_is_bounded(schema, timeout, ms, write_csv) -> None:
+    conn = RecordingConnection()
+    options = {} if timeout is None else {"lock_timeout_seconds": timeout}
+    load_reports(conn, [report(write_csv(HEADER + "v1,a,t,x\n"))], dialect="mssql",
+                 options=LoadOptions(schema=schema, **options))
+    lock = next(op.sql for op in conn.ops if op.step == "lock")
+    assert f"@LockTimeout = {ms};" in lock and "@LockTimeout = -1" not in lock
+    assert (f"CASE WHEN N'a' COLLATE CATALOG_DEFAULT = N'A' COLLATE CATALOG_DEFAULT THEN UPPER(N'{schema}') "
+            f"ELSE N'{schema}' END") in lock
+
+
+@pytest.mark.parametrize(
+    ("holder", "named"),
+    [((57, "loader", "worker-3", "airflow"), "session 57 (login 'loader', host 'worker-3', program 'airflow')"),
+     (None, "grant VIEW SERVER STATE")],
+)
+def test_a_lock_wait_that_times_out_names_the_holder_and_is_worth_a_retry(holder, named, write_csv) -> None:
+    conn = RecordingConnection(lock_result=-1, lock_holder=holder)
+    with pytest.raises(DexCareWarehouseError) as err:
+        run(conn, report(write_csv(HEADER + "v1,a,t,x\n")), lock_timeout_seconds=30)
+    assert err.value.retryable and "Waited 30 s for the load lock on schema 'dexcare'" in str(err.value)
+    assert named in str(err.value)
+    assert "stage" not in conn.steps and conn.steps[-1] == "rollback"
+
+
+def _db_lib(number: int, severity: int, text: str) -> bytes:
+    return f"DB-Lib error message {number}, severity {severity}:\n{text}\n".encode()
+
+
+class _BulkCopyError(pymssql._mssql.MSSQLDatabaseException):
+    """What bulk_copy raises: _mssql's own exception (not wrapped by pymssql's DB-API layer), number set."""
+
+    number = 20049
+    severity = 4
+
+
+@pytest.mark.parametrize(
+    ("error", "retryable"),
+    [
+        (pymssql.OperationalError((20047, _db_lib(20047, 9, "DBPROCESS is dead or not enabled"))), True),
+        (pymssql.OperationalError((20003, _db_lib(20003, 6, "Adaptive Server connection timed out"))), True),
+        (pymssql.OperationalError((20004, _db_lib(20004, 9, "Read from the server failed"))), True),
+        (pymssql.OperationalError((20299, _db_lib(20299, 9, "a communication error FreeTDS may add"))), True),
+        (pymssql.OperationalError((1205, b"Transaction was deadlocked ... chosen as the deadlock victim.")), True),
+        (pymssql.OperationalError((40613, b"Database is not currently available.")), True),
+        (pymssql.OperationalError("Cannot commit transaction: (20006, b'DB-Lib error message 20006, severity 9')"),
+         True),
+        (pymssql.InterfaceError("Connection is closed."), True),
+        (pymssql._mssql.MSSQLDriverException("Not connected to any MS SQL server"), True),
+        (_BulkCopyError((20049, _db_lib(20049, 4, f"Data conversion resulted in overflow {SECRET}"))), False),
+        (pymssql.OperationalError((20050, _db_lib(20050, 4, "stopped by syntax error in source field"))), False),
+        (pymssql._mssql.MSSQLDriverException("Unable to convert value dbtype=39"), False),
+        (pymssql.IntegrityError((547, f"conflicted with the CHECK constraint '{SECRET}'".encode())), False),
+        (pymssql.OperationalError((2628, f"String or binary data would be truncated '{SECRET}'".encode())), False),
+        (pymssql.OperationalError((229, b"The INSERT permission was denied on the object 'avr_virtual'")), False),
+        (pymssql.OperationalError((1105, b"Could not allocate space for object in database")), False),
+    ],
+    ids=lambda v: str(v.args[0])[:40] if isinstance(v, BaseException) else str(v),
+)
+def test_errors_are_retried_only_when_another_try_can_succeed(error, retryable, write_csv) -> None:
+    conn = RecordingConnection(fail_step="bulk_copy", fail_with=error)
+    with pytest.raises(DexCareLoadError) as err:
+        run(conn, report(write_csv(HEADER + "v1,a,t,x\n")))
+    assert err.value.retryable is retryable
+    assert isinstance(err.value, DexCareWarehouseError) is retryable
+    assert SECRET not in str(err.value) and conn.steps[-1] == "rollback"
