@@ -540,7 +540,7 @@ def test_an_existing_column_of_such_a_type_is_refused_before_staging(existing, w
     tables = virtual_table()
     tables["dexcare.avr_virtual"]["visit_status"] = existing
     conn = RecordingConnection(tables=tables)
-    with pytest.raises(DexCareSchemaError, match=re.escape(f"dexcare.avr_virtual, column 'visitStatus', is {existing}")):
+    with pytest.raises(DexCareSchemaError, match=re.escape(f"dexcare.avr_virtual: column 'visitStatus' is {existing}")):
         run(conn, report(write_csv(HEADER + "v1,a,t,x\n")))
     assert "stage" not in conn.steps and conn.steps[-1] == "rollback"
 

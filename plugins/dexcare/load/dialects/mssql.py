@@ -257,7 +257,7 @@ def statements_for(plan: LoadPlan, index: int) -> MsSqlStatements:
     (the table's own bound, or its share of :data:`KEY_UNITS`), which is what each key value is checked against;
     a key column of unbounded text is refused, since SQL Server cannot index it."""
     for column in plan.columns:
-        loadable(plan.types[column], where=f"{plan.schema}.{plan.table}, column {plan.header_of(column)!r},")
+        loadable(plan.types[column], where=f"{plan.schema}.{plan.table}: column {plan.header_of(column)!r}")
     key_types = {}
     for key in plan.keys:
         sql_type = plan.types[key]
