@@ -238,3 +238,24 @@ def test_loads_run_as_a_login_with_only_the_documented_grants(load, write_csv, w
     load(report(write_csv("visitId,visitStatus\nv1,a\n")), history=["virtual"])
     summary = load(report(write_csv(HEADER + "v1,b,t,x\nv2,a,t,x\n")), history=["virtual"])
     assert (summary["tables"]["avr_virtual"]["inserted"], summary["tables"]["avr_virtual"]["updated"]) == (1, 1)
+
+
+@pytest.mark.parametrize(
+    ("error", "retryable"),
+    [
+        ("AdminShutdown", True), ("DeadlockDetected", True), ("SerializationFailure", True),
+        ("TooManyConnections", True), ("LockNotAvailable", True), ("ConnectionFailure", True),
+        ("DiskFull", False), ("OutOfMemory", False), ("InsufficientPrivilege", False), ("InvalidDatetimeFormat", False),
+    ],
+)
+def test_postgresql_errors_are_retried_only_when_another_try_can_succeed(error, retryable, pg_uri) -> None:
+    """The same split by cause on PostgreSQL, by SQLSTATE class: a full disk is not a lost connection."""
+    import psycopg
+    from dexcare.load.csv_stream import open_report
+    from dexcare.load.dialects.postgres import PostgresDialect
+
+    with psycopg.connect(pg_uri) as conn:
+        dialect = PostgresDialect(conn, LoadOptions(), open_report)
+        translated = dialect.translate(getattr(psycopg.errors, error)(), current="report.csv", committing=False)
+    assert translated is not None and translated.retryable is retryable
+    assert isinstance(translated, DexCareWarehouseError) is retryable
