@@ -574,10 +574,11 @@ def test_the_lock_is_named_as_the_catalog_compares_and_its_wait_is_bounded(schem
     [((57, "loader", "worker-3", "airflow"), "session 57 (login 'loader', host 'worker-3', program 'airflow')"),
      (None, "grant VIEW SERVER STATE")],
 )
-def test_a_lock_wait_that_times_out_names_the_holder_and_is_worth_a_retry(holder, named, write_csv) -> None:
+def test_a_lock_wait_that_times_out_names_the_holder_and_is_worth_a_retry(holder, named, write_csv, tsql) -> None:
     conn = RecordingConnection(lock_result=-1, lock_holder=holder)
     with pytest.raises(DexCareWarehouseError) as err:
         run(conn, report(write_csv(HEADER + "v1,a,t,x\n")), lock_timeout_seconds=30)
+    assert "lock_holder" in conn.steps and all(unparsable(tsql, s) == [] for s in conn.statements)
     assert err.value.retryable and "Waited 30 s for the load lock on schema 'dexcare'" in str(err.value)
     assert named in str(err.value)
     assert "stage" not in conn.steps and conn.steps[-1] == "rollback"

@@ -255,6 +255,9 @@ class MsSqlWarehouse(Warehouse):
     def create_schema(self, schema: str) -> None:
         """A schema the load did not create: the loader gets README's grants on it."""
         super().create_schema(schema)
+        self.grant_schema(schema)
+
+    def grant_schema(self, schema: str) -> None:
         self.query(f"GRANT {LOADER_SCHEMA_GRANTS} ON SCHEMA::{self.quote(schema)} TO {self.quote(self.loader)}")
 
     def _execute(self, statement: str, params: tuple) -> Any:
@@ -367,6 +370,9 @@ class MsSqlWarehouse(Warehouse):
             for (session,) in self.query("SELECT session_id FROM sys.dm_exec_sessions WHERE login_name = %s",
                                          (self.loader,)):
                 self.kill(session)
+            # A schema the loader created is its own; it outlives the login (e.g. the benchmark's) as dbo's.
+            for (owned,) in self.query("SELECT name FROM sys.schemas WHERE principal_id = USER_ID(%s)", (self.loader,)):
+                self.query(f"ALTER AUTHORIZATION ON SCHEMA::{self.quote(owned)} TO dbo")
             self.query(f"DROP USER IF EXISTS {self.quote(self.loader)}")
             self.query(f"DROP LOGIN {self.quote(self.loader)}")
         finally:

@@ -48,14 +48,18 @@ LOCK = (
     "EXEC @result = sp_getapplock @Resource = @resource, @LockMode = 'Exclusive', @LockOwner = 'Transaction', "
     "@LockTimeout = %(timeout_ms)s; SELECT @result AS result"
 )
-#: Who holds the load's lock, when it timed out: needs VIEW SERVER STATE (VIEW DATABASE STATE on Azure SQL);
-#: without it the load says so instead.
+#: Who holds the load's lock, when it timed out. Reading the lock DMVs needs VIEW SERVER STATE (VIEW DATABASE
+#: STATE on Azure SQL); without it the statement answers a row of NULLs instead of failing, since under
+#: XACT_ABORT a permission error would doom the transaction before the load could say what it waited for.
 LOCK_HOLDER = (
+    "IF HAS_PERMS_BY_NAME(NULL, NULL, 'VIEW SERVER STATE') = 1 "
+    "OR HAS_PERMS_BY_NAME(DB_NAME(), 'DATABASE', 'VIEW DATABASE STATE') = 1 "
     "SELECT TOP (1) l.request_session_id, s.login_name, s.host_name, s.program_name FROM sys.dm_tran_locks AS l "
     "LEFT JOIN sys.dm_exec_sessions AS s ON s.session_id = l.request_session_id "
     "WHERE l.resource_type = N'APPLICATION' AND l.request_mode = N'X' AND l.request_status = N'GRANT' "
     "AND l.resource_database_id = DB_ID() AND l.request_session_id <> @@SPID "
-    "AND CHARINDEX(N'dexcare-load:', l.resource_description) > 0"
+    "AND CHARINDEX(N'dexcare-load:', l.resource_description) > 0 "
+    "ELSE SELECT NULL, NULL, NULL, NULL"
 )
 
 AUDIT_DDL = """
@@ -418,7 +422,7 @@ class MsSqlDialect(Dialect):
         except Exception as exc:  # no VIEW SERVER STATE, or the session went: the timeout is the news
             log.debug("Could not read who holds the load lock: %s", type(exc).__name__)
             row = None
-        if not row:
+        if not row or row[0] is None:
             return "another session (grant VIEW SERVER STATE to see which)"
         session, login, host, program = row
         return f"session {session} (login {login!r}, host {host!r}, program {program!r})"
