@@ -318,11 +318,17 @@ def batches(st: MsSqlStatements, header: Header, stream: BinaryIO, *, opener: Op
                if (units := text_units(plan.types[c])) is not None]
     temporal = [(plan.columns.index(c), plan.types[c]) for c in plan.values
                 if plan.types[c].startswith(_TEMPORAL)]
-    values = [position for position in range(len(plan.columns)) if position not in keys]
+    is_key = [position in keys for position in range(len(plan.columns))]
     batch: list[list[Any]] = []
     for line, record in records(header, stream, source=source, columns=len(plan.columns), opener=opener,
                                 block_size=block_size):
-        row: list[Any] = [value or None for value in record]  # an empty field is NULL
+        if temporal:
+            for position, sql_type in temporal:
+                if record[position]:
+                    record[position] = iso_timestamp(record[position], sql_type)
+        # An empty field is NULL; a key stays text, any other value goes as its UTF-16LE bytes.
+        row: list[Any] = [(value if key else value.encode("utf-16-le")) if value else None
+                          for key, value in zip(is_key, record, strict=True)]
         for position, units, name, sql_type, text in checks:
             key = row[position]
             if key is None:
@@ -332,12 +338,6 @@ def batches(st: MsSqlStatements, header: Header, stream: BinaryIO, *, opener: Op
             # NVARCHAR counts UTF-16 code units: a character outside the BMP takes two.
             if len(key) > units // 2 and (len(key) > units or len(key.encode("utf-16-le")) > 2 * units):
                 raise diagnostics.key_too_long_error(source, line, name, units, sql_type)
-        for position, sql_type in temporal:
-            if row[position] is not None:
-                row[position] = iso_timestamp(row[position], sql_type)
-        for position in values:
-            if row[position] is not None:
-                row[position] = row[position].encode("utf-16-le")
         for position, units, name, sql_type in bounded:
             if row[position] is not None and len(row[position]) > 2 * units:
                 raise diagnostics.value_too_long_error(source, line, name, sql_type)
