@@ -115,6 +115,10 @@ SCENARIOS = {
         {}, [report(w(HEADER + f"v1,a,2026-11-18T10:00:00Z,{SECRET}\nv1,b,2026-11-18T11:00:00Z,x\n"))],
         {"version_columns": {"virtual": "updatedAt"},
          "column_types": {"virtual": {"updatedAt": "timestamptz", "visitStatus": "nvarchar(40)"}}}),
+    "datetime, and a stored datetimeoffset compared with its offset": lambda w: (
+        {"dexcare.avr_virtual": {**virtual_table()["dexcare.avr_virtual"], "visit_status": "datetime",
+                                 "updated_at": "datetimeoffset(7)"}},
+        [report(w(HEADER + f"v1,2026-11-12 10:00,2026-11-18 10:00:00+0000,{SECRET}\n"))], {}),
     "composite key, retail": lambda w: (
         {}, [report(w(f"Visit ID,Line,Status\nr1,1,{SECRET}\nr1,2,b\n"), "retail")],
         {"key_columns": {"retail": ["Visit ID", "line"]}}),
