@@ -31,6 +31,7 @@ STEPS = (
     ("audit_read", re.compile(r"^SELECT .* FROM \[[^\]]+\]\.\[load_audit\] WHERE", re.S)),
     ("session", re.compile(r"^SET XACT_ABORT ON")),
     ("lock", re.compile(r"sp_getapplock")),
+    ("lock_holder", re.compile(r"sys\.dm_tran_locks")),
     ("schema", re.compile(r"SCHEMA_ID|^CREATE SCHEMA")),
     ("catalog", re.compile(r"FROM sys\.(columns|types)")),
     ("audit_table", re.compile(r"^\s*CREATE TABLE \[[^\]]+\]\.\[load_audit\]")),
@@ -80,6 +81,9 @@ class RecordingConnection:
     fail_nth: int = 1
     #: Answers to ``SELECT MIN(CASE ... TRY_CONVERT ...)``: the first bad line per typed column.
     bad_casts: tuple[int | None, ...] | None = None
+    #: What ``sp_getapplock`` returns (0 granted, -1 timed out), and the answer to the lock-holder query.
+    lock_result: int = 0
+    lock_holder: tuple[Any, ...] | None = None
     autocommit_state: bool = False
     ops: list[Op] = field(default_factory=list)
     staged: dict[str, list[list[Any]]] = field(default_factory=dict)
@@ -160,7 +164,9 @@ class RecordingCursor:
     def _answer(self, step: str, text: str, params: Any) -> list[tuple[Any, ...]]:
         conn = self._conn
         if step == "lock":
-            return [(0,)]
+            return [(conn.lock_result,)]
+        if step == "lock_holder":
+            return [conn.lock_holder] if conn.lock_holder else []
         if step == "schema" and text.startswith("SELECT"):
             return [(None,)]
         if step == "catalog" and "sys.types" in text:

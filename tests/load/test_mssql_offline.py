@@ -68,6 +68,12 @@ def history_table(missing: tuple[str, ...] = ()) -> dict[str, dict[str, str]]:
     return {"dexcare.avr_virtual_history": {"_dexcare_history_id": "bigint", **main, "_dexcare_change": "nvarchar(64)"}}
 
 
+def staged_text(conn: RecordingConnection) -> dict[str, list[list[Any]]]:
+    """What the bulk copies were handed, value columns (sent as UTF-16LE bytes) decoded back to text."""
+    return {table: [[v.decode("utf-16-le") if isinstance(v, bytes) else v for v in row] for row in rows]
+            for table, rows in conn.staged.items()}
+
+
 # --- The driver --------------------------------------------------------------------------------------------
 
 
@@ -109,6 +115,10 @@ SCENARIOS = {
         {}, [report(w(HEADER + f"v1,a,2026-11-18T10:00:00Z,{SECRET}\nv1,b,2026-11-18T11:00:00Z,x\n"))],
         {"version_columns": {"virtual": "updatedAt"},
          "column_types": {"virtual": {"updatedAt": "timestamptz", "visitStatus": "nvarchar(40)"}}}),
+    "datetime, and a stored datetimeoffset compared with its offset": lambda w: (
+        {"dexcare.avr_virtual": {**virtual_table()["dexcare.avr_virtual"], "visit_status": "datetime",
+                                 "updated_at": "datetimeoffset(7)"}},
+        [report(w(HEADER + f"v1,2026-11-12 10:00,2026-11-18 10:00:00+0000,{SECRET}\n"))], {}),
     "composite key, retail": lambda w: (
         {}, [report(w(f"Visit ID,Line,Status\nr1,1,{SECRET}\nr1,2,b\n"), "retail")],
         {"key_columns": {"retail": ["Visit ID", "line"]}}),
@@ -134,7 +144,7 @@ def test_every_generated_statement_parses_as_tsql(scenario, write_csv, tsql) -> 
         assert unparsable(tsql, statement) == [], statement
     # Values travel only as bulk-copy data or parameters: never in the statement text.
     assert not any(SECRET in s for s in conn.statements)
-    assert any(SECRET in row for rows in conn.staged.values() for row in rows)
+    assert any(SECRET in row for rows in staged_text(conn).values() for row in rows)
 
 
 def test_the_parse_check_can_fail(tsql) -> None:
@@ -195,7 +205,9 @@ def test_history_rows_come_from_the_update_and_insert_themselves(write_csv) -> N
 def test_turning_history_on_copies_the_table_first_then_appends(write_csv) -> None:
     conn = RecordingConnection(tables=virtual_table())
     run(conn, report(write_csv(HEADER + "v1,a,t,x\n")), history=["virtual"])
-    assert in_order(conn.steps, ["lock", "history_table", "baseline", "stage", "update", "insert", "audit", "commit"])
+    # The history table and its baseline come after the upload, just before the statements that write.
+    assert in_order(conn.steps, ["lock", "stage", "bulk_copy", "history_table", "baseline", "update", "insert", "audit",
+                                 "commit"])
     baseline = next(op.sql for op in conn.ops if op.step == "baseline")
     assert baseline.endswith("N'baseline' FROM [dexcare].[avr_virtual]")
 
@@ -223,14 +235,14 @@ def test_batches_are_bulk_copied_with_flat_memory(write_csv) -> None:
     summary = run(conn, report(write_csv(body)), batch_rows=1000)
     assert [op.rows for op in conn.ops if op.kind == "bulk_copy"] == [1000, 1000, 500]
     assert summary["reports"][0]["rows_in_file"] == 2500
-    first = conn.staged["#dexcare_stage_0"][0]
+    first = staged_text(conn)["#dexcare_stage_0"][0]
     assert first == ["v0", "s", "t", "n", 2]  # the values, then the line the record starts on
 
 
 def test_empty_fields_are_staged_as_null_and_lines_follow_the_file(write_csv) -> None:
     conn = RecordingConnection()
     run(conn, report(write_csv(HEADER + 'v1,,"two\nlines",x\nv2,"",t,\n')))
-    assert conn.staged["#dexcare_stage_0"] == [["v1", None, "two\nlines", "x", 2], ["v2", None, "t", None, 4]]
+    assert staged_text(conn)["#dexcare_stage_0"] == [["v1", None, "two\nlines", "x", 2], ["v2", None, "t", None, 4]]
 
 
 # --- Rollback on every failure path --------------------------------------------------------------------------
@@ -435,3 +447,213 @@ def test_the_already_loaded_query_parses_as_tsql_reads_the_audit_and_leaves_no_t
     assert entries is not None and committed_entries([loaded, {"report_id": other}], rows) is None
     again = committed_summary("dexcare", None, None, entries)
     assert again["already_loaded"] is True and again["tables"] == summary["tables"]
+
+
+# --- Issue 19: what FreeTDS and a real server would do -------------------------------------------------------
+
+
+def test_trailing_spaces_reach_the_bulk_copy_as_bytes_freetds_does_not_trim(write_csv) -> None:
+    """FreeTDS's bulk copy strips trailing spaces from every column the server declares as character data
+    (``rtrim_bcpcol`` in src/dblib/bcp.c, for ``nvarchar`` too); a binary column is left alone. So value
+    columns are staged as ``varbinary(max)`` and handed over as their UTF-16LE bytes, which the installed
+    pymssql binds as SQLVARBINARY, and the merge reads them back as text with ``CONVERT(nvarchar(max), ...)``."""
+    from pymssql import _mssql
+
+    conn = RecordingConnection(tables=virtual_table())
+    run(conn, report(write_csv(HEADER + 'v1,"abc ","   ", x \n')))
+    stage = next(op.sql for op in conn.ops if op.step == "stage")
+    assert "[visit_status] varbinary(max) NULL" in stage and "[patient_name] varbinary(max) NULL" in stage
+    assert "[visit_id] nvarchar(450) COLLATE Latin1_General_100_BIN2 NOT NULL" in stage
+    row = conn.staged["#dexcare_stage_0"][0]
+    assert row == ["v1", "abc ".encode("utf-16-le"), "   ".encode("utf-16-le"), " x ".encode("utf-16-le"), 2]
+    assert all(_mssql.py2db_type(type(v), v) == _mssql.SQLVARBINARY for v in row[1:4])  # the bind type
+    update = next(op.sql for op in conn.ops if op.step == "update")
+    assert "t.[visit_status] = CONVERT(nvarchar(max), s.[visit_status])" in update
+    assert "(CONVERT(nvarchar(max), s.[visit_status]) + N'|') COLLATE Latin1_General_100_BIN2" in update
+    # The installed pymssql treats a column as Unicode text only when tempdb says nchar/ntext/nvarchar/xml:
+    # bytes for a varbinary column are bound as they are, neither re-encoded nor trimmed.
+    source = Path(pymssql.__file__).with_name("_pymssql.pyx").read_text()
+    assert "('nchar', 'ntext', 'nvarchar', 'xml')" in source[source.index("cpdef bulk_copy"):]
+
+
+@pytest.mark.parametrize("key", ["v1 ", "   ", "v 1 "])
+def test_a_key_ending_in_a_space_is_refused_naming_line_and_column(key, write_csv) -> None:
+    conn = RecordingConnection()
+    with pytest.raises(DexCareSchemaError, match=r"line 3, column 'visitId': the key ends in a space") as err:
+        run(conn, report(write_csv(HEADER + f"v0,a,t,x\n{key},a,t,{SECRET}\n")))
+    assert repr(key) not in str(err.value) and SECRET not in str(err.value)
+    assert "bulk_copy" not in conn.steps and conn.steps[-1] == "rollback"
+    # A typed key converts the same on both warehouses (surrounding spaces ignored): only text keys are refused.
+    typed = RecordingConnection()
+    run(typed, report(write_csv(f"visitId,a\n{key.replace('v', '1').replace(' ', '') or 2} ,x\n")),
+        column_types={"virtual": {"visitId": "int"}})
+    assert typed.steps[-1] == "commit"
+
+
+def test_the_session_pins_language_then_dateformat() -> None:
+    from dexcare.load.dialects.mssql import SESSION
+
+    settings = [s.strip() for s in SESSION.split(";")]
+    # SET LANGUAGE resets the date order, so DATEFORMAT must come after it.
+    assert settings.index("SET LANGUAGE us_english") < settings.index("SET DATEFORMAT ymd")
+
+
+def test_datetime_columns_convert_in_the_iso_style_whatever_the_language(write_csv) -> None:
+    conn = RecordingConnection()
+    run(conn, report(write_csv(HEADER + "v1,a,2026-11-12 10:00,x\n")),
+        column_types={"virtual": {"updatedAt": "datetime"}})
+    check = next(op.sql for op in conn.ops if op.step == "cast_check")
+    assert "TRY_CONVERT(datetime, CONVERT(nvarchar(max), s.[updated_at]), 126)" in check
+    insert = next(op.sql for op in conn.ops if op.step == "insert")
+    assert "CONVERT(datetime, CONVERT(nvarchar(max), s.[updated_at]), 126)" in insert
+    assert staged_text(conn)["#dexcare_stage_0"][0][2] == "2026-11-12T10:00:00"
+
+
+@pytest.mark.parametrize(
+    ("value", "sql_type", "sent"),
+    [
+        ("2026-11-18T10:00:00Z", "datetimeoffset(7)", "2026-11-18T10:00:00+00:00"),
+        ("2026-11-18 10:00:00+0000", "datetimeoffset(7)", "2026-11-18T10:00:00+00:00"),
+        ("2026-11-18 10:00:00+00", "datetimeoffset(7)", "2026-11-18T10:00:00+00:00"),
+        ("2026-11-18T10:00:00.123456+01:00", "datetimeoffset(7)", "2026-11-18T10:00:00.123456+01:00"),
+        ("2026-11-18 10:00-0530", "datetimeoffset(7)", "2026-11-18T10:00:00-05:30"),
+        ("2026-11-18 10:00:00", "datetimeoffset(7)", "2026-11-18T10:00:00"),
+        ("2026-11-18 10:00:00+01:00", "datetime2(7)", "2026-11-18T10:00:00"),  # timestamp ignores the offset
+        ("18/11/2026", "datetimeoffset(7)", "18/11/2026"),  # not ISO: left for the cast check to name
+    ],
+)
+def test_timestamps_in_postgresql_forms_are_sent_in_the_one_form_sql_server_reads(value, sql_type, sent) -> None:
+    from dexcare.load.dialects.mssql import iso_timestamp
+
+    assert iso_timestamp(value, sql_type) == sent
+
+
+def test_a_change_of_offset_alone_is_a_change(write_csv) -> None:
+    """EXCEPT compares datetimeoffset values as instants; the offset is compared too, so the stored offset
+    follows the file."""
+    tables = virtual_table()
+    tables["dexcare.avr_virtual"]["updated_at"] = "datetimeoffset(7)"
+    conn = RecordingConnection(tables=tables)
+    run(conn, report(write_csv(HEADER + "v1,a,2026-11-18T11:00:00+01:00,x\n")))
+    update = next(op.sql for op in conn.ops if op.step == "update")
+    assert "DATEPART(TZOFFSET, t.[updated_at])" in update
+    assert "DATEPART(TZOFFSET, CONVERT(datetimeoffset(7), CONVERT(nvarchar(max), s.[updated_at])))" in update
+
+
+@pytest.mark.parametrize(
+    ("configured", "reason"),
+    [
+        ("varchar(40)", "code page"), ("varchar(max)", "code page"), ("char(5)", "pads"), ("nchar(5)", "pads"),
+        ("xml", "cannot be compared"), ("ntext", "cannot be compared"), ("image", "cannot be compared"),
+        ("geography", "cannot be compared"), ("geometry", "cannot be compared"), ("varbinary(10)", "bytes"),
+        ("sql_variant", "not one the load supports"), ("nvarchar(5000)", "1 to 4000"), ("nvarchar(0)", "1 to 4000"),
+        ("datetime2(8)", "0 to 7"), ("datetimeoffset(9)", "0 to 7"), ("decimal(50,2)", "1 to 38"),
+        ("decimal(5,6)", "scale no larger"),
+    ],
+)
+def test_a_type_the_load_cannot_fill_and_compare_is_refused_before_the_load(configured, reason, write_csv) -> None:
+    conn = RecordingConnection()
+    with pytest.raises(DexCareSchemaError) as err:
+        run(conn, report(write_csv("visitId,Amount\nv1,1\n")), column_types={"virtual": {"Amount": configured}})
+    assert "column_types['virtual']['amount']" in str(err.value) and reason in str(err.value)
+    assert not ({"create_table", "stage", "bulk_copy"} & set(conn.steps)) and conn.steps[-1] == "rollback"
+
+
+@pytest.mark.parametrize("existing", ["char(10)", "varchar(100)", "xml", "ntext"])
+def test_an_existing_column_of_such_a_type_is_refused_before_staging(existing, write_csv) -> None:
+    tables = virtual_table()
+    tables["dexcare.avr_virtual"]["visit_status"] = existing
+    conn = RecordingConnection(tables=tables)
+    with pytest.raises(DexCareSchemaError, match=re.escape(f"dexcare.avr_virtual: column 'visitStatus' is {existing}")):
+        run(conn, report(write_csv(HEADER + "v1,a,t,x\n")))
+    assert "stage" not in conn.steps and conn.steps[-1] == "rollback"
+
+
+def test_a_value_longer_than_its_nvarchar_names_line_and_column(write_csv) -> None:
+    """Checked before the bulk copy, in UTF-16 code units as nvarchar counts, instead of a bare error 2628
+    in the middle of the merge."""
+    body = HEADER + "v1,abcde,t,x\n" + "v2,\U0001f600\U0001f600\U0001f600,t,x\n"
+    conn = RecordingConnection()
+    with pytest.raises(DexCareSchemaError, match=r"line 3, column 'visitStatus'.*\(nvarchar\(5\)\)") as err:
+        run(conn, report(write_csv(body)), column_types={"virtual": {"visitStatus": "nvarchar(5)"}})
+    assert "\U0001f600" not in str(err.value) and "bulk_copy" not in conn.steps
+
+
+def test_new_columns_are_added_after_the_upload_just_before_the_merge(write_csv) -> None:
+    """ALTER TABLE takes a schema-modification lock every reader of the table waits for until the commit."""
+    conn = RecordingConnection(tables={**virtual_table(missing=("patient_name",)),
+                                       **history_table(missing=("patient_name",))})
+    run(conn, report(write_csv(HEADER + "v1,a,t,x\n")), history=["virtual"])
+    steps = conn.steps
+    assert in_order(steps, ["stage", "bulk_copy", "dedupe", "add_columns", "history_columns", "update", "insert"])
+    assert steps.index("add_columns") > max(i for i, s in enumerate(steps) if s == "bulk_copy")
+
+
+@pytest.mark.parametrize(("schema", "timeout", "ms"), [("dexcare", None, 1_800_000), ("Dexcare", 2.5, 2500)])
+def test_the_lock_is_named_as_the_catalog_compares_and_its_wait_is_bounded(schema, timeout, ms, write_csv) -> None:
+    conn = RecordingConnection()
+    options = {} if timeout is None else {"lock_timeout_seconds": timeout}
+    load_reports(conn, [report(write_csv(HEADER + "v1,a,t,x\n"))], dialect="mssql",
+                 options=LoadOptions(schema=schema, **options))
+    lock = next(op.sql for op in conn.ops if op.step == "lock")
+    assert f"@LockTimeout = {ms};" in lock and "@LockTimeout = -1" not in lock
+    assert (f"CASE WHEN N'a' COLLATE CATALOG_DEFAULT = N'A' COLLATE CATALOG_DEFAULT THEN UPPER(N'{schema}') "
+            f"ELSE N'{schema}' END") in lock
+
+
+@pytest.mark.parametrize(
+    ("holder", "named"),
+    [((57, "loader", "worker-3", "airflow"), "session 57 (login 'loader', host 'worker-3', program 'airflow')"),
+     (None, "grant VIEW SERVER STATE")],
+)
+def test_a_lock_wait_that_times_out_names_the_holder_and_is_worth_a_retry(holder, named, write_csv, tsql) -> None:
+    conn = RecordingConnection(lock_result=-1, lock_holder=holder)
+    with pytest.raises(DexCareWarehouseError) as err:
+        run(conn, report(write_csv(HEADER + "v1,a,t,x\n")), lock_timeout_seconds=30)
+    assert "lock_holder" in conn.steps and all(unparsable(tsql, s) == [] for s in conn.statements)
+    assert err.value.retryable and "Waited 30 s for the load lock on schema 'dexcare'" in str(err.value)
+    assert named in str(err.value)
+    assert "stage" not in conn.steps and conn.steps[-1] == "rollback"
+
+
+def _db_lib(number: int, severity: int, text: str) -> bytes:
+    return f"DB-Lib error message {number}, severity {severity}:\n{text}\n".encode()
+
+
+class _BulkCopyError(pymssql._mssql.MSSQLDatabaseException):
+    """What bulk_copy raises: _mssql's own exception (not wrapped by pymssql's DB-API layer), number set."""
+
+    number = 20049
+    severity = 4
+
+
+@pytest.mark.parametrize(
+    ("error", "retryable"),
+    [
+        (pymssql.OperationalError((20047, _db_lib(20047, 9, "DBPROCESS is dead or not enabled"))), True),
+        (pymssql.OperationalError((20003, _db_lib(20003, 6, "Adaptive Server connection timed out"))), True),
+        (pymssql.OperationalError((20004, _db_lib(20004, 9, "Read from the server failed"))), True),
+        (pymssql.OperationalError((20299, _db_lib(20299, 9, "a communication error FreeTDS may add"))), True),
+        (pymssql.OperationalError((1205, b"Transaction was deadlocked ... chosen as the deadlock victim.")), True),
+        (pymssql.OperationalError((40613, b"Database is not currently available.")), True),
+        (pymssql.OperationalError("Cannot commit transaction: (20006, b'DB-Lib error message 20006, severity 9')"),
+         True),
+        (pymssql.InterfaceError("Connection is closed."), True),
+        (pymssql._mssql.MSSQLDriverException("Not connected to any MS SQL server"), True),
+        (_BulkCopyError((20049, _db_lib(20049, 4, f"Data conversion resulted in overflow {SECRET}"))), False),
+        (pymssql.OperationalError((20050, _db_lib(20050, 4, "stopped by syntax error in source field"))), False),
+        (pymssql._mssql.MSSQLDriverException("Unable to convert value dbtype=39"), False),
+        (pymssql.IntegrityError((547, f"conflicted with the CHECK constraint '{SECRET}'".encode())), False),
+        (pymssql.OperationalError((2628, f"String or binary data would be truncated '{SECRET}'".encode())), False),
+        (pymssql.OperationalError((229, b"The INSERT permission was denied on the object 'avr_virtual'")), False),
+        (pymssql.OperationalError((1105, b"Could not allocate space for object in database")), False),
+    ],
+    ids=lambda v: str(v.args[0])[:40] if isinstance(v, BaseException) else str(v),
+)
+def test_errors_are_retried_only_when_another_try_can_succeed(error, retryable, write_csv) -> None:
+    conn = RecordingConnection(fail_step="bulk_copy", fail_with=error)
+    with pytest.raises(DexCareLoadError) as err:
+        run(conn, report(write_csv(HEADER + "v1,a,t,x\n")))
+    assert err.value.retryable is retryable
+    assert isinstance(err.value, DexCareWarehouseError) is retryable
+    assert SECRET not in str(err.value) and conn.steps[-1] == "rollback"

@@ -100,6 +100,16 @@ class Warehouse:
         """How the load's messages spell a configured type."""
         raise NotImplementedError
 
+    def instants(self, schema: str, table: str, column: str) -> dict[str, tuple[float, int | None]]:
+        """``visit_id -> (seconds since the epoch, stored offset in minutes)`` of a timestamp column, read by
+        the server itself; the offset is ``None`` where the type keeps none (PostgreSQL's timestamptz)."""
+        raise NotImplementedError
+
+    def probe(self, schema: str, table: str) -> str | None:
+        """Read the table as another session would, waiting at most 2 s for locks: ``None`` if it could, else
+        the error's class (a reader blocked by a schema lock times out)."""
+        raise NotImplementedError
+
     def airflow_connection(self) -> str:
         """The warehouse as users give it to Airflow: an ``AIRFLOW_CONN_<ID>`` JSON value."""
         raise NotImplementedError
@@ -173,6 +183,20 @@ class PostgresWarehouse(Warehouse):
     def type_label(self, configured: str) -> str:
         return self.query("SELECT to_regtype(%s)::text", (configured,))[0][0]
 
+    def instants(self, schema: str, table: str, column: str) -> dict[str, tuple[float, int | None]]:
+        rows = self.query(f"SELECT visit_id, extract(epoch FROM {self.quote(column)})::float8 "
+                          f"FROM {self.quote(schema, table)}")
+        return {key: (float(epoch), None) for key, epoch in rows}
+
+    def probe(self, schema: str, table: str) -> str | None:
+        try:
+            with psycopg.connect(self.uri, autocommit=True) as reader:
+                reader.execute("SET lock_timeout = '2s'")
+                reader.execute(f"SELECT count(*) FROM {self.quote(schema, table)}")
+        except psycopg.Error as exc:
+            return type(exc).__name__
+        return None
+
     def airflow_connection(self) -> str:
         from tests.airflow_cli import postgres_connection
 
@@ -182,8 +206,18 @@ class PostgresWarehouse(Warehouse):
         self.admin.close()
 
 
+#: What README's "Loading into SQL Server" grants the load's login, and nothing more: the database permissions
+#: (the load creates its schema, and owns what it creates) and, on a schema someone else created, these.
+LOADER_DATABASE_GRANTS = "CREATE SCHEMA, CREATE TABLE"
+LOADER_SCHEMA_GRANTS = "ALTER, SELECT, INSERT, UPDATE"
+
+
 class MsSqlWarehouse(Warehouse):
-    """A real SQL Server, as the URI in ``DEXCARE_TEST_MSSQL_URI`` names it."""
+    """A real SQL Server, as the URI in ``DEXCARE_TEST_MSSQL_URI`` names it.
+
+    That login (``sa`` in the compose profile) only prepares and inspects: every load runs as a login of its
+    own created here with exactly README's grants, so a missing grant fails the suite instead of hiding behind
+    ``sa``."""
 
     name = "mssql"
     _LABELS = {"timestamptz": "datetimeoffset(7)", "integer": "int", "text": "nvarchar(max)"}
@@ -192,7 +226,7 @@ class MsSqlWarehouse(Warehouse):
         parsed = urlparse(uri)
         if parsed.scheme not in ("mssql", "sqlserver") or not parsed.hostname:
             raise ValueError(f"{MSSQL_URI_VARIABLE} must look like mssql://user:password@host:1433/database")
-        self.params = {
+        self.admin_params = {
             "server": parsed.hostname,
             "port": str(parsed.port or 1433),
             "user": unquote(parsed.username or ""),
@@ -200,12 +234,31 @@ class MsSqlWarehouse(Warehouse):
             "database": parsed.path.lstrip("/") or "master",
             "login_timeout": 15,
         }
-        self.admin = self.connect(autocommit=True)
+        self.admin = self._connect(self.admin_params, autocommit=True)
+        self.loader = f"dexcare_loader_{uuid.uuid4().hex[:10]}"
+        self.params = {**self.admin_params, "user": self.loader, "password": f"Dx-{uuid.uuid4().hex}!a1"}
+        self.query(f"CREATE LOGIN {self.quote(self.loader)} WITH PASSWORD = %s, CHECK_POLICY = OFF",
+                   (self.params["password"],))
+        self.query(f"CREATE USER {self.quote(self.loader)} FOR LOGIN {self.quote(self.loader)}")
+        self.query(f"GRANT {LOADER_DATABASE_GRANTS} TO {self.quote(self.loader)}")
 
-    def connect(self, autocommit: bool = False) -> Any:
+    @staticmethod
+    def _connect(params: dict[str, Any], autocommit: bool) -> Any:
         import pymssql
 
-        return pymssql.connect(**self.params, autocommit=autocommit)
+        return pymssql.connect(**params, autocommit=autocommit)
+
+    def connect(self, autocommit: bool = False) -> Any:
+        """A connection as the load's own login (README's grants only)."""
+        return self._connect(self.params, autocommit)
+
+    def create_schema(self, schema: str) -> None:
+        """A schema the load did not create: the loader gets README's grants on it."""
+        super().create_schema(schema)
+        self.grant_schema(schema)
+
+    def grant_schema(self, schema: str) -> None:
+        self.query(f"GRANT {LOADER_SCHEMA_GRANTS} ON SCHEMA::{self.quote(schema)} TO {self.quote(self.loader)}")
 
     def _execute(self, statement: str, params: tuple) -> Any:
         cur = self.admin.cursor()
@@ -284,13 +337,46 @@ class MsSqlWarehouse(Warehouse):
     def type_label(self, configured: str) -> str:
         return self._LABELS[configured]
 
+    def instants(self, schema: str, table: str, column: str) -> dict[str, tuple[float, int | None]]:
+        name = self.quote(column)
+        rows = self.query(
+            f"SELECT visit_id, DATEDIFF_BIG(microsecond, '1970-01-01T00:00:00', "
+            f"CONVERT(datetime2(7), SWITCHOFFSET({name}, '+00:00'))), DATEPART(TZOFFSET, {name}) "
+            f"FROM {self.quote(schema, table)}")
+        return {key: (micros / 1e6, int(offset)) for key, micros, offset in rows}
+
+    def probe(self, schema: str, table: str) -> str | None:
+        import pymssql
+
+        reader = self._connect(self.admin_params, autocommit=True)
+        try:
+            cur = reader.cursor()
+            cur.execute("SET LOCK_TIMEOUT 2000")
+            cur.execute(f"SELECT COUNT(*) FROM {self.quote(schema, table)} WITH (NOLOCK)")
+            cur.fetchall()
+        except pymssql.Error as exc:
+            return type(exc).__name__
+        finally:
+            reader.close()
+        return None
+
     def airflow_connection(self) -> str:
         return json.dumps({"conn_type": "mssql", "host": self.params["server"], "port": int(self.params["port"]),
                            "login": self.params["user"], "password": self.params["password"],
                            "schema": self.params["database"]})
 
     def close(self) -> None:
-        self.admin.close()
+        try:
+            for (session,) in self.query("SELECT session_id FROM sys.dm_exec_sessions WHERE login_name = %s",
+                                         (self.loader,)):
+                self.kill(session)
+            # A schema the loader created is its own; it outlives the login (e.g. the benchmark's) as dbo's.
+            for (owned,) in self.query("SELECT name FROM sys.schemas WHERE principal_id = USER_ID(%s)", (self.loader,)):
+                self.query(f"ALTER AUTHORIZATION ON SCHEMA::{self.quote(owned)} TO dbo")
+            self.query(f"DROP USER IF EXISTS {self.quote(self.loader)}")
+            self.query(f"DROP LOGIN {self.quote(self.loader)}")
+        finally:
+            self.admin.close()
 
 
 def mssql_uri() -> str | None:

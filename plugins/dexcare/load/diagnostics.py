@@ -73,6 +73,23 @@ def key_too_long_error(source: str, line: int, header: str, units: int, sql_type
     )
 
 
+def key_trailing_space_error(source: str, line: int | str, header: str) -> DexCareSchemaError:
+    """Both warehouses refuse it: SQL Server's ``=`` and unique indexes ignore trailing spaces (even under a
+    binary collation), so ``'a'`` and ``'a '`` would be one visit there and two on PostgreSQL."""
+    return DexCareSchemaError(
+        f"{source}: line {line}, column {header!r}: the key ends in a space; keys that differ only in trailing "
+        "spaces cannot be told apart on SQL Server, so the load refuses them on every warehouse: fix the report "
+        "or configure another key column."
+    )
+
+
+def value_too_long_error(source: str, line: int, header: str, sql_type: str) -> DexCareSchemaError:
+    return DexCareSchemaError(
+        f"{source}: line {line}, column {header!r}: the value is longer than its column's type ({sql_type}) "
+        "holds; alter the column to nvarchar(max) or configure a longer type."
+    )
+
+
 def duplicate_keys_error(schema: str, table: str, keys: Sequence[str]) -> DexCareSchemaError:
     return DexCareSchemaError(
         f"{schema}.{table} holds several rows per key ({', '.join(keys)}); cannot add the unique index the load "
@@ -102,6 +119,13 @@ def load_interrupted_error(what: str, current: str, detail: str) -> DexCareWareh
     return DexCareWarehouseError(
         f"{what} while loading {current} ({detail}); the transaction was not committed, nothing was written. "
         "Retry the task."
+    )
+
+
+def lock_timeout_error(schema: str, seconds: float, holder: str) -> DexCareWarehouseError:
+    return DexCareWarehouseError(
+        f"Waited {seconds:g} s for the load lock on schema {schema!r}, held by {holder}; nothing was written. "
+        "Another load of this schema is still running or hung: retry later, or end the holder's session."
     )
 
 

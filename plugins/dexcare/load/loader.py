@@ -67,7 +67,8 @@ class _Run:
             if column not in columns:
                 continue
             if name not in self.type_cache:
-                self.type_cache[name] = self.dialect.resolve_type(name, where=f"column_types[{rtype.value!r}]")
+                self.type_cache[name] = self.dialect.resolve_type(
+                    name, where=f"column_types[{rtype.value!r}][{column!r}]")
             resolved[column] = self.type_cache[name]
         return resolved
 

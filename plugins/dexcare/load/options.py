@@ -107,6 +107,9 @@ class LoadOptions:
     block_size: int = BLOCK_SIZE
     #: SQL Server: rows parsed in Python per bulk copy; the worker holds about one batch in memory.
     batch_rows: int = 10_000
+    #: SQL Server: how long a load waits for another load of the same schema (``sp_getapplock``'s timeout)
+    #: before it fails, retryably, naming the holder; a hung holder can otherwise stall every later run.
+    lock_timeout_seconds: float = 1800
     #: Report types whose every change is also appended to ``avr_<type>_history`` (e.g. ``["virtual"]``).
     history: Sequence[str] = ()
 

@@ -30,14 +30,36 @@ log = logging.getLogger(__name__)
 #: Set on the load's session. XACT_ABORT: any error (or a client cancel) aborts the whole transaction on the
 #: server, so nothing half-done can be committed later; the ANSI options make a too-long value an error
 #: instead of a silent truncation (pymssql sets them by default, a connection's ``conn_properties`` may not).
+#: LANGUAGE then DATEFORMAT (in that order: SET LANGUAGE resets the date order): strings convert to dates the
+#: same way whatever language the login defaults to (a British or French login reads ``2026-11-12 10:00``
+#: as year-day-month into ``datetime``).
 SESSION = (
     "SET XACT_ABORT ON; SET NOCOUNT OFF; SET ANSI_WARNINGS ON; SET ANSI_NULLS ON; SET ANSI_PADDING ON; "
-    "SET ARITHABORT ON; SET CONCAT_NULL_YIELDS_NULL ON; SET QUOTED_IDENTIFIER ON"
+    "SET ARITHABORT ON; SET CONCAT_NULL_YIELDS_NULL ON; SET QUOTED_IDENTIFIER ON; "
+    "SET LANGUAGE us_english; SET DATEFORMAT ymd"
 )
-#: Exclusive, owned by the transaction (released by its commit or rollback), waiting as long as it takes.
+#: Exclusive, owned by the transaction (released by its commit or rollback), waiting at most ``@LockTimeout``
+#: ms. sp_getapplock compares resource names as binary, while the database compares schema names by its
+#: catalog collation: on a case-insensitive catalog the name is upper-cased first, so ``Dexcare`` and
+#: ``dexcare`` (one schema there) take one lock.
 LOCK = (
-    "DECLARE @result int; EXEC @result = sp_getapplock @Resource = %s, @LockMode = 'Exclusive', "
-    "@LockOwner = 'Transaction', @LockTimeout = -1; SELECT @result AS result"
+    "DECLARE @result int, @resource nvarchar(255) = N'dexcare-load:' + CASE WHEN N'a' COLLATE CATALOG_DEFAULT "
+    "= N'A' COLLATE CATALOG_DEFAULT THEN UPPER(%(schema)s) ELSE %(schema)s END; "
+    "EXEC @result = sp_getapplock @Resource = @resource, @LockMode = 'Exclusive', @LockOwner = 'Transaction', "
+    "@LockTimeout = %(timeout_ms)s; SELECT @result AS result"
+)
+#: Who holds the load's lock, when it timed out. Reading the lock DMVs needs VIEW SERVER STATE (VIEW DATABASE
+#: STATE on Azure SQL); without it the statement answers a row of NULLs instead of failing, since under
+#: XACT_ABORT a permission error would doom the transaction before the load could say what it waited for.
+LOCK_HOLDER = (
+    "IF HAS_PERMS_BY_NAME(NULL, NULL, 'VIEW SERVER STATE') = 1 "
+    "OR HAS_PERMS_BY_NAME(DB_NAME(), 'DATABASE', 'VIEW DATABASE STATE') = 1 "
+    "SELECT TOP (1) l.request_session_id, s.login_name, s.host_name, s.program_name FROM sys.dm_tran_locks AS l "
+    "LEFT JOIN sys.dm_exec_sessions AS s ON s.session_id = l.request_session_id "
+    "WHERE l.resource_type = N'APPLICATION' AND l.request_mode = N'X' AND l.request_status = N'GRANT' "
+    "AND l.resource_database_id = DB_ID() AND l.request_session_id <> @@SPID "
+    "AND CHARINDEX(N'dexcare-load:', l.resource_description) > 0 "
+    "ELSE SELECT NULL, NULL, NULL, NULL"
 )
 
 AUDIT_DDL = """
@@ -88,6 +110,29 @@ _TYPE = re.compile(r"(?P<name>[a-z][a-z0-9_]*(?: [a-z]+)*)\s*(?:\(\s*(?P<a>max|\
 _LENGTH = ("nvarchar", "varchar", "nchar", "char", "varbinary", "binary")
 _PRECISION = ("decimal", "numeric")
 _SCALE = ("datetime2", "datetimeoffset", "time")
+#: What a file's text can be converted to, stored, and compared in ``EXCEPT`` the same way on every load.
+_LOADABLE = frozenset({"bigint", "int", "smallint", "tinyint", "bit", "decimal", "numeric", "money", "smallmoney",
+                       "float", "real", "date", "time", "datetime2", "datetimeoffset", "datetime", "smalldatetime",
+                       "uniqueidentifier", "nvarchar"})
+#: Types refused, and why; anything else outside :data:`_LOADABLE` is refused with the list of what works.
+_REFUSED = {
+    "varchar": "stores the text in the column's code page (characters outside it become '?', so the row differs "
+               "from the file on every load); use nvarchar(n) or nvarchar(max)",
+    "char": "pads every value with spaces (the row differs from the file on every load); use nvarchar(n)",
+    "nchar": "pads every value with spaces (the row differs from the file on every load); use nvarchar(n)",
+    "xml": "cannot be compared, so a change cannot be detected; use nvarchar(max)",
+    "text": "cannot be compared and is deprecated; use nvarchar(max)",
+    "ntext": "cannot be compared and is deprecated; use nvarchar(max)",
+    "image": "cannot be compared and is deprecated; leave the column as text",
+    "geography": "cannot be compared; load it as nvarchar(max) and convert in a view",
+    "geometry": "cannot be compared; load it as nvarchar(max) and convert in a view",
+    "binary": "would store the text's own bytes, not decoded ones; leave the column as text",
+    "varbinary": "would store the text's own bytes, not decoded ones; leave the column as text",
+}
+#: SQL Server's limits, checked here so a bad setting fails before the load instead of at CREATE TABLE.
+_MAX_UNITS = {"nvarchar": 4000}
+_MAX_PRECISION = 38
+_MAX_SCALE = 7
 
 
 def render_type(name: str, max_length: int, precision: int, scale: int) -> str:
@@ -103,11 +148,23 @@ def render_type(name: str, max_length: int, precision: int, scale: int) -> str:
     return name
 
 
+def loadable(sql_type: str, *, where: str) -> None:
+    """Refuse a column type the load cannot fill and compare faithfully, naming the column, its type and
+    what to use instead; a configured type and an existing column's type get the same rule."""
+    base = sql_type.partition("(")[0]
+    if base in _LOADABLE:
+        return
+    why = _REFUSED.get(base) or f"is not one the load supports ({', '.join(sorted(_LOADABLE))})"
+    raise DexCareSchemaError(f"{where} is {sql_type}, which {why}.")
+
+
 def canonical_type(spec: str, *, where: str) -> tuple[str, str]:
     """``(base name, canonical SQL)`` of a configured type, e.g. ``timestamptz`` -> ``datetimeoffset(7)``.
 
     Only a name of letters, digits and underscores with numeric arguments gets through, so the configured
     text never reaches a statement as it was written; the base name is then checked against ``sys.types``.
+    A type the load cannot fill and compare (:func:`loadable`), or with arguments beyond SQL Server's limits,
+    is refused here, before the load.
     """
     text = " ".join(spec.strip().lower().split())
     text = ALIASES.get(text, text)
@@ -116,13 +173,24 @@ def canonical_type(spec: str, *, where: str) -> tuple[str, str]:
         raise DexCareSchemaError(f"{where}: {spec!r} is not a SQL Server type.")
     name, a, b = match["name"], match["a"], match["b"]
     name = ALIASES.get(name, name)
+    loadable(name, where=where)
     if name in _LENGTH:
         if a is None or b is not None:
             raise DexCareSchemaError(f"{where}: {spec!r} needs one length, e.g. {name}(100) or {name}(max).")
+        if a != "max" and not 1 <= int(a) <= _MAX_UNITS[name]:
+            raise DexCareSchemaError(f"{where}: {spec!r}: {name} takes 1 to {_MAX_UNITS[name]} characters; "
+                                     f"use {name}(max) for longer values.")
         return name, f"{name}({a})"
     if name in _PRECISION and a != "max":
-        return name, f"{name}({int(a or 18)},{int(b or 0)})"
+        precision, scale = int(a or 18), int(b or 0)
+        if not (1 <= precision <= _MAX_PRECISION and scale <= precision):
+            raise DexCareSchemaError(f"{where}: {spec!r}: {name} takes a precision of 1 to {_MAX_PRECISION} and a "
+                                     "scale no larger than it; e.g. decimal(38,2).")
+        return name, f"{name}({precision},{scale})"
     if name in _SCALE and a != "max" and b is None:
+        if int(a or 7) > _MAX_SCALE:
+            raise DexCareSchemaError(f"{where}: {spec!r}: {name} keeps 0 to {_MAX_SCALE} fractional digits; "
+                                     f"use {name}(7).")
         return name, f"{name}({int(a or 7)})"
     if a is not None:
         raise DexCareSchemaError(f"{where}: {spec!r}: SQL Server's {name} takes no such arguments.")
@@ -149,12 +217,25 @@ class MsSqlTypes:
 #: Errors whose server text names objects and permissions but never a row value: kept in our message.
 _SAFE_MESSAGES = {229, 230, 262, 297, 300, 916, 2760, 15247}
 _DEADLOCK = 1205
-#: The session is gone: killed (596), or the transport broke under it (64, 121, 233, 10053, 10054). FreeTDS's
-#: own "DB-Lib" errors (20000-20999: unreachable, timed out, connection dead) mean the same.
-_SESSION_LOST = {64, 121, 233, 596, 10053, 10054}
+#: SQL Server errors another try can get past: the session is gone (killed 596; the transport broke under it:
+#: 64, 121, 233, 10053, 10054, 10060), a lock or memory wait timed out (1222, 8645), or Azure SQL moved or
+#: throttled the database (40197, 40501, 40613, 49918-49920). Everything else it refuses (conversion,
+#: truncation 2628/8152, constraint 547/2627, permission 229, full disk 1105/9002) will fail the same way again.
+_SESSION_LOST = {64, 121, 233, 596, 10053, 10054, 10060}
+_TRANSIENT = {1222, 8645, 40197, 40501, 40613, 49918, 49919, 49920}
+#: FreeTDS's own errors (20000-20999, ``include/sybdb.h``) whose category in its message table
+#: (``src/dblib/dblib.c``) is EXCOMM (the connection: unreachable, read/write failed, EOF, DBPROCESS dead) or
+#: EXTIME (20003, timed out). Its other categories (EXCONVERSION such as 20049 "data conversion resulted in
+#: overflow", EXUSER, EXPROGRAM, EXCONSISTENCY, EXRESOURCE) are deterministic: retrying cannot help.
+_FREETDS_LOST = {20001, 20002, 20003, 20004, 20006, 20008, 20009, 20017, 20020, 20022, 20047, 20056, 20058, 20146,
+                 20185, 20203, 20210, 20212, 20213}
+#: pymssql's message for a FreeTDS error carries FreeTDS's severity: 9 is EXCOMM, 6 EXTIME.
+_FREETDS_SEVERITY = re.compile(r"DB-Lib error message (\d+), severity (\d+)")
+_FREETDS_LOST_SEVERITIES = {6, 9}
+#: What pymssql's driver layer (MSSQLDriverException, InterfaceError) says when there is no session left;
+#: its other driver errors are about a value or a call (``Unable to convert value``), not the connection.
+_DRIVER_LOST = ("not connected", "connection is closed", "connection to the database failed")
 _NUMBER = re.compile(r"\((\d+), b?['\"]")
-
-
 def error_number(exc: BaseException) -> int | None:
     """SQL Server's (or FreeTDS's, 20000-20999) error number of a pymssql exception."""
     number = getattr(exc, "number", None)
@@ -179,6 +260,8 @@ def statements_for(plan: LoadPlan, index: int) -> MsSqlStatements:
     """The plan's statements, staging in ``#dexcare_stage_<index>``. Each key is staged as bounded NVARCHAR
     (the table's own bound, or its share of :data:`KEY_UNITS`), which is what each key value is checked against;
     a key column of unbounded text is refused, since SQL Server cannot index it."""
+    for column in plan.columns:
+        loadable(plan.types[column], where=f"{plan.schema}.{plan.table}: column {plan.header_of(column)!r}")
     key_types = {}
     for key in plan.keys:
         sql_type = plan.types[key]
@@ -192,24 +275,72 @@ def statements_for(plan: LoadPlan, index: int) -> MsSqlStatements:
     return MsSqlStatements(plan, stage=f"#dexcare_stage_{index}", key_types=key_types)
 
 
+#: The ISO 8601 forms PostgreSQL's timestamp types read (``T`` or a space, seconds and fraction optional, an
+#: offset as ``Z``, ``+hh``, ``+hhmm`` or ``+hh:mm``), rewritten to the one form SQL Server reads the same way
+#: whatever the session (``datetimeoffset`` itself refuses ``+0000`` and ``+00``).
+_TIMESTAMP = re.compile(
+    r"(?P<date>\d{4}-\d{2}-\d{2})[Tt ](?P<time>\d{2}:\d{2})(?P<seconds>:\d{2}(?:\.\d+)?)?\s*"
+    r"(?:(?P<z>[Zz])|(?P<sign>[+-])(?P<hh>\d{2})(?::?(?P<mm>\d{2}))?)?"
+)
+_TEMPORAL = ("datetimeoffset", "datetime2", "datetime", "smalldatetime")
+
+
+def iso_timestamp(value: str, sql_type: str) -> str:
+    """``value`` in the form SQL Server converts to ``sql_type`` as PostgreSQL would: an offset kept for
+    ``datetimeoffset`` (``Z``, ``+01``, ``+0100`` become ``+00:00``, ``+01:00``), dropped for the types without
+    one (PostgreSQL's ``timestamp`` ignores it too). Anything else is left as it is, for the cast check to
+    name its line."""
+    match = _TIMESTAMP.fullmatch(value.strip())
+    if match is None:
+        return value
+    text = f"{match['date']}T{match['time']}{match['seconds'] or ':00'}"
+    if not sql_type.startswith("datetimeoffset"):
+        return text
+    if match["sign"]:
+        return f"{text}{match['sign']}{match['hh']}:{match['mm'] or '00'}"
+    return f"{text}+00:00" if match["z"] else text
+
+
 def batches(st: MsSqlStatements, header: Header, stream: BinaryIO, *, opener: Opener, block_size: int,
             batch_rows: int) -> Iterator[list[list[Any]]]:
     """The file's records as bulk-copy rows (values, then the line the record starts on), ``batch_rows`` at a
     time. Every record of a batch is checked before the batch is handed out, so a bad record stops the load
-    between two bulk copies, with the connection in a clean state, and the worker holds one batch at most."""
+    between two bulk copies, with the connection in a clean state, and the worker holds one batch at most.
+
+    Keys go as text (checked: within their indexable length and, for a text key, not ending in a space); every
+    other value as its UTF-16LE bytes, which FreeTDS's bulk copy does not trim (see :mod:`.mssql_sql`); a value
+    for a bounded ``nvarchar(n)`` column is checked against ``n`` here, so it fails naming its line and column."""
     plan, source = st.plan, st.plan.source
-    checks = [(plan.columns.index(k), text_units(t) or 0, plan.header_of(k), t) for k, t in st.key_types.items()]
+    checks = [(plan.columns.index(k), text_units(t) or 0, plan.header_of(k), t, is_text(plan.types[k]))
+              for k, t in st.key_types.items()]
+    keys = {position for position, *_ in checks}
+    bounded = [(plan.columns.index(c), units, plan.header_of(c), plan.types[c]) for c in plan.values
+               if (units := text_units(plan.types[c])) is not None]
+    temporal = [(plan.columns.index(c), plan.types[c]) for c in plan.values
+                if plan.types[c].startswith(_TEMPORAL)]
+    is_key = [position in keys for position in range(len(plan.columns))]
     batch: list[list[Any]] = []
     for line, record in records(header, stream, source=source, columns=len(plan.columns), opener=opener,
                                 block_size=block_size):
-        row: list[Any] = [value or None for value in record]  # an empty field is NULL
-        for position, units, name, sql_type in checks:
+        if temporal:
+            for position, sql_type in temporal:
+                if record[position]:
+                    record[position] = iso_timestamp(record[position], sql_type)
+        # An empty field is NULL; a key stays text, any other value goes as its UTF-16LE bytes.
+        row: list[Any] = [(value if key else value.encode("utf-16-le")) if value else None
+                          for key, value in zip(is_key, record, strict=True)]
+        for position, units, name, sql_type, text in checks:
             key = row[position]
             if key is None:
                 raise diagnostics.empty_key_error(source, line, plan.keys)
+            if text and key.endswith(" "):
+                raise diagnostics.key_trailing_space_error(source, line, name)
             # NVARCHAR counts UTF-16 code units: a character outside the BMP takes two.
             if len(key) > units // 2 and (len(key) > units or len(key.encode("utf-16-le")) > 2 * units):
                 raise diagnostics.key_too_long_error(source, line, name, units, sql_type)
+        for position, units, name, sql_type in bounded:
+            if row[position] is not None and len(row[position]) > 2 * units:
+                raise diagnostics.value_too_long_error(source, line, name, sql_type)
         row.append(line)
         batch.append(row)
         if len(batch) >= batch_rows:
@@ -232,10 +363,6 @@ class MsSqlDialect(Dialect):
         return isinstance(conn, pymssql.Connection)
 
     quote = staticmethod(quote)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._baselines: dict[int, int] = {}
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -267,15 +394,18 @@ class MsSqlDialect(Dialect):
                 self.conn.close()
 
     def begin(self) -> None:
-        schema = self.options.schema
+        schema, timeout = self.options.schema, self.options.lock_timeout_seconds
         quote(schema)  # refuse an unusable name before taking anything
         self.cursor.execute(SESSION)
-        self.cursor.execute(LOCK, (f"dexcare-load:{schema}",))
+        self.cursor.execute(LOCK, {"schema": schema, "timeout_ms": max(int(timeout * 1000), 0)})
         row = self.cursor.fetchone()
-        if row is None or row[0] is None or row[0] < 0:
+        result = row[0] if row else None
+        if result == -1:
+            raise diagnostics.lock_timeout_error(schema, timeout, self._lock_holder())
+        if result is None or result < 0:
             raise DexCareWarehouseError(
                 f"SQL Server did not grant the load's lock on schema {schema!r} (sp_getapplock returned "
-                f"{row[0] if row else None}); retry the task."
+                f"{result}); retry the task."
             )
         self.cursor.execute("SELECT SCHEMA_ID(%s) AS schema_id", (schema,))
         found = self.cursor.fetchone()
@@ -283,6 +413,19 @@ class MsSqlDialect(Dialect):
             self.cursor.execute(f"CREATE SCHEMA {quote(schema)}")
         if self.existing_columns(AUDIT_TABLE) is None:
             self.cursor.execute(AUDIT_DDL.format(table=quote(schema, AUDIT_TABLE)))
+
+    def _lock_holder(self) -> str:
+        """The session holding the load lock, as far as this login may see (names, never data)."""
+        try:
+            self.cursor.execute(LOCK_HOLDER)
+            row = self.cursor.fetchone()
+        except Exception as exc:  # no VIEW SERVER STATE, or the session went: the timeout is the news
+            log.debug("Could not read who holds the load lock: %s", type(exc).__name__)
+            row = None
+        if not row or row[0] is None:
+            return "another session (grant VIEW SERVER STATE to see which)"
+        session, login, host, program = row
+        return f"session {session} (login {login!r}, host {host!r}, program {program!r})"
 
     def resolve_type(self, name: str, *, where: str) -> str:
         base, canonical = canonical_type(name, where=where)
@@ -305,21 +448,31 @@ class MsSqlDialect(Dialect):
     # --- Staging ------------------------------------------------------------------------------------------
 
     def stage(self, plan: LoadPlan, header: Header, stream: BinaryIO, index: int) -> int:
+        """Only a new table is created here; an existing table's schema changes wait for :meth:`merge`, since
+        ``ALTER TABLE`` takes a schema-modification lock that blocks every reader of the table (NOLOCK and
+        snapshot readers too) until the commit: not through the whole upload."""
         st = statements_for(plan, index)
         if plan.create:
             self.cursor.execute(st.create_table())
-        elif plan.adds:
-            self.cursor.execute(st.add_columns())
-        if plan.history is not None:
-            if plan.history.create:
-                self.cursor.execute(st.create_history())
-            elif plan.history.adds:
-                self.cursor.execute(st.add_history_columns())
-            if plan.history.baseline:  # before anything changes: the state its history starts from
-                self.cursor.execute(st.copy_to_history(CHANGE_BASELINE))
-                self._baselines[index] = max(self.cursor.rowcount, 0)
         self.cursor.execute(st.create_stage())
         return self._bulk_copy(st, header, stream)
+
+    def _change_schemas(self, st: MsSqlStatements) -> int:
+        """New columns and the history table, just before the statements that need them; returns the
+        baseline rows copied into a history turned on today."""
+        plan = st.plan
+        if plan.adds:
+            self.cursor.execute(st.add_columns())
+        if plan.history is None:
+            return 0
+        if plan.history.create:
+            self.cursor.execute(st.create_history())
+        elif plan.history.adds:
+            self.cursor.execute(st.add_history_columns())
+        if not plan.history.baseline:
+            return 0
+        self.cursor.execute(st.copy_to_history(CHANGE_BASELINE))  # the state its history starts from
+        return max(self.cursor.rowcount, 0)
 
     def _bulk_copy(self, st: MsSqlStatements, header: Header, stream: BinaryIO) -> int:
         sent = 0
@@ -348,6 +501,7 @@ class MsSqlDialect(Dialect):
         params = {name: iso(value) for name, value in plan.lineage.items()}
         cursor.execute(st.dedupe())
         duplicates = max(cursor.rowcount, 0)
+        baseline = self._change_schemas(st)  # last: its locks on the table are held only from here to commit
         updated = 0
         update = st.update()
         if update is not None:
@@ -357,7 +511,7 @@ class MsSqlDialect(Dialect):
         inserted = max(cursor.rowcount, 0)
         self._ensure_key_index(st)
         cursor.execute(st.drop_stage())
-        history = inserted + updated + self._baselines.pop(index, 0) if plan.history is not None else 0
+        history = inserted + updated + baseline if plan.history is not None else 0
         return MergeCounts(duplicates, inserted, updated, history)
 
     def _ensure_key_index(self, st: MsSqlStatements) -> None:
@@ -421,16 +575,47 @@ class MsSqlDialect(Dialect):
         if not isinstance(exc, pymssql.Error | _mssql.MSSQLException):
             return None
         number = error_number(exc)
-        lost = isinstance(exc, pymssql.InterfaceError | _mssql.MSSQLDriverException) or (
-            number is not None and (20000 <= number < 21000 or number in _SESSION_LOST)
-        )
-        if lost or number == _DEADLOCK:
+        cause = retry_cause(exc, number)
+        if cause is not None:
             if committing:
                 return diagnostics.commit_lost_error(f"SQL Server/FreeTDS error {number}")
-            what = "was chosen as a deadlock victim" if number == _DEADLOCK else "lost the warehouse connection"
-            return diagnostics.load_interrupted_error(f"The load {what}", current,
+            return diagnostics.load_interrupted_error(f"The load {cause}", current,
                                                       f"{type(exc).__name__}, error {number}")
-        # Anything else SQL Server refused. Its messages can quote row values (conversion and truncation
-        # errors do), so only the error number is kept, and the text only for permission errors.
+        # Anything else SQL Server or FreeTDS refused: it will refuse it again. Its messages can quote row
+        # values (conversion and truncation errors do), so only the error number is kept, and the text only
+        # for permission errors.
         detail = f": {_server_text(exc)}" if number in _SAFE_MESSAGES else ""
         return diagnostics.load_refused_error("SQL Server", current, f"error {number}, {type(exc).__name__}{detail}")
+
+
+def retry_cause(exc: BaseException, number: int | None) -> str | None:
+    """Why another try can succeed (the words for the message), or ``None`` if it cannot: split by cause,
+    never by where the error came from (FreeTDS's conversion errors are as final as the server's)."""
+    import pymssql
+    from pymssql import _mssql
+
+    if number == _DEADLOCK:
+        return "was chosen as a deadlock victim"
+    if number in _TRANSIENT:
+        return "hit a transient SQL Server condition (a timeout, or Azure SQL moving the database)"
+    if number in _SESSION_LOST or number in _FREETDS_LOST:
+        return "lost the warehouse connection"
+    severity = getattr(exc, "severity", None) if isinstance(exc, _mssql.MSSQLDatabaseException) else None
+    text = " ".join(str(a.decode("utf-8", "replace") if isinstance(a, bytes) else a) for a in _flat_args(exc))
+    found = _FREETDS_SEVERITY.search(text)
+    if found and int(found.group(1)) == number:
+        severity = int(found.group(2))
+    if number is not None and 20000 <= number < 21000 and severity in _FREETDS_LOST_SEVERITIES:
+        return "lost the warehouse connection"
+    if number is None and isinstance(exc, pymssql.InterfaceError | _mssql.MSSQLDriverException) and any(
+        phrase in text.lower() for phrase in _DRIVER_LOST
+    ):
+        return "lost the warehouse connection"
+    return None
+
+
+def _flat_args(exc: BaseException) -> list[Any]:
+    out: list[Any] = []
+    for arg in exc.args:
+        out.extend(arg if isinstance(arg, tuple) else (arg,))
+    return out

@@ -13,6 +13,15 @@ INTO``, in the same statement: the history is derived from what was written, nev
 
 Values never appear in this text: file data arrives by bulk copy, and our own values (lineage, window)
 are pymssql parameters (``%(name)s``); the only literals are the history's change kinds.
+
+Why the stage holds value columns as ``varbinary(max)`` (UTF-16LE bytes) and not as text: FreeTDS's bulk copy
+(``rtrim_bcpcol`` in ``src/dblib/bcp.c``, called after ``_bcp_convert_in`` for every bound column) strips
+trailing spaces from every column the server declares as character data, ``nvarchar`` included, so
+``'abc '`` would land as ``'abc'``. It leaves binary columns alone, and pymssql binds Python ``bytes`` as
+``SQLVARBINARY``, so the bytes arrive as sent; ``CONVERT(nvarchar(max), <varbinary>)`` reads them back as
+the exact UTF-16 text. Key columns stay ``nvarchar`` (they must be indexable and compared as text): a key
+ending in a space is refused before the bulk copy, on both warehouses, since SQL Server's ``=`` and unique
+indexes ignore trailing spaces even under a binary collation.
 """
 
 from __future__ import annotations
@@ -46,6 +55,10 @@ LINE = "_dexcare_line"
 #: room left for typed key columns.
 KEY_UNITS = 450
 _TEXT_PREFIXES = ("nvarchar(", "varchar(", "nchar(", "char(")
+#: How a value column is staged (see the module docstring): bytes FreeTDS does not trim.
+STAGED_BYTES = "varbinary(max)"
+#: Types whose text is read in a fixed CONVERT style, whatever the session's language (ISO 8601, ``T``).
+_STYLES = {"datetime": 126, "smalldatetime": 126}
 
 
 def quote(*parts: str) -> str:
@@ -93,11 +106,21 @@ class MsSqlStatements:
     def target(self) -> str:
         return quote(self.plan.schema, self.plan.table)
 
-    def _value(self, column: str, alias: str = "s") -> str:
-        """A staged (text) column read as its table column's type."""
+    def _text(self, column: str, alias: str = "s") -> str:
+        """A staged column as the text the file holds: keys are staged as text, values as UTF-16 bytes."""
         ref = f"{alias}.{quote(column)}"
+        return ref if column in self.key_types else f"CONVERT({TEXT}, {ref})"
+
+    def _convert(self, function: str, column: str, alias: str = "s") -> str:
         sql_type = self.plan.types[column]
-        return ref if is_text(sql_type) else f"CONVERT({sql_type}, {ref})"
+        style = _STYLES.get(sql_type.partition("(")[0])
+        return f"{function}({sql_type}, {self._text(column, alias)}{f', {style}' if style else ''})"
+
+    def _value(self, column: str, alias: str = "s") -> str:
+        """A staged column read as its table column's type."""
+        if is_text(self.plan.types[column]):
+            return self._text(column, alias)
+        return self._convert("CONVERT", column, alias)
 
     def _match(self) -> str:
         """Key equality, byte-wise for text keys whatever collation the table was created with."""
@@ -122,10 +145,11 @@ class MsSqlStatements:
         )
 
     def create_stage(self) -> str:
-        """All text: keys bounded and byte-wise (indexable, compared exactly), the rest unbounded."""
+        """Keys as bounded byte-wise text (indexable, compared exactly), values as UTF-16 bytes FreeTDS's bulk
+        copy cannot trim."""
         columns = [
             f"{quote(c)} {self.key_types[c]} COLLATE {BINARY} NOT NULL" if c in self.key_types
-            else f"{quote(c)} {TEXT} COLLATE DATABASE_DEFAULT NULL"
+            else f"{quote(c)} {STAGED_BYTES} NULL"
             for c in self.plan.columns
         ]
         return f"CREATE TABLE {quote(self.stage)} ({', '.join(columns)}, {quote(LINE)} int NOT NULL)"
@@ -133,7 +157,7 @@ class MsSqlStatements:
     def first_bad_casts(self) -> str:
         """Per typed column, the first line whose value will not convert (NULL: every value converts)."""
         checks = ", ".join(
-            f"MIN(CASE WHEN s.{quote(c)} IS NOT NULL AND TRY_CONVERT({self.plan.types[c]}, s.{quote(c)}) IS NULL "
+            f"MIN(CASE WHEN s.{quote(c)} IS NOT NULL AND {self._convert('TRY_CONVERT', c)} IS NULL "
             f"THEN s.{quote(LINE)} END) AS {quote(f'bad_{n}')}"
             for n, c in enumerate(self.plan.casts)
         )
@@ -160,12 +184,18 @@ class MsSqlStatements:
             f"HAVING COUNT_BIG(*) > 1) AS dup WHERE {match})) DELETE FROM ranked WHERE rn > 1"
         )
 
-    def _comparable(self, column: str, alias: str) -> str:
+    def _comparable(self, column: str, alias: str) -> list[str]:
         """A value as the change check compares it. Text byte-wise, with a marker appended because ``=``
-        ignores trailing spaces (NULL stays NULL: CONCAT_NULL_YIELDS_NULL is on)."""
-        if not is_text(self.plan.types[column]):
-            return f"t.{quote(column)}" if alias == "t" else self._value(column)
-        return f"({alias}.{quote(column)} + N'|') COLLATE {BINARY}"
+        ignores trailing spaces (NULL stays NULL: CONCAT_NULL_YIELDS_NULL is on). A ``datetimeoffset`` also by
+        its offset: EXCEPT compares the instants, so ``10:00+00:00`` and ``11:00+01:00`` would be equal and the
+        stored offset would never follow the file."""
+        sql_type = self.plan.types[column]
+        value = f"t.{quote(column)}" if alias == "t" else self._value(column)
+        if is_text(sql_type):
+            return [f"({value} + N'|') COLLATE {BINARY}"]
+        if sql_type.startswith("datetimeoffset"):
+            return [value, f"DATEPART(TZOFFSET, {value})"]
+        return [value]
 
     def _lineage_params(self) -> list[str]:
         return [f"%({c.param})s" for c in LINEAGE]
@@ -223,8 +253,8 @@ class MsSqlStatements:
             return None
         sets = [f"t.{quote(c)} = {self._value(c)}" for c in values]
         sets += [f"t.{quote(c.name)} = {p}" for c, p in zip(LINEAGE, self._lineage_params(), strict=True)]
-        stored = [self._comparable(c, "t") for c in values]
-        staged = [self._comparable(c, "s") for c in values]
+        stored = [e for c in values for e in self._comparable(c, "t")]
+        staged = [e for c in values for e in self._comparable(c, "s")]
         window_end = quote(WINDOW_END)
         return (
             f"UPDATE t SET {', '.join(sets)}{self._output(CHANGE_UPDATE)} FROM {self.target} AS t "

@@ -70,6 +70,19 @@ class PostgresTypes:
         return sql_type == TEXT
 
 
+#: SQLSTATE classes another try can get past: the connection (08), a transaction the server rolled back
+#: (40: deadlock, serialization), the server shutting down or cancelling (57); and two states of class 53/55
+#: that pass (too many connections, a lock not available). Disk full (53100), out of memory (53200) and the
+#: rest of OperationalError's classes need someone to act first, like data (22) and constraint (23) errors.
+_RETRY_CLASSES = ("08", "40", "57")
+_RETRY_STATES = {"53300", "55P03"}
+
+
+def _retryable(exc: psycopg.Error) -> bool:
+    state = exc.sqlstate
+    return state is None or state.startswith(_RETRY_CLASSES) or state in _RETRY_STATES
+
+
 def _lock_key(schema: str) -> int:
     return int.from_bytes(hashlib.sha256(schema.encode()).digest()[:4], "big", signed=True)
 
@@ -185,7 +198,25 @@ class PostgresDialect(Dialect):
             ) from None
         if plan.create:
             self._lineage_defaults(into, None)
+        self._refuse_keys_ending_in_space(plan, into)
         return rows
+
+    def _refuse_keys_ending_in_space(self, plan: LoadPlan, stage: sql.Composable) -> None:
+        """The rule SQL Server forces (its ``=`` and unique indexes ignore trailing spaces), kept here too so
+        a file loads into the same visits on both warehouses: a text key ending in a space stops the load."""
+        keys = [k for k in plan.keys if plan.types[k] == TEXT]
+        if not keys:
+            return
+        ends = [sql.SQL("{} LIKE '% '").format(sql.Identifier(k)) for k in keys]  # twice as fast as right()
+        row = self.cursor.execute(
+            sql.SQL("SELECT ctid, {} FROM {} WHERE {} ORDER BY ctid LIMIT 1").format(
+                sql.SQL(", ").join(ends), stage, sql.SQL(" OR ").join(ends))
+        ).fetchone()
+        if row is None:
+            return
+        column = next(k for k, found in zip(keys, row[1:], strict=True) if found)
+        line = diagnostics.staged_line(self.cursor, stage, row[0], plan.source, self.opener)
+        raise diagnostics.key_trailing_space_error(plan.source, line, plan.header_of(column))
 
     def _create_table(self, plan: LoadPlan) -> None:
         """Text key columns get ``COLLATE "C"``: ids need byte equality, not linguistic order, and the
@@ -366,16 +397,17 @@ class PostgresDialect(Dialect):
     # --- Errors -------------------------------------------------------------------------------------------
 
     def translate(self, exc: BaseException, *, current: str, committing: bool) -> DexCareLoadError | None:
-        if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+        if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError) and _retryable(exc):
             if committing:
                 return diagnostics.commit_lost_error(type(exc).__name__)
             primary = (exc.diag.message_primary if isinstance(exc, psycopg.Error) else None) or "connection closed"
-            return diagnostics.load_interrupted_error("Lost the warehouse connection", current,
-                                                      f"{type(exc).__name__}: {primary}")
+            what = ("Lost the warehouse connection" if (exc.sqlstate or "08").startswith(("08", "57P"))
+                    else f"PostgreSQL interrupted the load (SQLSTATE {exc.sqlstate})")
+            return diagnostics.load_interrupted_error(what, current, f"{type(exc).__name__}: {primary}")
         if isinstance(exc, psycopg.Error):
-            # Anything else PostgreSQL refused (permissions, a constraint someone added, a full disk). Its
-            # detail and context can quote row values, so only the SQLSTATE and, outside data errors, the
-            # primary message are kept.
+            # Anything else PostgreSQL refused (permissions, a constraint someone added, a full disk): another
+            # try fails the same way. Its detail and context can quote row values, so only the SQLSTATE and,
+            # outside data errors, the primary message are kept.
             primary = "" if (exc.sqlstate or "").startswith("22") else f": {exc.diag.message_primary}"
             return diagnostics.load_refused_error("PostgreSQL", current,
                                                   f"SQLSTATE {exc.sqlstate}, {type(exc).__name__}{primary}")
