@@ -40,6 +40,9 @@ _REASONS = (
     ("invalid byte sequence", "invalid UTF-8 byte sequence"),
     ("carriage return", "mixed line endings (a bare carriage return in an unquoted field)"),
     ("newline found in data", "mixed line endings (a bare newline in an unquoted field)"),
+    # PostgreSQL before 18 on a \. line whose line ending differs from the file's
+    ("end-of-copy marker", "a line holding only \\. (unquoted), which PostgreSQL before 18 reads in CSV as an "
+                           "end-of-data marker; quote the field (\"\\.\") or remove the line"),
 )
 RAGGED_MORE = _REASONS[0][1]
 RAGGED_FEWER = _REASONS[1][1]

@@ -101,10 +101,8 @@ class _Run:
         if counted != rows_in_file:
             # Before the merge and the commit: a row the warehouse did not take (PostgreSQL < 18 ends a CSV
             # COPY at a line holding only \.) would otherwise be a visit missing from a green run.
-            raise diagnostics.row_count_error(
-                source, counted=counted, staged=rows_in_file, by="the download" if counter is None else "a count",
-                opener=self.opener,
-            )
+            by = "the download" if counter is None else "a count of the file"
+            raise diagnostics.row_count_error(source, counted=counted, staged=rows_in_file, by=by, opener=self.opener)
         counts = self.dialect.merge(plan, rows_in_file, index)
         entry = audit_entry(
             dag_id=self.dag_id, run_id=self.run_id, report_id=report.report_id,
