@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 
 import pytest
 from dexcare.exceptions import DexCareCSVError, DexCareResponseError, DexCareSchemaError
+from dexcare.load.loader import LoadOptions, load_reports
 from dexcare.operators.download_report import DexCareDownloadReportOperator
 from dexcare.operators.load_reports import DexCareLoadReportsOperator
 from dexcare.operators.start_report import DexCareStartReportOperator
@@ -90,6 +91,9 @@ def test_without_the_downloads_count_the_file_is_counted_on_the_way_in(warehouse
     with pytest.raises(DexCareCSVError, match=r"line 3: a line holding only .*a count of the file counted 3 data"):
         load(report(path), schema)
     assert warehouse.tables(schema) == []
+    quoted = write_csv(b'visitId\nv1\n"\\."\nv3\n')  # quoted, it is a value like any other
+    assert load(report(quoted), schema)["tables"]["avr_virtual"]["inserted"] == 3
+    assert [r["visit_id"] for r in warehouse.rows(schema, "avr_virtual")] == ["\\.", "v1", "v3"]
 
 
 @postgres_only
@@ -100,14 +104,6 @@ def test_an_end_of_data_line_with_another_line_ending_is_named_too(warehouse_con
     with pytest.raises(DexCareCSVError, match=r"line 3: a line holding only \\\. \(unquoted\)"):
         load(report(path, rows=3), schema)
     assert warehouse.tables(schema) == []
-
-
-@postgres_only
-def test_a_quoted_end_of_data_marker_is_a_value(warehouse_conn, warehouse, schema, write_csv) -> None:
-    path = write_csv(b'visitId\nv1\n"\\."\nv3\n')
-    summary = load(report(path, rows=3), schema)
-    assert summary["tables"]["avr_virtual"]["inserted"] == 3
-    assert [r["visit_id"] for r in warehouse.rows(schema, "avr_virtual")] == ["\\.", "v1", "v3"]
 
 
 # --- 2. CR-only line endings: refused everywhere ---------------------------------------------------------------
@@ -127,19 +123,17 @@ def test_a_cr_only_download_is_refused_and_nothing_is_kept(dexcare_conn_id, sand
     assert_no_patient_data(message, logged(caplog, capfd))
 
 
-@pytest.mark.parametrize("eol", [b"\r", b"\r\n"], ids=["cr-only", "crlf"])
-def test_the_load_refuses_cr_only_line_endings_and_takes_crlf(warehouse_conn, warehouse, schema, write_csv,
-                                                              eol) -> None:
-    path = write_csv((HEADER + f"v1,a,{PATIENT[0]}\nv2,b,x\n".encode()).replace(b"\n", eol))
-    if eol == b"\r\n":
-        assert load(report(path, rows=2), schema)["tables"]["avr_virtual"]["inserted"] == 2
-        return
+def test_the_load_refuses_cr_only_line_endings_and_takes_crlf(warehouse_conn, warehouse, schema, write_csv) -> None:
+    lines = HEADER + f"v1,a,{PATIENT[0]}\nv2,b,x\n".encode()
+    path = write_csv(lines.replace(b"\n", b"\r"))
     with pytest.raises(DexCareCSVError) as err:
         load(report(path, rows=0), schema)  # what the old counter made of it
     message = str(err.value)
     assert f"{path}: line 1: line endings are CR only" in message
     assert warehouse.tables(schema) == []
     assert_no_patient_data(message)
+    crlf = write_csv(lines.replace(b"\n", b"\r\n"))
+    assert load(report(crlf, rows=2), schema)["tables"]["avr_virtual"]["inserted"] == 2
 
 
 # --- 3. The staged rows must be the rows counted -------------------------------------------------------------
@@ -205,23 +199,31 @@ def test_a_headerless_file_fails_the_load_without_quoting_it(warehouse_conn, war
 # --- 15. Fields as large as PostgreSQL takes, on both dialects ------------------------------------------------
 
 
-def test_a_field_larger_than_the_csv_modules_default_limit_loads(warehouse_conn, warehouse, schema,
-                                                                 write_csv) -> None:
+@postgres_only
+def test_both_dialects_take_a_field_larger_than_the_csv_modules_default_limit(warehouse_conn, warehouse, schema,
+                                                                              write_csv) -> None:
+    """PostgreSQL takes fields up to 1 GB; the SQL Server path (offline: the recording connection) the same."""
+    from tests.load.recording import RecordingConnection
+
     big = "n" * 300_000
-    path = write_csv(HEADER + f"v1,a,{big}\n".encode())
-    load(report(path, rows=1), schema)
-    assert [len(r["patient_name"]) for r in warehouse.rows(schema, "avr_virtual")] == [300_000]
+    path = write_csv(HEADER + f"v1,a,{big}\nv2,b,c\n".encode())
+    load(report(path, rows=2), schema)
+    assert [len(r["patient_name"]) for r in warehouse.rows(schema, "avr_virtual")] == [300_000, 1]
+    conn = RecordingConnection()
+    load_reports(conn, [report(path, rows=2)], options=LoadOptions(schema="dexcare"), dialect="mssql")
+    assert [len(row[2]) for row in conn.staged["#dexcare_stage_0"]] == [300_000, 1]
+    assert conn.steps[-1] == "commit"
     assert csv.field_size_limit() == 131_072  # the process-wide limit is left to its other users
 
 
-def test_a_download_is_still_what_the_load_takes(dexcare_conn_id, sandbox, warehouse_conn, warehouse, schema,
-                                                 tmp_path) -> None:
-    """The clean path, crafted body and all: CRLF, a quoted multi-line field, a BOM."""
+def test_a_recognised_download_is_what_the_load_takes(dexcare_conn_id, sandbox, warehouse_conn, warehouse, schema,
+                                                      tmp_path) -> None:
+    """The clean path, crafted body and all: CRLF, a quoted multi-line field, a BOM, a key by its header name."""
     body = b"\xef\xbb\xbf" + HEADER.replace(b"\n", b"\r\n") + b'v1,a,"two\r\nlines"\r\nv2,b,c\r\n'
     rt = Runtime()
-    result = download(rt, sandbox, body, tmp_path)
+    result = download(rt, sandbox, body, tmp_path, key_columns=["Visit ID"])
     path = Path(urlparse(result["uri"]).path)
     assert path.read_bytes() == body and result["sha256"] == hashlib.sha256(body).hexdigest()
     assert (result["rows"], result["header"]) == (2, ["visitId", "visitStatus", "patientName"])
-    summary = load(result, schema)
+    summary = load(result, schema, key_columns={"virtual": ["Visit ID"]})
     assert summary["tables"]["avr_virtual"]["inserted"] == 2
