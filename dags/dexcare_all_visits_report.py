@@ -153,6 +153,7 @@ with DAG(
             report_id=wait.output,
             destination=destination,
             dexcare_conn_id="{{ params.dexcare_conn_id }}",
+            key_columns="{{ params.key_columns }}",  # the load's: a first line without them is refused
             map_index_template="{{ ti.task.report_type }}",
             **FETCH_QUEUE,
             **window,

@@ -5,27 +5,102 @@ inside a quoted field (an escaped ``""`` toggles twice, harmlessly), so only the
 for newlines; both ``split`` and ``count`` run in C, which keeps the count nearly free next to the download.
 The header (the first record) is the one record kept: the download reports the report's columns from it, and
 the load reads the same way where its own header is read (:func:`end_of_first_record`, :func:`header_fields`).
+
+This module is also the one home of the rules every reader of a report applies before it trusts a byte of
+it, so the download, the load's header reader and both loaders refuse the same files with the same words:
+
+* Line endings are LF or CRLF. A bare CR (old Mac style, ``\\r`` alone) ends a record for PostgreSQL's and
+  Python's CSV parsers but not for the counter, so a CR-only file would read as one long header and load no
+  row; it is refused (:data:`CR_ONLY`) where the first record is looked for.
+* The first record is a DexCare header only if the configured key columns are in it (same normalisation as
+  the load). Until then its fields may be a patient's name and birth date (a headerless file, another
+  report), so no message quotes them (:func:`unrecognised_header`).
+* Fields may be as large as PostgreSQL accepts (:func:`reader`).
 """
 
 from __future__ import annotations
 
-import csv
+import importlib.util
 import io
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from dexcare.load.identifiers import missing_key
 
 #: A header larger than this is not a header: most likely a quote that never closes.
 MAX_HEADER_BYTES = 1 << 20
 BOM = b"\xef\xbb\xbf"
+#: PostgreSQL's largest field (a text value, and a COPY line, stop at 1 GB): both dialects accept the same files.
+FIELD_LIMIT = 1 << 30
+CR_ONLY = (
+    "line endings are CR only (old Mac style; or a bare CR where a line should end); DexCare sends LF or CRLF: "
+    "convert the file's line endings to LF (e.g. tr '\\r' '\\n') or download the report again"
+)
 
 
-def end_of_first_record(buffer: bytes | bytearray) -> int:
-    """Index of the newline that ends the first CSV record, honouring quotes; -1 if not in ``buffer``."""
+class CsvShapeError(ValueError):
+    """The bytes are not a DexCare CSV in a way no retry fixes. The text names the problem and never a field;
+    callers put the file (and line) in front and raise their own error type."""
+
+
+def _private_csv() -> Any:
+    """A second instance of the C ``_csv`` module, with a field limit of its own.
+
+    The ``csv`` module refuses fields over 131,072 characters by default, and ``csv.field_size_limit`` is one
+    setting for the whole process: raising it for us would silently lift the guard for every other user of
+    ``csv`` in the worker (a provider, a DAG), and setting it back around each record races with them. ``_csv``
+    keeps its limit in per-module state (multi-phase initialisation), so loading it once more gives this
+    package a parser of its own whose limit is :data:`FIELD_LIMIT`, and ``csv.field_size_limit()`` stays
+    what it was. Its ``Error`` is a class of its own too: catch :data:`Error`.
+    """
+    spec = importlib.util.find_spec("_csv")
+    if spec is None or spec.loader is None:  # pragma: no cover - part of every CPython
+        raise ImportError("the C _csv module is missing")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.field_size_limit(FIELD_LIMIT)
+    return module
+
+
+_csv = _private_csv()
+#: What :func:`reader` raises on malformed CSV (``csv.Error`` of the private parser).
+Error: type[Exception] = _csv.Error
+
+
+def reader(lines: Iterable[str], **options: Any) -> Any:
+    """``csv.reader`` with the C parser's own options, accepting fields up to :data:`FIELD_LIMIT` characters."""
+    return _csv.reader(lines, **options)
+
+
+def _refuse_bare_cr(buffer: bytes | bytearray, start: int, stop: int, final: bool) -> None:
+    """A CR in ``buffer[start:stop]`` (outside quotes, before the first newline) that no LF follows."""
+    cr = buffer.find(b"\r", start, stop)
+    if cr == -1:
+        return
+    after = cr + 1
+    if after == len(buffer) and not final:
+        return  # the LF may come with the next chunk
+    if after == stop and after < len(buffer) and buffer[after] == 0x0A:
+        return  # CRLF
+    raise CsvShapeError(CR_ONLY)
+
+
+def end_of_first_record(buffer: bytes | bytearray, *, final: bool = False) -> int:
+    """Index of the newline that ends the first CSV record, honouring quotes; -1 if not in ``buffer``.
+
+    Raises :class:`CsvShapeError` on a bare CR outside quotes before that newline (CR-only line endings);
+    ``final`` says ``buffer`` is the whole file, so a CR as its last byte is bare too.
+    """
     in_quotes = False
     start = 0
     while True:
         quote = buffer.find(b'"', start)
-        newline = buffer.find(b"\n", start)
-        if not in_quotes and newline != -1 and (quote == -1 or newline < quote):
-            return newline
+        if not in_quotes:
+            stop = len(buffer) if quote == -1 else quote
+            newline = buffer.find(b"\n", start, stop)
+            _refuse_bare_cr(buffer, start, stop if newline == -1 else newline, final)
+            if newline != -1:
+                return newline
         if quote == -1:
             return -1
         in_quotes = not in_quotes
@@ -36,16 +111,40 @@ def header_fields(raw: bytes) -> list[str]:
     """The fields of a header record (its bytes up to the newline): a BOM and a CR dropped, UTF-8 decoded
     (``UnicodeDecodeError`` otherwise), split by the ``csv`` module's quoting rules."""
     text = raw.removeprefix(BOM).removesuffix(b"\r").decode("utf-8")
-    return next(csv.reader(io.StringIO(text, newline="")), [])
+    return next(reader(io.StringIO(text, newline="")), [])
+
+
+def unrecognised_header(fields: Sequence[str], keys: Sequence[str]) -> str | None:
+    """Why ``fields`` is not a DexCare header (a key column missing), or ``None`` if it is one.
+
+    The reason counts the fields and names the configured key, never a field: an unrecognised first line
+    may be a patient's record.
+    """
+    missing = missing_key(fields, keys)
+    if missing is None:
+        return None
+    return (
+        f"the first line is not a DexCare report header: none of its {len(fields)} field(s) is the key column "
+        f"{missing!r} (a file without a header, another report, or key_columns not set for this report type); "
+        "its fields are not shown, they may be patient data"
+    )
 
 
 class CsvRecordCounter:
-    def __init__(self) -> None:
+    """Counts the records of a CSV fed in chunks, keeps its header and, given ``key_columns``, checks it.
+
+    ``feed`` raises :class:`CsvShapeError` as soon as the first record shows CR-only line endings or, with
+    ``key_columns``, is not a DexCare header; :meth:`finish` does the same for a file whose first record ends
+    with the data. ``header=False`` only counts (the load's independent count: it reads the header itself).
+    """
+
+    def __init__(self, key_columns: Sequence[str] | None = None, *, header: bool = True) -> None:
         self._newlines = 0
         self._in_quotes = False
         self._pending = False  # bytes after the last record end: a final record without a newline
         self._head = bytearray()  # the first record, until its end has been seen
-        self._head_done = False
+        self._head_done = not header
+        self._keys = list(key_columns) if key_columns else None
 
     def feed(self, chunk: bytes) -> None:
         if not chunk:
@@ -62,6 +161,13 @@ class CsvRecordCounter:
         # Ending outside quotes on a newline closes the record; anything else leaves one open.
         self._pending = self._in_quotes or not chunk.endswith(b"\n")
 
+    def finish(self) -> None:
+        """The end of the data: check a first record that only the end of the file closed."""
+        if self._head_done or self._in_quotes or not self._head:
+            return
+        end_of_first_record(self._head, final=True)
+        self._check_header()
+
     def _keep_head(self, chunk: bytes) -> None:
         """Only the first chunk or two are looked at: the header ends early in the first one."""
         self._head += chunk
@@ -69,9 +175,17 @@ class CsvRecordCounter:
         if end != -1:
             del self._head[end:]
             self._head_done = True
+            self._check_header()
         elif len(self._head) > MAX_HEADER_BYTES:
             self._head = bytearray()
             self._head_done = True
+
+    def _check_header(self) -> None:
+        fields = self.header
+        if self._keys is not None and fields is not None:
+            reason = unrecognised_header(fields, self._keys)
+            if reason is not None:
+                raise CsvShapeError(reason)
 
     @property
     def records(self) -> int:
@@ -91,6 +205,6 @@ class CsvRecordCounter:
             return None
         try:
             fields = header_fields(bytes(self._head))
-        except (UnicodeDecodeError, csv.Error):
+        except (UnicodeDecodeError, Error):
             return None
         return fields if any(fields) else None

@@ -198,3 +198,10 @@ def test_parsing_touches_no_network_or_database_and_is_cheap(tmp_path):
     assert result["errors"] == {} and result["dags"] == [DAG_ID]
     assert result["events"] == []
     print(f"DAG parse time: {result['seconds'] * 1000:.0f} ms")
+
+
+def test_the_download_recognises_the_header_by_the_keys_the_load_uses(dag):
+    """A first line without the run's key columns is refused by the download, before XCom or lineage see it."""
+    download = dag.get_task("fetch.download_report")
+    assert download.key_columns == dag.get_task("load_reports").key_columns == "{{ params.key_columns }}"
+    assert "key_columns" in download.template_fields

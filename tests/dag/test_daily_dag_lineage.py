@@ -170,9 +170,10 @@ def test_a_daily_run_describes_the_reports_it_read_and_the_tables_it_wrote(runne
 def test_a_failed_load_names_what_it_was_about_and_claims_no_write(runner, admin, warehouse, sandbox, tmp_path,
                                                                     pg_uri):
     events_file = tmp_path / "lineage" / "events.jsonl"
+    # A key the header has (the download takes it) but some rows leave empty: only the load can fail on it.
     run = runner.run("2026-11-20", env=lineage_env(events_file), report_types=["virtual"],
-                     key_columns={"virtual": ["noSuchColumn"]})
-    assert run.returncode != 0 and "noSuchColumn" in run.stdout + run.stderr
+                     key_columns={"virtual": ["completedAt"]})
+    assert run.returncode != 0 and "empty key (completed_at)" in run.stdout + run.stderr
     (failed,) = task_events(read_events(events_file), "load_reports", "FAIL")
     namespace, prefix = warehouse_naming(pg_uri, warehouse)
     (read,) = failed["inputs"]

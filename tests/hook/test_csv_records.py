@@ -69,3 +69,43 @@ def test_the_header_of_a_generated_report_is_its_columns_and_nothing_else_is_kep
         counter.feed(chunk)
     assert counter.header == COLUMNS[ReportType.RETAIL]
     assert len(counter._head) < 200  # the first record only, never a row
+
+
+def feed_all(counter: CsvRecordCounter, body: bytes, chunk_size: int) -> CsvRecordCounter:
+    for i in range(0, len(body), chunk_size):
+        counter.feed(body[i : i + chunk_size])
+    counter.finish()
+    return counter
+
+
+@pytest.mark.parametrize("chunk_size", [1, 2, 3, 64])
+def test_cr_only_line_endings_are_refused_wherever_a_chunk_ends(chunk_size):
+    """A CR at the end of a chunk waits for the next one: CRLF split in two is fine, a bare CR is not."""
+    from dexcare.csv_records import CR_ONLY, CsvShapeError
+
+    assert feed_all(CsvRecordCounter(["id"]), TRICKY, chunk_size).data_rows == 4
+    for body in (b"id,x\r1,2\r", b"id,x\r", b'"i\rd",x\r1,2\r', b'id,x\r"1",2\n'):
+        with pytest.raises(CsvShapeError, match="CR only") as err:
+            feed_all(CsvRecordCounter(), body, chunk_size)
+        assert str(err.value) == CR_ONLY
+    assert feed_all(CsvRecordCounter(), b'"i\rd",x\r\n1,2\r\n', chunk_size).header == ["i\rd", "x"]  # quoted CR
+
+
+@pytest.mark.parametrize("chunk_size", [1, 5, 1 << 20])
+def test_a_first_line_without_the_key_columns_is_refused_without_quoting_it(chunk_size):
+    from dexcare.csv_records import CsvShapeError
+
+    for body in (b"v1,Jane Roe,1980-02-03\nv2,x,y\n", b"v1,Jane Roe,1980-02-03"):
+        with pytest.raises(CsvShapeError) as err:
+            feed_all(CsvRecordCounter(["visit_id"]), body, chunk_size)
+        assert "none of its 3 field(s) is the key column 'visit_id'" in str(err.value)
+        assert "Jane" not in str(err.value) and "1980" not in str(err.value)
+
+
+@pytest.mark.parametrize("report_type", ["virtual", "retail", "provider_booking"])
+def test_every_generated_report_has_the_default_key(report_type):
+    counter = CsvRecordCounter(["visit_id"])
+    for chunk in iter_report_csv(report_type, dt.date(2026, 11, 1), dt.date(2026, 11, 2), visits_per_day=5):
+        counter.feed(chunk)
+    counter.finish()
+    assert counter.header is not None and counter.data_rows > 0

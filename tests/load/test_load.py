@@ -257,10 +257,14 @@ def test_empty_header_fails(load, write_csv) -> None:
         load(report(write_csv("visitId,,status\nv1,a,b\n")))
 
 
-def test_missing_key_lists_the_columns_there(load, write_csv) -> None:
+def test_a_first_line_without_the_key_is_no_header_and_is_not_quoted(load, write_csv) -> None:
+    """It may be a patient's record (a file without a header): the key and the field count, never a field."""
     with pytest.raises(DexCareSchemaError) as err:
         load(report(write_csv("Encounter,Status\ne1,x\n")))
-    assert "'visit_id'" in str(err.value) and "encounter, status" in str(err.value)
+    message = str(err.value)
+    assert "line 1: the first line is not a DexCare report header" in message
+    assert "'visit_id'" in message and "2 field(s)" in message
+    assert "ncounter" not in message and "tatus" not in message
 
 
 def test_configured_key_by_header_name(load, write_csv, warehouse, schema) -> None:

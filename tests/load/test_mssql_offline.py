@@ -657,3 +657,30 @@ def test_errors_are_retried_only_when_another_try_can_succeed(error, retryable, 
     assert err.value.retryable is retryable
     assert isinstance(err.value, DexCareWarehouseError) is retryable
     assert SECRET not in str(err.value) and conn.steps[-1] == "rollback"
+
+
+# --- The CSV rules: the same files refused, with the same words, as on PostgreSQL (test_csv_rules.py) -----------
+
+
+@pytest.mark.parametrize(
+    ("body", "rows", "error", "match"),
+    [
+        ((HEADER + f"v1,a,t,{SECRET}\nv2,a,t,x\n").replace("\n", "\r"), 0, DexCareCSVError,
+         r"line 1: line endings are CR only \(old Mac style"),
+        (HEADER + f"v1,a,t,{SECRET}\nv2,a,t,x\n", 3, DexCareCSVError,
+         r"the download counted 3 data row\(s\), the load staged 2; nothing was written"),
+        (HEADER + f"v1,a,t,{SECRET}\rv2,a,t,x\n", 1, DexCareCSVError,
+         r"line 2: mixed line endings \(a bare carriage return ends a line here\)"),
+        (f"v1,a,t,{SECRET}\nv2,a,t,{SECRET}\n", 1, DexCareSchemaError,
+         r"line 1: the first line is not a DexCare report header: none of its 4 field\(s\) is the key column"),
+        (f"{SECRET},{SECRET}\n", 0, DexCareSchemaError, r"line 1: the first line is not a DexCare report header"),
+    ],
+    ids=["cr-only", "count-differs", "bare-cr", "headerless", "headerless-collision"],
+)
+def test_the_csv_rules_fail_before_the_commit_and_quote_no_value(body, rows, error, match, write_csv,
+                                                                 caplog) -> None:
+    conn = RecordingConnection()
+    with pytest.raises(error, match=match) as err:
+        run(conn, report(write_csv(body), rows=rows))
+    assert "commit" not in conn.steps and conn.steps[-1] == "rollback"
+    assert SECRET not in str(err.value) and SECRET not in caplog.text

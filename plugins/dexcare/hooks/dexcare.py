@@ -14,7 +14,7 @@ import hashlib
 import os
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +25,7 @@ from airflow.providers.http.hooks.http import HttpHook
 
 from dexcare import messages
 from dexcare.compat import connection_form_before_3_2
-from dexcare.csv_records import CsvRecordCounter
+from dexcare.csv_records import CsvRecordCounter, CsvShapeError
 from dexcare.exceptions import (
     DexCareAuthError,
     DexCareConnectionError,
@@ -44,6 +44,7 @@ from dexcare.hooks.responses import (
     proxy_refused,
 )
 from dexcare.hooks.transport import DexCareTransport
+from dexcare.load.identifiers import DEFAULT_KEY
 from dexcare.report import REPORTS_PATH, DownloadResult, ReportRequest, ReportStatus, validate_report_id
 from dexcare.retry import RetryPolicy, call_with_retries
 from dexcare.storage import ReportLocation
@@ -193,14 +194,20 @@ class DexCareHook(HttpHook):
         return self._retrying(once, f"Checking report {report_id}")
 
     def download_report(
-        self, report_id: str, destination: str | os.PathLike | ObjectStoragePath | ReportLocation
+        self,
+        report_id: str,
+        destination: str | os.PathLike | ObjectStoragePath | ReportLocation,
+        *,
+        key_columns: Sequence[str] = DEFAULT_KEY,
     ) -> DownloadResult:
-        """Stream the report's CSV to ``destination`` and return its size and sha256.
+        """Stream the report's CSV to ``destination`` and return its size, sha256, row count and header.
 
         The body is written in 1 MiB chunks through :meth:`ReportLocation.write`, which makes the file appear
         only once it is complete and checked against Content-Length: a report of any size needs constant
         memory, and a download that breaks off never leaves a file (or object) that looks finished.
         ``destination`` is a path, a ``file://`` or object-store URI, or an ``ObjectStoragePath``.
+        ``key_columns`` (the load's, header or normalised names) tell a DexCare header from a patient's record:
+        a body whose first line lacks them, or with CR-only line endings, is refused and nothing is kept.
         """
         report_id = validate_report_id(report_id)
         location = ReportLocation.parse(destination)
@@ -210,7 +217,7 @@ class DexCareHook(HttpHook):
             with self._send(
                 "GET", f"{REPORTS_PATH}/{report_id}/data", what=what, report_id=report_id, stream=True
             ) as response:
-                return _stream_body(response, location, what)
+                return _stream_body(response, location, what, key_columns)
 
         result = self._retrying(once, f"Downloading report {report_id}")
         self.log.info(
@@ -360,21 +367,28 @@ class DexCareAsyncSession:
 # --- download helpers ------------------------------------------------------------------------------------
 
 
-def _stream_body(response: requests.Response, location: ReportLocation, what: str) -> DownloadResult:
-    """Copy the body into ``location``, hashing and counting records (and keeping the header) on the way; an
-    error anywhere inside the ``write()`` block (a cut connection, a short body) leaves nothing at the
-    destination."""
+def _stream_body(
+    response: requests.Response, location: ReportLocation, what: str, key_columns: Sequence[str]
+) -> DownloadResult:
+    """Copy the body into ``location``, hashing and counting records (and checking the header) on the way; an
+    error anywhere inside the ``write()`` block (a cut connection, a short body, a body that is not a DexCare
+    CSV) leaves nothing at the destination."""
     expected = _content_length(response)
     digest = hashlib.sha256()
-    records = CsvRecordCounter()
+    records = CsvRecordCounter(key_columns)
     written = 0
     with location.write() as out:
         try:
             for chunk in response.iter_content(chunk_size=DOWNLOAD_CHUNK_BYTES):
+                records.feed(chunk)  # first: a refused header is never written
                 out.write(chunk)
                 digest.update(chunk)
-                records.feed(chunk)
                 written += len(chunk)
+            records.finish()
+        except CsvShapeError as exc:
+            raise DexCareResponseError(
+                f"{what.capitalize()} is not a DexCare report CSV: {exc}. Nothing was kept."
+            ) from None
         except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
             raise DexCareIncompleteDownloadError(
                 f"The connection broke off during {what} after {written} bytes ({type(exc).__name__})."

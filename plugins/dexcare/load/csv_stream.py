@@ -11,7 +11,6 @@ value from the row; the error-path lookups live in :mod:`dexcare.load.diagnostic
 
 from __future__ import annotations
 
-import csv
 import io
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -20,7 +19,8 @@ from typing import Any, BinaryIO
 import psycopg
 from psycopg import sql
 
-from dexcare.csv_records import BOM, MAX_HEADER_BYTES, end_of_first_record, header_fields
+from dexcare import csv_records
+from dexcare.csv_records import BOM, MAX_HEADER_BYTES, CsvShapeError, end_of_first_record, header_fields
 from dexcare.exceptions import DexCareCSVError
 from dexcare.storage import ReportLocation
 
@@ -45,20 +45,24 @@ class Header:
 
 
 def read_header(stream: BinaryIO, *, source: str) -> Header:
-    """Read just the first record; refuse an empty file and a header that is not UTF-8 or never ends."""
+    """Read just the first record; refuse an empty file, CR-only line endings and a header that is not UTF-8 or
+    never ends. Whether it is a DexCare header (the key columns) is the loader's check, before any use."""
     buffer = b""
     end = -1
-    while end == -1:
-        chunk = stream.read(64 * 1024)
-        if not chunk:
-            break
-        buffer += chunk
-        end = end_of_first_record(buffer)
-        if end == -1 and len(buffer) > MAX_HEADER_BYTES:
-            raise DexCareCSVError(
-                f"{source}: line 1: no end of the header within {MAX_HEADER_BYTES} bytes "
-                "(unterminated quoted field?)."
-            )
+    try:
+        while end == -1:
+            chunk = stream.read(64 * 1024)
+            buffer += chunk
+            end = end_of_first_record(buffer, final=not chunk)
+            if not chunk:
+                break
+            if end == -1 and len(buffer) > MAX_HEADER_BYTES:
+                raise DexCareCSVError(
+                    f"{source}: line 1: no end of the header within {MAX_HEADER_BYTES} bytes "
+                    "(unterminated quoted field?)."
+                )
+    except CsvShapeError as exc:
+        raise DexCareCSVError(f"{source}: line 1: {exc}.") from None
     if end == -1:
         raw, rest = buffer, b""
     else:
@@ -134,15 +138,17 @@ def records(header: Header, stream: BinaryIO, *, source: str, columns: int, open
     """Yield ``(line, fields)`` for every data record after ``header``; ``line`` is where the record starts.
 
     The file is decoded strictly as UTF-8 in ``block_size`` pieces and split by the C ``csv`` module, so
-    memory stays flat whatever the file's size. A ragged record, an unterminated quote, a bare line break
-    inside a field or a byte that is not UTF-8 stops the iteration with a :class:`DexCareCSVError` naming
-    the line (found by reading the file again on that error path, through ``opener``).
+    memory stays flat whatever the file's size; a field may be as large as PostgreSQL accepts (1 GB, see
+    :func:`dexcare.csv_records.reader`), so both dialects take the same files. A ragged record, an
+    unterminated quote, a bare line break inside a field or a byte that is not UTF-8 stops the iteration
+    with a :class:`DexCareCSVError` naming the line (found by reading the file again on that error path,
+    through ``opener``).
     """
     from dexcare.load import diagnostics
 
     raw = io.BufferedReader(_Rest(header.rest, stream), buffer_size=block_size)
     text = io.TextIOWrapper(raw, encoding="utf-8", errors="strict", newline="")
-    reader = csv.reader(text, strict=True)
+    reader = csv_records.reader(text, strict=True)  # fields as large as PostgreSQL takes
     line = header.lines + 1
     try:
         for record in reader:
@@ -155,7 +161,7 @@ def records(header: Header, stream: BinaryIO, *, source: str, columns: int, open
         # The decoder runs ahead of the parser by up to a block: the line comes from a second read.
         found = diagnostics.find_line(opener, source, diagnostics.invalid_utf8_line)
         raise diagnostics.csv_error(source, found, diagnostics.INVALID_UTF8) from None
-    except csv.Error as exc:
+    except csv_records.Error as exc:
         if "unexpected end of data" in str(exc):
             found = diagnostics.find_line(opener, source, diagnostics.unclosed_quote_line)
             raise diagnostics.csv_error(source, found or line, diagnostics.UNTERMINATED) from None

@@ -9,7 +9,6 @@ Messages name the file, the line and the column, never a value: report rows carr
 from __future__ import annotations
 
 import codecs
-import csv
 import io
 import re
 from collections.abc import Mapping, Sequence
@@ -18,6 +17,7 @@ from typing import Any, BinaryIO
 import psycopg
 from psycopg import sql
 
+from dexcare import csv_records
 from dexcare.exceptions import (
     DexCareCastError,
     DexCareCSVError,
@@ -40,6 +40,9 @@ _REASONS = (
     ("invalid byte sequence", "invalid UTF-8 byte sequence"),
     ("carriage return", "mixed line endings (a bare carriage return in an unquoted field)"),
     ("newline found in data", "mixed line endings (a bare newline in an unquoted field)"),
+    # PostgreSQL before 18 on a \. line whose line ending differs from the file's
+    ("end-of-copy marker", "a line holding only \\. (unquoted), which PostgreSQL before 18 reads in CSV as an "
+                           "end-of-data marker; quote the field (\"\\.\") or remove the line"),
 )
 RAGGED_MORE = _REASONS[0][1]
 RAGGED_FEWER = _REASONS[1][1]
@@ -50,6 +53,28 @@ INVALID_UTF8 = _REASONS[3][1]
 def csv_error(source: str, line: int | None, reason: str) -> DexCareCSVError:
     where = f"line {line}" if line is not None else "somewhere in the file"
     return DexCareCSVError(f"{source}: {where}: {reason}.")
+
+
+#: Why PostgreSQL before 18 staged fewer rows than the file holds (a CSV COPY ends at this line).
+END_OF_DATA = (
+    "a line holding only \\. (unquoted), which PostgreSQL before 18 reads in CSV as the end of the data, "
+    "dropping every row after it; quote the field (\"\\.\") or remove the line"
+)
+BARE_CR = "mixed line endings (a bare carriage return ends a line here)"
+
+
+def row_count_error(source: str, *, counted: int, staged: int, by: str, opener: Opener | None) -> DexCareCSVError:
+    """The warehouse staged another number of rows than ``by`` counted in the file: name the line that
+    explains it (read again, error path only), else say the file is not the one counted."""
+    detail = f"{by} counted {counted} data row(s), the load staged {staged}; nothing was written"
+    found = find_line(opener, source, row_count_line)
+    if found is not None:
+        line, reason = found
+        return DexCareCSVError(f"{source}: line {line}: {reason} ({detail}).")
+    return DexCareCSVError(
+        f"{source}: {detail}. The file is not what was counted (changed or replaced since the download?): "
+        "download the report again."
+    )
 
 
 def cast_error(source: str, line: int, header: str, sql_type: str) -> DexCareCastError:
@@ -152,10 +177,30 @@ def invalid_utf8_line(stream: BinaryIO) -> int | None:
     return None
 
 
+def row_count_line(stream: BinaryIO) -> tuple[int, str] | None:
+    """Line and reason of the first record that parsers count differently: an unquoted line of only ``\\.``
+    (PostgreSQL before 18: end of data), or a bare CR outside quotes (a record end for the parsers, not for
+    the counter). Lines are counted by LF, as an editor does for an LF or CRLF file."""
+    in_quotes = False
+    for number, raw in enumerate(stream, start=1):
+        body = raw.removesuffix(b"\n")
+        if not in_quotes and number > 1 and body.removesuffix(b"\r") == b"\\.":
+            return number, END_OF_DATA
+        parts = body.split(b'"')
+        for index, part in enumerate(parts):
+            if not in_quotes:
+                crlf = index == len(parts) - 1 and raw.endswith(b"\r\n")
+                if b"\r" in (part[:-1] if crlf else part):
+                    return number, BARE_CR
+            in_quotes = not in_quotes
+        in_quotes = not in_quotes  # one toggle more than there were quotes
+    return None
+
+
 def ragged_record_line(stream: BinaryIO, columns: int) -> int | None:
     """Line where the first record with a field count other than the header's starts."""
     text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="replace", newline="")
-    reader = csv.reader(text)
+    reader = csv_records.reader(text)
     next(reader, None)
     start = reader.line_num + 1
     for record in reader:
@@ -189,14 +234,14 @@ def record_line(stream: BinaryIO, record: int) -> int | None:
     line an editor shows needs the file, because quoted fields may span lines.
     """
     text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="replace", newline="")
-    reader = csv.reader(text)
+    reader = csv_records.reader(text)
     try:
         next(reader)
         for _ in range(record - 1):
             next(reader)
         start = reader.line_num + 1
         next(reader)
-    except (StopIteration, csv.Error):
+    except (StopIteration, csv_records.Error):
         return None
     return start
 
@@ -208,7 +253,7 @@ def find_line(opener: Opener | None, source: str, finder: Any, *args: Any) -> in
     try:
         with opener(source) as stream:
             return finder(stream, *args)
-    except (OSError, csv.Error, UnicodeDecodeError, DexCareLoadError):  # gone meanwhile: the first error stands
+    except (OSError, csv_records.Error, UnicodeDecodeError, DexCareLoadError):  # gone meanwhile: the first error stands
         return None
 
 

@@ -20,6 +20,8 @@ from dexcare.exceptions import DexCareSchemaError
 #: characters, but the same limit applies there: the same report gets the same column names in either
 #: warehouse.
 MAX_IDENTIFIER_BYTES = 63
+#: The dedupe key when none is configured for a report type; also what tells a DexCare header from a row.
+DEFAULT_KEY = ("visit_id",)
 
 _ACRONYM_BOUNDARY = re.compile(r"([A-Z]+)([A-Z][a-z])")
 _CAMEL_BOUNDARY = re.compile(r"([a-z0-9])([A-Z])")
@@ -71,8 +73,21 @@ def normalize_headers(headers: Sequence[str], *, source: str) -> list[str]:
     return names
 
 
+def missing_key(headers: Sequence[str], keys: Iterable[str]) -> str | None:
+    """The first of ``keys`` (configured names) that no header normalises to; ``None`` when all are there.
+
+    This is how a DexCare header is told from a patient's record (a headerless file, another report): until
+    it answers ``None``, no header may be echoed, so it never raises a message that quotes one.
+    """
+    names = {normalize_identifier(header) for header in headers}
+    return next((key for key in keys if normalize_identifier(key) not in names), None)
+
+
 def resolve_columns(wanted: Iterable[str], available: Sequence[str], *, what: str, source: str) -> list[str]:
-    """Map configured column names (as in the CSV header or already normalised) onto the file's columns."""
+    """Map configured column names (as in the CSV header or already normalised) onto the file's columns.
+
+    Its error lists the file's columns: call it only on a header :func:`missing_key` recognised.
+    """
     resolved: list[str] = []
     for column in wanted:
         name = normalize_identifier(column)

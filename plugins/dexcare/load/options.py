@@ -13,11 +13,10 @@ from typing import Any
 
 from dexcare.exceptions import DexCareLoadError, DexCareSchemaError
 from dexcare.load.csv_stream import BLOCK_SIZE
-from dexcare.load.identifiers import normalize_identifier
+from dexcare.load.identifiers import DEFAULT_KEY, normalize_identifier
 from dexcare.report import DEFAULT_LOOKBACK_DAYS, ReportType, parse_iso_date, validate_report_id
 
 DEFAULT_SCHEMA = "dexcare"
-DEFAULT_KEY = ("visit_id",)
 
 
 def table_for(report_type: ReportType) -> str:

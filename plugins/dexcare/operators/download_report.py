@@ -9,13 +9,14 @@ the loading task runs on the same machine.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
 from dexcare.exceptions import DexCareDownloadReportError, DexCareValidationError
-from dexcare.report import ReportRequest, ReportStatus, validate_report_id
+from dexcare.load.identifiers import DEFAULT_KEY
+from dexcare.report import ReportRequest, ReportStatus, ReportType, validate_report_id
 from dexcare.storage import ReportLocation, file_location, report_file_name, run_directory
 from dexcare.task_support import is_literal, refuse_task_dates_as_window, resolve_request, upstream_task_id
 
@@ -46,6 +47,11 @@ class DexCareDownloadReportOperator(BaseOperator):
     :param request_task_id: task whose XCom ``request`` describes the report; defaults to the task behind
         ``report_id`` when that is ``some_task.output``.
     :param dexcare_conn_id: the DexCare connection.
+    :param key_columns: the load's key columns (templated), header or normalised names: a list, or the load's
+        mapping of report type to columns (``DexCareLoadReportsOperator(key_columns=...)``, default
+        ``visit_id``), of which this report's type is used. A body whose first line lacks them is not a DexCare
+        header (a headerless file, another report): it is refused, nothing is kept, and none of its fields
+        reaches XCom, lineage or the log.
     """
 
     template_fields: Sequence[str] = (
@@ -55,6 +61,7 @@ class DexCareDownloadReportOperator(BaseOperator):
         "report_start_date",
         "report_end_date",
         "dexcare_conn_id",
+        "key_columns",
     )
     ui_color = "#d9ecf7"
 
@@ -68,6 +75,7 @@ class DexCareDownloadReportOperator(BaseOperator):
         report_end_date: str | dt.date | None = None,
         request_task_id: str | None = None,
         dexcare_conn_id: str = "dexcare_default",
+        key_columns: Mapping[str, Sequence[str] | str] | Sequence[str] | str = DEFAULT_KEY,
         **kwargs: Any,
     ) -> None:
         refuse_task_dates_as_window(kwargs)
@@ -79,6 +87,7 @@ class DexCareDownloadReportOperator(BaseOperator):
         self.report_end_date = report_end_date
         self.request_task_id = request_task_id or upstream_task_id(report_id)
         self.dexcare_conn_id = dexcare_conn_id
+        self.key_columns = key_columns
         if is_literal(report_id):
             validate_report_id(report_id)
         if report_type is not None and all(is_literal(v) for v in (report_type, report_start_date, report_end_date)):
@@ -116,7 +125,7 @@ class DexCareDownloadReportOperator(BaseOperator):
                 )
             )
         target = self._target(context, report_id, request)
-        result = hook.download_report(report_id, target)
+        result = hook.download_report(report_id, target, key_columns=self._keys(request.report_type))
         facts.update(
             uri=target.uri, bytes=result.bytes, sha256=result.sha256, rows=result.rows, header=result.header
         )
@@ -146,6 +155,15 @@ class DexCareDownloadReportOperator(BaseOperator):
         if facts is None:  # failed before it knew which report
             return None
         return lineage.guarded(self.log, self.task_id, lambda: lineage.download_lineage(facts))
+
+    def _keys(self, report_type: ReportType) -> list[str]:
+        """This report type's key columns, from a list or from the load's per-type mapping."""
+        keys = self.key_columns
+        if isinstance(keys, Mapping):
+            from dexcare.load.options import LoadOptions
+
+            return LoadOptions(key_columns=keys).keys_for(report_type)
+        return [keys] if isinstance(keys, str) else list(keys)
 
     def _target(self, context: Context, report_id: str, request: ReportRequest) -> ReportLocation:
         filename = report_file_name(request.report_type.value, request.start_date, request.end_date, report_id)

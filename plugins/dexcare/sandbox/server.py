@@ -69,6 +69,7 @@ class Report:
     expire_seconds: float | None = None
     faults: list[str] = field(default_factory=list)
     size: int | None = None  # Content-Length, once a counting pass has measured it
+    body: bytes | None = None  # exact bytes to serve instead of the generated report (SandboxServer.serve_body)
 
     def status_at(self, now: float) -> ReportStatus:
         """The status DexCare would report ``now``: a pure function of the elapsed time."""
@@ -136,6 +137,7 @@ class SandboxServer:
         self._lock = threading.Lock()
         self._sizes: dict[tuple[ReportType, dt.date, dt.date], int] = {}
         self._size_locks: dict[tuple[ReportType, dt.date, dt.date], threading.Lock] = {}
+        self._bodies: list[tuple[ReportType | None, bytes]] = []
         self._stopping = threading.Event()
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -205,6 +207,21 @@ class SandboxServer:
         """Forget pending faults; reports already started keep the life they were given."""
         self.faults.clear()
 
+    def serve_body(self, body: bytes, *, report_type: str | None = None) -> None:
+        """The next report started (of ``report_type``, or any) downloads as exactly ``body``: a hostile or
+        malformed CSV (CR-only lines, no header, a ``\\.`` line), with the real API's framing around it."""
+        rtype = ReportType.parse(report_type) if report_type else None
+        with self._lock:
+            self._bodies.append((rtype, bytes(body)))
+
+    def _take_body(self, report_type: ReportType) -> bytes | None:
+        with self._lock:
+            for index, (rtype, body) in enumerate(self._bodies):
+                if rtype is None or rtype == report_type:
+                    del self._bodies[index]
+                    return body
+        return None
+
     # -- state used by the handler ---------------------------------------------------------------------
 
     def _check_token(self, header: str | None) -> bool:
@@ -240,9 +257,12 @@ class SandboxServer:
         if expire is not None:
             report.expire_seconds = expire.params["expire_seconds"]
             report.faults.append(expire.kind.value)
+        report.body = self._take_body(request.report_type)
+        if report.body is not None:
+            report.size = len(report.body)
         with self._lock:
             self.reports[report.id] = report
-        if self.content_length:
+        if self.content_length and report.body is None:
             # Measure the body while the report is QUEUED/RUNNING, so a big download starts at once.
             threading.Thread(target=self._presize, args=(report,), name="dexcare-sandbox-size",
                              daemon=True).start()
@@ -261,6 +281,8 @@ class SandboxServer:
 
         Cached per window rather than per report: every report over the same window has the same bytes.
         """
+        if report.body is not None:
+            return len(report.body)
         key = (report.report_type, report.start_date, report.end_date)
         with self._lock:
             lock = self._size_locks.setdefault(key, threading.Lock())
@@ -278,6 +300,8 @@ class SandboxServer:
         return size
 
     def _body(self, report: Report) -> Iterable[bytes]:
+        if report.body is not None:
+            return (report.body[i : i + (1 << 16)] for i in range(0, len(report.body), 1 << 16))
         return iter_report_csv(report.report_type, report.start_date, report.end_date, seed=self.seed,
                                visits_per_day=self.visits_per_day)
 
