@@ -136,6 +136,11 @@ class RecordingConnection:
     def statements(self) -> list[str]:
         return [op.sql for op in self.ops if op.kind == "execute" and op.step != "autocommit"]
 
+    def staged_text(self) -> dict[str, list[list[Any]]]:
+        """What the bulk copies were handed, value columns (sent as UTF-16LE bytes) decoded back to text."""
+        return {table: [[v.decode("utf-16-le") if isinstance(v, bytes) else v for v in row] for row in rows]
+                for table, rows in self.staged.items()}
+
     @property
     def steps(self) -> list[str]:
         return [op.step for op in self.ops]

@@ -211,7 +211,7 @@ def test_both_dialects_take_a_field_larger_than_the_csv_modules_default_limit(wa
     assert [len(r["patient_name"]) for r in warehouse.rows(schema, "avr_virtual")] == [300_000, 1]
     conn = RecordingConnection()
     load_reports(conn, [report(path, rows=2)], options=LoadOptions(schema="dexcare"), dialect="mssql")
-    assert [len(row[2]) for row in conn.staged["#dexcare_stage_0"]] == [300_000, 1]
+    assert [len(row[2]) for row in conn.staged_text()["#dexcare_stage_0"]] == [300_000, 1]
     assert conn.steps[-1] == "commit"
     assert csv.field_size_limit() == 131_072  # the process-wide limit is left to its other users
 

@@ -68,12 +68,6 @@ def history_table(missing: tuple[str, ...] = ()) -> dict[str, dict[str, str]]:
     return {"dexcare.avr_virtual_history": {"_dexcare_history_id": "bigint", **main, "_dexcare_change": "nvarchar(64)"}}
 
 
-def staged_text(conn: RecordingConnection) -> dict[str, list[list[Any]]]:
-    """What the bulk copies were handed, value columns (sent as UTF-16LE bytes) decoded back to text."""
-    return {table: [[v.decode("utf-16-le") if isinstance(v, bytes) else v for v in row] for row in rows]
-            for table, rows in conn.staged.items()}
-
-
 # --- The driver --------------------------------------------------------------------------------------------
 
 
@@ -144,7 +138,7 @@ def test_every_generated_statement_parses_as_tsql(scenario, write_csv, tsql) -> 
         assert unparsable(tsql, statement) == [], statement
     # Values travel only as bulk-copy data or parameters: never in the statement text.
     assert not any(SECRET in s for s in conn.statements)
-    assert any(SECRET in row for rows in staged_text(conn).values() for row in rows)
+    assert any(SECRET in row for rows in conn.staged_text().values() for row in rows)
 
 
 def test_the_parse_check_can_fail(tsql) -> None:
@@ -235,14 +229,14 @@ def test_batches_are_bulk_copied_with_flat_memory(write_csv) -> None:
     summary = run(conn, report(write_csv(body)), batch_rows=1000)
     assert [op.rows for op in conn.ops if op.kind == "bulk_copy"] == [1000, 1000, 500]
     assert summary["reports"][0]["rows_in_file"] == 2500
-    first = staged_text(conn)["#dexcare_stage_0"][0]
+    first = conn.staged_text()["#dexcare_stage_0"][0]
     assert first == ["v0", "s", "t", "n", 2]  # the values, then the line the record starts on
 
 
 def test_empty_fields_are_staged_as_null_and_lines_follow_the_file(write_csv) -> None:
     conn = RecordingConnection()
     run(conn, report(write_csv(HEADER + 'v1,,"two\nlines",x\nv2,"",t,\n')))
-    assert staged_text(conn)["#dexcare_stage_0"] == [["v1", None, "two\nlines", "x", 2], ["v2", None, "t", None, 4]]
+    assert conn.staged_text()["#dexcare_stage_0"] == [["v1", None, "two\nlines", "x", 2], ["v2", None, "t", None, 4]]
 
 
 # --- Rollback on every failure path --------------------------------------------------------------------------
@@ -506,7 +500,7 @@ def test_datetime_columns_convert_in_the_iso_style_whatever_the_language(write_c
     assert "TRY_CONVERT(datetime, CONVERT(nvarchar(max), s.[updated_at]), 126)" in check
     insert = next(op.sql for op in conn.ops if op.step == "insert")
     assert "CONVERT(datetime, CONVERT(nvarchar(max), s.[updated_at]), 126)" in insert
-    assert staged_text(conn)["#dexcare_stage_0"][0][2] == "2026-11-12T10:00:00"
+    assert conn.staged_text()["#dexcare_stage_0"][0][2] == "2026-11-12T10:00:00"
 
 
 @pytest.mark.parametrize(
