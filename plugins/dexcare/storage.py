@@ -399,20 +399,28 @@ def _check_remote_text(text: str, source: str) -> None:
 def _object_store_path(text: str, scheme: str, source: str) -> ObjectStoragePath:
     """An ``ObjectStoragePath`` whose filesystem this installation can build.
 
-    The filesystem is resolved here, the way every later read and write resolves it (Airflow's providers'
-    filesystems, stores attached with ``attach()``, fsspec's implementation), so a protocol nothing installed
-    serves is refused before a report is requested, not when the download has the file in hand.
+    The filesystem is resolved here as every later read and write resolves it (a store attached in this
+    process with ``attach()``, else the filesystem an Airflow provider registers for the protocol, with
+    fsspec's implementation imported), so a protocol nothing installed serves is refused before a report is
+    requested, not when the download has the file in hand. It is resolved outside Airflow's store cache: a
+    refused value must not leave a broken store behind for a later ``attach()`` in the same process.
     """
     from airflow.sdk import ObjectStoragePath
+    from airflow.sdk.io import attach
+    from airflow.sdk.io.store import ObjectStore
+    from fsspec.registry import known_implementations, registry
 
-    try:
-        path = ObjectStoragePath(text)
-    except ValueError:  # fsspec knows no such protocol
+    if scheme not in registry and scheme not in known_implementations:
         raise _refused(
             text, source, f"names protocol {scheme!r}, which is no storage protocol that fsspec knows (a typo?)"
-        ) from None
+        )
+    conn_id = urlsplit(text).netloc.rpartition("@")[0] or None
     try:
-        _ = path.fs  # resolving it is the check; the store keeps it for the reads and writes that follow
+        store = attach(alias=f"{scheme}-{conn_id}" if conn_id else scheme)  # only finds, never registers
+    except ValueError:
+        store = ObjectStore(protocol=scheme, conn_id=conn_id)
+    try:
+        _ = store.fs
     except ValueError:  # Airflow: "No filesystem registered for scheme ..."
         raise _refused(
             text,
@@ -423,7 +431,7 @@ def _object_store_path(text: str, scheme: str, source: str) -> ObjectStoragePath
         ) from None
     except ImportError as exc:  # the provider's filesystem is there, fsspec's implementation is not installed
         raise _refused(text, source, f"needs a package that is not installed ({redact(str(exc))})") from None
-    return path
+    return ObjectStoragePath(text)
 
 
 def _private_dir(path: Path) -> None:
