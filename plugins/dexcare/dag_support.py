@@ -173,7 +173,7 @@ duplicated, and an older window never overwrites newer data.
 
 | task | what it means | what to do |
 |---|---|---|
-| `plan` | bad trigger params (window override, report type), or the report storage is a worker-local directory while the executor runs tasks on several machines; no report was requested, and `plan` is not retried | fix the params, or set `[dexcare] report_storage` (`AIRFLOW__DEXCARE__REPORT_STORAGE`) to s3://, gs://, abfs:// or a file:// volume every worker mounts; trigger again |
+| `plan` | bad trigger params (window override, report type); a report storage that cannot work (relative path, credentials before `@`, no bucket, a protocol no installed provider serves) or that is a worker-local directory while the executor runs tasks on several machines; a DexCare or warehouse connection that does not exist or is of the wrong type. No report was requested, and `plan` is not retried | the last log line names the setting or connection and the fix: fix the params, the connection, or `[dexcare] report_storage` (`AIRFLOW__DEXCARE__REPORT_STORAGE`, e.g. s3://<conn id>@bucket/prefix/ or a file:// volume every worker mounts); trigger again |
 | `start_report` 403 | DexCare refused the reporting service key | fix connection `dexcare_default` (password), clear the task |
 | `start_report` 5xx / 429 / network | DexCare unavailable beyond the retry budget | clear the task when DexCare is back; a retry reuses a report already started |
 | `wait_for_report` FAILED / CANCELLED | DexCare lost the report and resubmissions (`max_resubmits`) ran out | clear `start_report` of that type (a new report is requested) |

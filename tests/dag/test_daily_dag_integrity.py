@@ -210,14 +210,24 @@ def test_parsing_touches_no_network_or_database_and_is_cheap(tmp_path):
     print(f"DAG parse time: {result['seconds'] * 1000:.0f} ms")
 
 
-def test_plan_accepts_the_valid_storage_forms(tmp_path):
+def test_the_plan_task_refuses_storage_that_cannot_work_and_keeps_what_can(dag, tmp_path, monkeypatch):
+    """Each refused value once fails at once in the DAG's plan callable (a bare ValueError was retried, the others
+    passed); the valid forms still give the run its directory. tests/storage has every refused value."""
+    monkeypatch.setenv("AIRFLOW__CORE__EXECUTOR", "LocalExecutor")
+    secret = "wJalrXUtnFEMI-K7MDENG-SECRET-5e3f"
+    plan = dag.get_task("plan")
+    for bad in ("s3x://aws_default@bucket/", "s3://", "http://files.example/", "ftp//nowhere::bucket",
+                f"s3://AKIAEXAMPLE:{secret}@bucket/"):
+        with pytest.raises(AirflowFailException, match=r"\(the run's storage param\).*Not retried") as refused:
+            plan.python_callable(**context(storage=bad))
+        assert secret not in str(refused.value)
     run_dir = f"{DAG_ID}/scheduled__2026-11-20T00_00_00_00_00/"
     for storage, destination in [
         ("s3://dexcare_s3@bucket/prefix/", f"s3://dexcare_s3@bucket/prefix/{run_dir}"),
         ((tmp_path / "shared vol").as_uri() + "/", f"{(tmp_path / 'shared vol').as_uri()}/{run_dir}"),
         (f"{tmp_path}/absolute/", f"{(tmp_path / 'absolute').as_uri()}/{run_dir}"),
     ]:
-        (entry, _) = plan_reports(context(storage=storage), executor="LocalExecutor")
+        (entry, _) = plan.python_callable(**context(storage=storage))
         assert entry["destination"] == destination
 
 
