@@ -72,7 +72,12 @@ def logs_under(home: Path) -> str:
 
 
 @pytest.mark.parametrize(("case", "conf", "env", "says"), REFUSED, ids=[c[0] for c in REFUSED])
-def test_a_setting_that_cannot_work_fails_in_plan_at_once(runner, airflow_home, sandbox, case, conf, env, says):
+def test_a_setting_that_cannot_work_fails_in_plan_at_once(
+    runner, airflow_home, sandbox, tmp_path, monkeypatch, case, conf, env, says
+):
+    workdir = tmp_path / "cwd"  # where a relative path would put the files: the airflow command's directory
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
     if "AIRFLOW_CONN_DEXCARE_API" in env:
         env = {"AIRFLOW_CONN_DEXCARE_API": dexcare_connection(sandbox.url)}
     day = (dt.date(2026, 6, 1) + dt.timedelta(days=[c[0] for c in REFUSED].index(case))).isoformat()
@@ -87,3 +92,4 @@ def test_a_setting_that_cannot_work_fails_in_plan_at_once(runner, airflow_home, 
     assert says in output and "Not retried: a retry cannot fix a setting" in output, output[-4000:]
     assert SECRET not in output and SECRET not in logs_under(airflow_home)
     assert SECRET not in tries["_xcom"][0]
+    assert list(workdir.iterdir()) == [], "something was written relative to the worker's directory"
