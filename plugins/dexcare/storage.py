@@ -336,9 +336,17 @@ def executor_setting() -> str:
 def _refused(text: str, source: str, problem: str) -> DexCareStorageError:
     """The one form of every refusal: the value (its user-info masked), where it came from, why, and the fix."""
     return DexCareStorageError(
-        f"Report storage {redact_url(text)!r} ({source}) {problem}. Fix: give {VALID_FORMS}, in {SETTING} "
+        f"Report storage {_shown(text)} ({source}) {problem}. Fix: give {VALID_FORMS}, in {SETTING} "
         f"({CONFIG_ENV}), the daily DAG's storage param or an operator's destination."
     )
+
+
+def _shown(text: str) -> str:
+    """The value for a message: a URI with its user-info masked; a value without ``scheme://`` that holds an
+    ``@`` (``KEY:SECRET@bucket``, the scheme forgotten) is not quoted at all, as no URL rule can tell its parts."""
+    if "://" not in text and "@" in text:
+        return "(not quoted: it holds an '@' but no scheme://)"
+    return repr(redact_url(text))
 
 
 def _local_path(text: str, scheme: str, source: str) -> Path:
@@ -421,7 +429,11 @@ def _object_store_path(text: str, scheme: str, source: str) -> ObjectStoragePath
         store = ObjectStore(protocol=scheme, conn_id=conn_id)
     try:
         _ = store.fs
-    except ValueError:  # Airflow: "No filesystem registered for scheme ..."
+    except ValueError as exc:
+        if not str(exc).startswith("No filesystem registered"):  # the provider's own check of its connection
+            raise _refused(
+                text, source, f"cannot be set up: its filesystem refused connection {conn_id!r} (ValueError)"
+            ) from None
         raise _refused(
             text,
             source,

@@ -207,6 +207,7 @@ REFUSED = {
     f"s3://AKIAEXAMPLE:{SECRET}@bucket/": "carries credentials before '@'",
     f"s3://:{SECRET}@bucket/": "carries credentials before '@'",
     f"file://user:{SECRET}@fileserver/share/": "three slashes",
+    f"AKIAEXAMPLE:{SECRET}@bucket/dexcare/": "nor an absolute path",  # the scheme forgotten
 }
 
 
