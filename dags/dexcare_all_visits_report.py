@@ -100,7 +100,8 @@ with DAG(
             type=["null", "string"],
             description="Where this run's CSVs go, as a directory URI (s3://aws_conn_id@bucket/dexcare/, "
             "file:///shared/dexcare/); each run gets <dag_id>/<run_id>/ below it. Default: the deployment's "
-            "[dexcare] report_storage, else a private directory on the worker (LocalExecutor only).",
+            "[dexcare] report_storage, else a private directory on the worker (LocalExecutor only). A relative "
+            "path, a key before '@' or a protocol nothing installed serves is refused in plan.",
         ),
         "delete_downloads": Param(True, type="boolean", description="Delete the CSVs after a successful load."),
         "history": Param(

@@ -15,9 +15,17 @@ from collections.abc import Mapping
 from typing import Any
 
 from dexcare.compat import AirflowFailException
-from dexcare.exceptions import DexCareStorageError, DexCareValidationError
+from dexcare.exceptions import DexCareLoadError, DexCareStorageError, DexCareValidationError
+from dexcare.hooks.dexcare import DexCareHook
+from dexcare.load.connection import warehouse_type
 from dexcare.report import ReportRequest
-from dexcare.storage import check_storage_reaches_every_worker, executor_setting, run_directory, storage_choice
+from dexcare.storage import (
+    check_storage,
+    check_storage_reaches_every_worker,
+    executor_setting,
+    run_directory,
+    storage_choice,
+)
 from dexcare.task_support import run_end_date
 
 log = logging.getLogger(__name__)
@@ -28,18 +36,23 @@ NOTIFIER_ENV = "DEXCARE_FAILURE_NOTIFIER"
 NOTIFIER_KWARGS_ENV = "DEXCARE_FAILURE_NOTIFIER_KWARGS"
 #: Celery (or Edge) queues for the fetch tasks (plan, start, wait, download) and for load_reports.
 QUEUE_ENVS = {"fetch": "DEXCARE_FETCH_QUEUE", "load": "DEXCARE_LOAD_QUEUE"}
+#: Connection types the DexCare hook reads: its own, and the HTTP connection it extends (whose extra it reads).
+DEXCARE_CONN_TYPES = (DexCareHook.conn_type, "http", "https")
 
 
 def plan_reports(context: Mapping[str, Any], executor: str | None = None) -> list[dict[str, Any]]:
     """One ``{report_type, report_start_date, report_end_date, destination}`` per requested type.
 
-    Everything that can be wrong before DexCare is asked is checked here, first the storage: a worker-local
-    directory on an executor that runs tasks on several machines would let every report be requested and
-    downloaded, and the load fail hours later on another machine.
+    Everything that can be wrong before DexCare is asked is checked here, first the storage (a value that
+    cannot be written to, or a worker-local directory on an executor that runs tasks on several machines),
+    then the two connections: otherwise every report would be requested and downloaded, and the download or the
+    load fail hours later, after retries that cannot help.
     """
     params = context["params"]
     storage, source = storage_choice(params.get("storage"))
+    check_storage(storage, source)
     check_storage_reaches_every_worker(storage, source, executor_setting() if executor is None else executor)
+    check_connections(params["dexcare_conn_id"], params["warehouse_conn_id"])
     destination = run_directory(storage, context["dag"].dag_id, context["run_id"])
     log.info("Reports of this run go to %s (storage from %s).", destination, source)
     start, end = params.get("start_date"), params.get("end_date")
@@ -61,6 +74,39 @@ def plan_reports(context: Mapping[str, Any], executor: str | None = None) -> lis
             }
         )
     return plan
+
+
+def check_connections(dexcare_conn_id: str, warehouse_conn_id: str) -> None:
+    """Both connections of a run exist and are of a type their hooks use; messages name the id and the fix,
+    never a field of the connection."""
+    dexcare_type = (_connection(dexcare_conn_id, "dexcare_conn_id", DexCareHook.conn_type).conn_type or "").lower()
+    if dexcare_type not in DEXCARE_CONN_TYPES:
+        raise DexCareValidationError(
+            f"Connection {dexcare_conn_id!r} (the run's dexcare_conn_id param) is of type {dexcare_type!r}; "
+            f"DexCare needs a connection of type {' or '.join(map(repr, DEXCARE_CONN_TYPES))} (host = the REST "
+            "endpoint, password = the reporting service key). Fix: correct the connection, or name the DexCare "
+            "connection in the dexcare_conn_id param."
+        )
+    try:
+        warehouse_type(warehouse_conn_id, _connection(warehouse_conn_id, "warehouse_conn_id", "postgres"))
+    except DexCareLoadError as exc:
+        raise DexCareValidationError(
+            f"{exc} (the run's warehouse_conn_id param). Fix: correct the connection, or name the warehouse "
+            "connection in the warehouse_conn_id param."
+        ) from None
+
+
+def _connection(conn_id: str, param: str, example_type: str) -> Any:
+    from airflow.providers.common.compat.sdk import AirflowNotFoundException, BaseHook
+
+    try:
+        return BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        raise DexCareValidationError(
+            f"Connection {conn_id!r} (the run's {param} param) does not exist. Fix: create it (airflow "
+            f"connections add {conn_id} --conn-type {example_type} ..., or AIRFLOW_CONN_{conn_id.upper()} in the "
+            f"environment of the workers), or give the id of an existing connection in the {param} param."
+        ) from None
 
 
 def plan_task(context: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -127,7 +173,7 @@ duplicated, and an older window never overwrites newer data.
 
 | task | what it means | what to do |
 |---|---|---|
-| `plan` | bad trigger params (window override, report type), or the report storage is a worker-local directory while the executor runs tasks on several machines; no report was requested, and `plan` is not retried | fix the params, or set `[dexcare] report_storage` (`AIRFLOW__DEXCARE__REPORT_STORAGE`) to s3://, gs://, abfs:// or a file:// volume every worker mounts; trigger again |
+| `plan` | bad trigger params (window override, report type); a report storage that cannot work (relative path, credentials before `@`, no bucket, a protocol no installed provider serves) or that is a worker-local directory while the executor runs tasks on several machines; a DexCare or warehouse connection that does not exist or is of the wrong type. No report was requested, and `plan` is not retried | the last log line names the setting or connection and the fix: fix the params, the connection, or `[dexcare] report_storage` (`AIRFLOW__DEXCARE__REPORT_STORAGE`, e.g. s3://<conn id>@bucket/prefix/ or a file:// volume every worker mounts); trigger again |
 | `start_report` 403 | DexCare refused the reporting service key | fix connection `dexcare_default` (password), clear the task |
 | `start_report` 5xx / 429 / network | DexCare unavailable beyond the retry budget | clear the task when DexCare is back; a retry reuses a report already started |
 | `wait_for_report` FAILED / CANCELLED | DexCare lost the report and resubmissions (`max_resubmits`) ran out | clear `start_report` of that type (a new report is requested) |

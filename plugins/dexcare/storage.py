@@ -11,6 +11,15 @@ and looked for in another. So they all go through :class:`ReportLocation`:
   key is taken literally, as fsspec and S3 do (``%`` is a legal key character), and its URI keeps the
   connection id so another worker reaches the same store with the same credentials.
 
+A location is checked when it is parsed, so ``plan``, an operator's ``destination`` and the load all refuse the
+same values, before anything is written: a relative path (a typo such as ``ftp//host`` is one, and would put
+patient files under whatever directory the worker runs in), credentials before the ``@`` (they would travel in
+XCom and log lines; the connection id belongs there), an object store without a bucket (``s3://`` would make
+the first directory below it the bucket), and a protocol this installation cannot write to. The last comes
+from what is installed, not from a list: Airflow's own resolution of the path's filesystem (its providers'
+filesystems and stores attached with ``attach()``) and the import of fsspec's implementation. No message
+quotes a location but through :func:`dexcare.redaction.redact_url`.
+
 Writes are all-or-nothing on every store: a local file appears by an atomic rename of a private (0600)
 temporary sibling; an object-store upload is a multipart upload in bounded parts that is completed only when
 the caller's block finished without an error, and aborted otherwise. (fsspec's own ``with`` block would
@@ -41,7 +50,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from dexcare.exceptions import DexCareReportFileMissingError, DexCareStorageError
-from dexcare.redaction import redact
+from dexcare.redaction import redact, redact_url
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
@@ -62,6 +71,14 @@ PART_BYTES = 8 << 20
 #: Executors that run every task on the machine of the scheduler that launched them.
 SINGLE_MACHINE_EXECUTORS = frozenset({"LocalExecutor", "SequentialExecutor", "DebugExecutor"})
 _LOCAL_PROTOCOLS = ("", "file", "local")
+#: What may stand before ``@`` in an object-store URI: an Airflow connection id, never a key or a password.
+_CONNECTION_ID = re.compile(r"[A-Za-z0-9_.\-]+")
+#: Whose value a location is, in messages, when the caller does not say (an operator's destination, an XCom).
+LOCATION = "the report location"
+VALID_FORMS = (
+    f"a URI such as {EXAMPLE_STORAGE} (an Airflow connection id before '@', the key or secret in that "
+    "connection), file:///mnt/shared/dexcare/ on a volume every worker mounts, or an absolute path"
+)
 
 
 class ReportLocation:
@@ -75,30 +92,36 @@ class ReportLocation:
     def __init__(self, *, local: Path | None = None, remote: ObjectStoragePath | None = None) -> None:
         if (local is None) == (remote is None):
             raise ValueError("A ReportLocation is either local or remote.")
+        if remote is not None:  # every way in, so no URI this class hands out (XCom, logs) can hold a secret
+            _refuse_credentials(str(remote), LOCATION)
         self._local = local
         self._remote = remote
 
     @classmethod
-    def parse(cls, where: str | os.PathLike[str] | ObjectStoragePath | ReportLocation) -> ReportLocation:
-        """Read a bare path, a ``file://`` URI, an object-store URI, a ``Path`` or an ``ObjectStoragePath``."""
+    def parse(
+        cls, where: str | os.PathLike[str] | ObjectStoragePath | ReportLocation, source: str = LOCATION
+    ) -> ReportLocation:
+        """Read a bare absolute path, a ``file://`` URI, an object-store URI, a ``Path`` or an
+        ``ObjectStoragePath``; refuse what cannot work (see the module's docstring) with a
+        :class:`DexCareStorageError` that names ``source`` (where the value came from) and a valid form."""
         if isinstance(where, ReportLocation):
             return where
         protocol = getattr(where, "protocol", None)
         if protocol is not None:  # an ObjectStoragePath (or another UPath) already parsed
             if protocol in _LOCAL_PROTOCOLS:
                 return cls(local=Path(where.path))
+            _check_remote_text(str(where), source)
             return cls(remote=where)
         if isinstance(where, os.PathLike):
             return cls(local=Path(where).expanduser().absolute())
         text = str(where).strip()
         if not text:
-            raise DexCareStorageError("An empty report location: give a directory or file path, or a URI.")
+            raise DexCareStorageError(f"An empty report location ({source}): give {VALID_FORMS}.")
         scheme = urlsplit(text).scheme.lower() if "://" in text else ""
         if scheme in _LOCAL_PROTOCOLS:
-            return cls(local=_local_path(text, scheme))
-        from airflow.sdk import ObjectStoragePath
-
-        return cls(remote=ObjectStoragePath(text))
+            return cls(local=_local_path(text, scheme, source))
+        _check_remote_text(text, source)
+        return cls(remote=_object_store_path(text, scheme, source))
 
     # --- naming ------------------------------------------------------------------------------------------
 
@@ -286,6 +309,12 @@ def storage_choice(param: str | None) -> tuple[str, str]:
     return str(default_root()), f"the default, as {SETTING} is not set"
 
 
+def check_storage(storage: str, source: str) -> ReportLocation:
+    """The base storage of a run, parsed: the one validating parse, for ``plan`` (and :func:`run_directory`),
+    with ``source`` naming the setting the value came from (see :func:`storage_choice`)."""
+    return ReportLocation.parse(storage, source)
+
+
 def default_root() -> Path:
     return Path(os.environ.get("AIRFLOW_HOME") or "~/airflow").expanduser() / DEFAULT_DIRECTORY
 
@@ -297,7 +326,7 @@ def run_directory(storage: str | None, dag_id: str, run_id: str) -> str:
     Runs never share a directory, so a backfill next to the daily run cannot overwrite or delete its files.
     Nothing is created here: the writer creates private directories when the first file arrives.
     """
-    base = ReportLocation.parse(storage or storage_choice(None)[0])
+    base = check_storage(*((storage, LOCATION) if storage else storage_choice(None)))
     return f"{base.child(safe_name(dag_id)).child(safe_name(run_id)).uri}/"
 
 
@@ -454,7 +483,7 @@ def check_storage_reaches_every_worker(storage: str, source: str, executor_setti
     A ``file://`` URI counts as shared: writing one is how a deployment says "a volume every worker mounts".
     A bare path, or the default directory under ``$AIRFLOW_HOME``, is the worker's own disk.
     """
-    location = ReportLocation.parse(storage)
+    location = check_storage(storage, source)
     declared_shared = storage.strip().lower().startswith("file://")
     if not location.is_local or declared_shared or not runs_on_several_machines(executor_setting):
         return
@@ -477,18 +506,45 @@ def executor_setting() -> str:
 # --- internals -----------------------------------------------------------------------------------------------
 
 
-def _local_path(text: str, scheme: str) -> Path:
+def _refused(text: str, source: str, problem: str) -> DexCareStorageError:
+    """The one form of every refusal: the value (its user-info masked), where it came from, why, and the fix."""
+    return DexCareStorageError(
+        f"Report storage {_shown(text)} ({source}) {problem}. Fix: give {VALID_FORMS}, in {SETTING} "
+        f"({CONFIG_ENV}), the daily DAG's storage param or an operator's destination."
+    )
+
+
+def _shown(text: str) -> str:
+    """The value for a message: a URI with its user-info masked; a value without ``scheme://`` that holds an
+    ``@`` (``KEY:SECRET@bucket``, the scheme forgotten) is not quoted at all, as no URL rule can tell its parts."""
+    if "://" not in text and "@" in text:
+        return "(not quoted: it holds an '@' but no scheme://)"
+    return repr(redact_url(text))
+
+
+def _local_path(text: str, scheme: str, source: str) -> Path:
     if not scheme:
-        return Path(text).expanduser().absolute()
+        path = Path(text).expanduser()
+        if not path.is_absolute():
+            raise _refused(
+                text,
+                source,
+                "is neither a URI (scheme://...) nor an absolute path: a relative path would put patient files "
+                "under whatever directory the worker happens to run in (a typo such as a missing ':' in "
+                "'scheme://' makes one)",
+            )
+        return path
     parts = urlsplit(text)
     if parts.netloc not in ("", "localhost"):
-        raise DexCareStorageError(
-            f"{text!r} names host {parts.netloc!r}: a file:// URI is a path on the worker's own filesystem, "
-            "written file:///path (three slashes), e.g. file:///mnt/shared/dexcare/."
+        raise _refused(
+            text,
+            source,
+            f"names host {parts.netloc.rpartition('@')[2]!r}: a file:// URI is a path on the worker's own "
+            "filesystem, written file:///path (three slashes), e.g. file:///mnt/shared/dexcare/",
         )
     path = unquote(parts.path)
     if not path.startswith("/"):
-        raise DexCareStorageError(f"{text!r} is not an absolute file:// URI: write file:///absolute/path.")
+        raise _refused(text, source, "is not an absolute file:// URI: write file:///absolute/path")
     return Path(path)
 
 
@@ -496,6 +552,77 @@ def _bucket_and_key(remote: Any) -> tuple[str, str]:
     """From the fsspec path (``bucket/key``): ``ObjectStoragePath.bucket`` keeps the ``conn_id@`` on Airflow 3.0."""
     bucket, _, key = str(remote.path).partition("/")
     return bucket, key
+
+
+def _refuse_credentials(text: str, source: str) -> None:
+    """Only an Airflow connection id may stand before ``@``: a key or a password there would be copied into
+    every XCom, log line and audit row that names the file."""
+    netloc = urlsplit(text).netloc if "://" in text else ""
+    user_info, at, _host = netloc.rpartition("@")
+    if at and not _CONNECTION_ID.fullmatch(user_info):
+        raise _refused(
+            text,
+            source,
+            "carries credentials before '@': only the id of an Airflow connection may stand there "
+            "(s3://<conn id>@<bucket>/<prefix>/), and the key and secret go into that connection, never into "
+            "the URI. Rotate a secret that was written here",
+        )
+
+
+def _check_remote_text(text: str, source: str) -> None:
+    """What can be told from the text alone: credentials, and a bucket to write into."""
+    _refuse_credentials(text, source)
+    parts = urlsplit(text)
+    bucket = parts.netloc.rpartition("@")[2] or parts.path.lstrip("/").partition("/")[0]
+    if not bucket:
+        raise _refused(
+            text,
+            source,
+            f"names no bucket: {parts.scheme}://<conn id>@<bucket>/<prefix>/ (without one, the first directory "
+            "below it would be taken as the bucket)",
+        )
+
+
+def _object_store_path(text: str, scheme: str, source: str) -> ObjectStoragePath:
+    """An ``ObjectStoragePath`` whose filesystem this installation can build.
+
+    The filesystem is resolved here as every later read and write resolves it (a store attached in this
+    process with ``attach()``, else the filesystem an Airflow provider registers for the protocol, with
+    fsspec's implementation imported), so a protocol nothing installed serves is refused before a report is
+    requested, not when the download has the file in hand. It is resolved outside Airflow's store cache: a
+    refused value must not leave a broken store behind for a later ``attach()`` in the same process.
+    """
+    from airflow.sdk import ObjectStoragePath
+    from airflow.sdk.io import attach
+    from airflow.sdk.io.store import ObjectStore
+    from fsspec.registry import known_implementations, registry
+
+    if scheme not in registry and scheme not in known_implementations:
+        raise _refused(
+            text, source, f"names protocol {scheme!r}, which is no storage protocol that fsspec knows (a typo?)"
+        )
+    conn_id = urlsplit(text).netloc.rpartition("@")[0] or None
+    try:
+        store = attach(alias=f"{scheme}-{conn_id}" if conn_id else scheme)  # only finds, never registers
+    except ValueError:
+        store = ObjectStore(protocol=scheme, conn_id=conn_id)
+    try:
+        _ = store.fs
+    except ValueError as exc:
+        if not str(exc).startswith("No filesystem registered"):  # the provider's own check of its connection
+            raise _refused(
+                text, source, f"cannot be set up: its filesystem refused connection {conn_id!r} (ValueError)"
+            ) from None
+        raise _refused(
+            text,
+            source,
+            f"names protocol {scheme!r}, for which no filesystem is available here: no Airflow provider "
+            "installed supplies one and none was attached (a web protocol such as http:// is no storage at all; "
+            "for a cloud store, install its Airflow provider on every Airflow component)",
+        ) from None
+    except ImportError as exc:  # the provider's filesystem is there, fsspec's implementation is not installed
+        raise _refused(text, source, f"needs a package that is not installed ({redact(str(exc))})") from None
+    return ObjectStoragePath(text)
 
 
 def _private_dir(path: Path) -> None:

@@ -14,6 +14,7 @@ from dexcare.dag_support import failure_callbacks, plan_reports, queue
 from dexcare.exceptions import DexCareStorageError, DexCareValidationError
 
 from tests.airflow_compat import DagBag, ParamValidationError
+from tests.helpers import dexcare_connection
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 DAG_ID = "dexcare_all_visits_report"
@@ -73,6 +74,13 @@ def test_params_have_descriptions_and_validate(dag):
         bad["lookback_days"] = -1
 
 
+@pytest.fixture(autouse=True)
+def connections(monkeypatch):
+    """The run's two connections, as users give them; plan looks both up before anything is requested."""
+    monkeypatch.setenv("AIRFLOW_CONN_DEXCARE_DEFAULT", dexcare_connection("https://dexcare.example"))
+    monkeypatch.setenv("AIRFLOW_CONN_DEXCARE_WAREHOUSE", json.dumps({"conn_type": "postgres", "host": "db.example"}))
+
+
 def context(**params):
     import datetime as dt
     from types import SimpleNamespace
@@ -83,6 +91,8 @@ def context(**params):
         "start_date": None,
         "end_date": None,
         "storage": "s3://aws_default@bucket/dexcare/",
+        "dexcare_conn_id": "dexcare_default",
+        "warehouse_conn_id": "dexcare_warehouse",
     }
     return {
         "params": {**base, **params},
@@ -205,3 +215,45 @@ def test_the_download_recognises_the_header_by_the_keys_the_load_uses(dag):
     download = dag.get_task("fetch.download_report")
     assert download.key_columns == dag.get_task("load_reports").key_columns == "{{ params.key_columns }}"
     assert "key_columns" in download.template_fields
+
+
+def test_the_plan_task_refuses_storage_that_cannot_work_and_keeps_what_can(dag, tmp_path, monkeypatch):
+    """Each refused value once fails at once in the DAG's plan callable (a bare ValueError was retried, the others
+    passed); the valid forms still give the run its directory. tests/storage has every refused value."""
+    monkeypatch.setenv("AIRFLOW__CORE__EXECUTOR", "LocalExecutor")
+    secret = "wJalrXUtnFEMI-K7MDENG-SECRET-5e3f"
+    plan = dag.get_task("plan")
+    for bad in ("s3x://aws_default@bucket/", "s3://", "http://files.example/", "ftp//nowhere::bucket",
+                f"s3://AKIAEXAMPLE:{secret}@bucket/"):
+        with pytest.raises(AirflowFailException, match=r"\(the run's storage param\).*Not retried") as refused:
+            plan.python_callable(**context(storage=bad))
+        assert secret not in str(refused.value)
+    run_dir = f"{DAG_ID}/scheduled__2026-11-20T00_00_00_00_00/"
+    for storage, destination in [
+        ("s3://dexcare_s3@bucket/prefix/", f"s3://dexcare_s3@bucket/prefix/{run_dir}"),
+        ((tmp_path / "shared vol").as_uri() + "/", f"{(tmp_path / 'shared vol').as_uri()}/{run_dir}"),
+        (f"{tmp_path}/absolute/", f"{(tmp_path / 'absolute').as_uri()}/{run_dir}"),
+    ]:
+        (entry, _) = plan.python_callable(**context(storage=storage))
+        assert entry["destination"] == destination
+
+
+def test_plan_checks_both_connections_before_anything_is_requested(monkeypatch):
+    """A missing or mistyped connection fails plan, naming the id and the param; never a field of the connection."""
+    password = "pw-NEVER-SHOWN-31337"
+    monkeypatch.setenv("AIRFLOW_CONN_WEB_ONLY", json.dumps({"conn_type": "http", "host": "h", "password": password}))
+    monkeypatch.setenv("AIRFLOW_CONN_PG", json.dumps({"conn_type": "postgres", "host": "h", "password": password}))
+    monkeypatch.setenv("AIRFLOW_CONN_MSSQL_WH", json.dumps({"conn_type": "mssql", "host": "h", "password": password}))
+    refused = {
+        "'nope' (the run's dexcare_conn_id param) does not exist": {"dexcare_conn_id": "nope"},
+        "'nope' (the run's warehouse_conn_id param) does not exist": {"warehouse_conn_id": "nope"},
+        "'pg' (the run's dexcare_conn_id param) is of type 'postgres'": {"dexcare_conn_id": "pg"},
+        "Connection 'web_only' is of type 'http'; the warehouse must be": {"warehouse_conn_id": "web_only"},
+    }
+    for says, params in refused.items():
+        with pytest.raises(DexCareValidationError) as error:
+            plan_reports(context(**params), executor="LocalExecutor")
+        assert says in str(error.value) and "Fix:" in str(error.value)
+        assert password not in str(error.value)
+    # an HTTP connection is what DexCareHook extends, and it reads its extra; SQL Server is a warehouse
+    assert plan_reports(context(dexcare_conn_id="web_only", warehouse_conn_id="mssql_wh"), executor="LocalExecutor")

@@ -60,7 +60,7 @@ def test_object_store_uris_keep_the_connection_id_and_the_key_as_written() -> No
     assert location.name == "a%20b.csv"
     child = ReportLocation.parse("s3://parse_only@bucket/dexcare/").child("run 1").child("f.csv")
     assert child.uri == "s3://parse_only@bucket/dexcare/run 1/f.csv"
-    assert ReportLocation.parse("gs://bucket/x/").child("f.csv").uri == "gs://bucket/x/f.csv"
+    assert ReportLocation.parse("s3://bucket/x/").child("f.csv").uri == "s3://bucket/x/f.csv"
 
 
 def test_a_destination_ending_in_slash_is_a_directory(tmp_path: Path) -> None:
@@ -191,3 +191,97 @@ def test_a_missing_local_file_names_the_cause_and_the_fix(tmp_path: Path) -> Non
     assert (tmp_path / "gone.csv").as_uri() in message
     assert "another machine" in message and "Fix:" in message and "[dexcare] report_storage" in message
     assert "\n" not in message  # one line: the last line of the task log
+
+
+SECRET = "wJalrXUtnFEMI-K7MDENG-SECRET-5e3f"
+#: value -> what the refusal says; each one was accepted before (or failed with a bare ValueError).
+REFUSED = {
+    "s3x://aws_default@bucket/dexcare/": "no storage protocol that fsspec knows",
+    "nosuchproto://bucket/dexcare/": "no storage protocol that fsspec knows",
+    "s3://": "names no bucket",
+    "s3://aws_default@/": "names no bucket",
+    "http://files.example.com/dexcare/": "no filesystem is available here",
+    "gs://bucket/dexcare/": "no filesystem is available here",  # no Google provider in this environment
+    "ftp//nowhere::bucket": "nor an absolute path",
+    "reports/dexcare/": "nor an absolute path",
+    f"s3://AKIAEXAMPLE:{SECRET}@bucket/": "carries credentials before '@'",
+    f"s3://:{SECRET}@bucket/": "carries credentials before '@'",
+    f"file://user:{SECRET}@fileserver/share/": "three slashes",
+    f"AKIAEXAMPLE:{SECRET}@bucket/dexcare/": "nor an absolute path",  # the scheme forgotten
+}
+
+
+@pytest.mark.parametrize(("value", "says"), REFUSED.items(), ids=list(REFUSED))
+def test_a_storage_value_that_cannot_work_is_refused_naming_its_setting_and_a_valid_form(value: str, says: str) -> None:
+    from dexcare.storage import check_storage
+
+    for refuse in (lambda: check_storage(value, "[dexcare] report_storage"), lambda: ReportLocation.parse(value)):
+        with pytest.raises(DexCareStorageError) as refused:
+            refuse()
+        message = str(refused.value)
+        assert says in message
+        assert "s3://aws_default@my-bucket/dexcare/" in message and "[dexcare] report_storage" in message
+        assert SECRET not in message and refused.value.__cause__ is None
+
+
+def test_the_protocols_that_work_come_from_what_is_installed() -> None:
+    """s3 has the Amazon provider and s3fs here; gs has neither. A store attached in the process counts too."""
+    import fsspec
+    from airflow.sdk.io import attach
+    from dexcare.storage import check_storage
+    from fsspec.registry import known_implementations
+
+    assert fsspec.get_filesystem_class("s3") and "gs" in known_implementations
+    assert check_storage("s3://aws_default@bucket/dexcare/", "param").uri == "s3://aws_default@bucket/dexcare"
+    with pytest.raises(DexCareStorageError, match="'memory'"):
+        check_storage("memory://attached-bucket/x/", "param")
+    attach(protocol="memory", fs=fsspec.filesystem("memory"))
+    assert not check_storage("memory://attached-bucket/x/", "param").is_local
+
+
+def test_an_object_storage_path_with_credentials_is_refused_too() -> None:
+    from airflow.sdk import ObjectStoragePath
+
+    with pytest.raises(DexCareStorageError, match="carries credentials") as refused:
+        ReportLocation.parse(ObjectStoragePath(f"s3://AKIAEXAMPLE:{SECRET}@bucket/x.csv"))
+    assert SECRET not in str(refused.value)
+
+
+def test_valid_storage_values_are_kept_as_written(tmp_path: Path) -> None:
+    from dexcare.storage import check_storage
+
+    assert check_storage("s3://dexcare_s3@bucket/prefix/", "param").uri == "s3://dexcare_s3@bucket/prefix"
+    assert check_storage((tmp_path / "my share").as_uri() + "/", "param").display == str(tmp_path / "my share")
+    assert check_storage(f"{tmp_path}/absolute/", "param").display == f"{tmp_path}/absolute"
+    assert check_storage("~/dexcare", "param").display == str(Path("~/dexcare").expanduser())
+
+
+def test_a_download_to_a_refused_destination_writes_nothing_and_quotes_no_secret(
+    dexcare_conn_id: str, sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog, capfd
+) -> None:
+    """An operator's explicit destination goes through the same parse as plan's storage."""
+    import time
+
+    from dexcare.operators.download_report import DexCareDownloadReportOperator
+    from dexcare.operators.start_report import DexCareStartReportOperator
+
+    from tests.helpers import logged
+    from tests.task_runtime import Runtime
+
+    monkeypatch.chdir(tmp_path)
+    rt = Runtime()
+    report_id = rt.run(
+        DexCareStartReportOperator(
+            task_id="start", report_type="virtual", report_start_date="2026-11-01", report_end_date="2026-11-02"
+        )
+    )
+    time.sleep(0.6)
+    for destination in (f"s3://AKIAEXAMPLE:{SECRET}@bucket/", "relative/reports/"):
+        op = DexCareDownloadReportOperator(
+            task_id="download", report_id=report_id, destination=destination, request_task_id="start"
+        )
+        with pytest.raises(DexCareStorageError) as refused:
+            op.execute(rt.context("download"))
+        assert SECRET not in str(refused.value)
+    assert list(tmp_path.iterdir()) == []
+    assert SECRET not in logged(caplog, capfd)

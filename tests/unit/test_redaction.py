@@ -15,6 +15,9 @@ from dexcare.redaction import MASK, redact, redact_url
         ("http://u%40x:p%3Aw@[2001:db8::1]/p?q=1", f"http://{MASK}@[2001:db8::1]/p?q=1"),
         ("http://proxy.example:3128", "http://proxy.example:3128"),
         ("http://[::1]:3128", "http://[::1]:3128"),
+        ("s3://aws_default@bucket/dexcare/", "s3://aws_default@bucket/dexcare/"),
+        ("s3://KEY:SECRET@bucket/dexcare/", f"s3://{MASK}@bucket/dexcare/"),
+        ("socks5h://TOKEN@[::1]:1080", f"socks5h://{MASK}@[::1]:1080"),
         (None, None),
         ("", ""),
     ],
@@ -33,4 +36,5 @@ def test_every_url_inside_a_text_is_redacted_and_nothing_else_changes():
     assert f"'http://{MASK}@[::1]:3128'" in out
     assert f"s3://{MASK}@bucket/x" in out
     assert out.endswith("mail a@b.c")
+    assert redact("missing: s3://aws_default@bucket/x.csv") == "missing: s3://aws_default@bucket/x.csv"
     assert redact("no url here") == "no url here"

@@ -90,14 +90,17 @@ class _Run:
         counter = CsvRecordCounter(header=False) if report.rows is None else None
         with raw:
             stream: Any = _Tap(raw, hasher, counter)
-            header = read_header(stream, source=source)
-            plan = self.plan(report, header.fields)
-            rows_in_file = self.dialect.stage(plan, header, stream, index)
-        if hasher is not None and report.sha256 and hasher.hexdigest() != report.sha256.lower():
-            raise DexCareCSVError(
-                f"{source}: sha256 of the file is not the one recorded at download ({report.sha256}); "
-                "the file changed or was truncated since: download the report again."
-            )
+            try:
+                header = read_header(stream, source=source)
+                plan = self.plan(report, header.fields)
+                rows_in_file = self.dialect.stage(plan, header, stream, index)
+            except Exception:
+                # A file that is not the one downloaded explains whatever else went wrong reading it: say that.
+                if hasher is not None and report.sha256 and _drained(stream) and not _matches(hasher, report):
+                    raise _changed_since_download(report) from None
+                raise
+        if hasher is not None and report.sha256 and not _matches(hasher, report):
+            raise _changed_since_download(report)
         counted = report.rows if counter is None else counter.data_rows
         if counted != rows_in_file:
             # Before the merge and the commit: a row the warehouse did not take (PostgreSQL < 18 ends a CSV
@@ -162,6 +165,27 @@ class _Run:
             log.warning("Column %s.%s.%s is %s but %s is configured; types are never changed automatically, "
                         "values are cast to %s", schema, table, column, existing, wanted, existing)
         return plan
+
+
+def _matches(hasher: Any, report: ReportFile) -> bool:
+    return hasher.hexdigest() == (report.sha256 or "").lower()
+
+
+def _drained(stream: Any) -> bool:
+    """Read what is left (hashing it) on an error path; ``False`` if the file cannot be read to its end."""
+    try:
+        while stream.read(1 << 20):
+            pass
+    except Exception:
+        return False
+    return True
+
+
+def _changed_since_download(report: ReportFile) -> DexCareCSVError:
+    return DexCareCSVError(
+        f"{report.uri}: sha256 of the file is not the one recorded at download ({report.sha256}); "
+        "the file changed or was truncated since: download the report again."
+    )
 
 
 def described(plan: LoadPlan, report: ReportFile, counts: MergeCounts) -> dict[str, Any]:
