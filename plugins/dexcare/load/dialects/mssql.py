@@ -23,6 +23,7 @@ from dexcare.load.audit import AUDIT_FIELDS, AUDIT_TABLE, iso
 from dexcare.load.csv_stream import Header, Opener, records
 from dexcare.load.dialects import Dialect, MergeCounts
 from dexcare.load.dialects.mssql_sql import KEY_UNITS, TEXT, MsSqlStatements, is_text, quote, text_units
+from dexcare.load.instants import is_instant
 from dexcare.load.plan import CHANGE_BASELINE, LoadPlan
 
 log = logging.getLogger(__name__)
@@ -199,6 +200,8 @@ def batches(st: MsSqlStatements, header: Header, stream: BinaryIO, *, opener: Op
     between two bulk copies, with the connection in a clean state, and the worker holds one batch at most."""
     plan, source = st.plan, st.plan.source
     checks = [(plan.columns.index(k), text_units(t) or 0, plan.header_of(k), t) for k, t in st.key_types.items()]
+    # An undeclared version is ordered as instants: each value must name one (checked here, where the line is).
+    version = plan.columns.index(plan.version) if plan.version is not None and plan.version_instant else None
     batch: list[list[Any]] = []
     for line, record in records(header, stream, source=source, columns=len(plan.columns), opener=opener,
                                 block_size=block_size):
@@ -210,6 +213,8 @@ def batches(st: MsSqlStatements, header: Header, stream: BinaryIO, *, opener: Op
             # NVARCHAR counts UTF-16 code units: a character outside the BMP takes two.
             if len(key) > units // 2 and (len(key) > units or len(key.encode("utf-16-le")) > 2 * units):
                 raise diagnostics.key_too_long_error(source, line, name, units, sql_type)
+        if version is not None and row[version] is not None and not is_instant(row[version]):
+            raise diagnostics.version_error(source, line, plan.header_of(plan.columns[version]))
         row.append(line)
         batch.append(row)
         if len(batch) >= batch_rows:
