@@ -1,7 +1,7 @@
 """The one rule for an undeclared version column (:mod:`dexcare.load.instants`), checked where it is applied:
-in Python (the SQL Server path checks every value while it parses the file) and in PostgreSQL (the pattern
-sent as a parameter, then the ``timestamptz`` cast). Both must accept exactly the same values, and PostgreSQL
-must read each as the instant it names whatever the session's time zone."""
+in Python (the SQL Server path checks every value while it parses the file) and in PostgreSQL (the load's own
+check statements: shapes, characters, ranges, then the ``timestamptz`` cast). Both must accept exactly the
+same values, and PostgreSQL must read each as the instant it names whatever the session's time zone."""
 
 from __future__ import annotations
 
@@ -9,7 +9,11 @@ import datetime as dt
 
 import psycopg
 import pytest
-from dexcare.load.instants import SQL_PATTERN, is_instant
+from dexcare.load.dialects.postgres import PostgresTypes
+from dexcare.load.dialects.postgres_sql import PostgresStatements
+from dexcare.load.instants import SHAPES, is_instant
+from dexcare.load.plan import lineage_values, plan_load
+from psycopg import sql
 
 ACCEPTED = {
     "2026-11-18T10:00:00Z": dt.datetime(2026, 11, 18, 10, tzinfo=dt.UTC),
@@ -21,6 +25,9 @@ ACCEPTED = {
     "2026-11-18T09:00:00+0000": dt.datetime(2026, 11, 18, 9, tzinfo=dt.UTC),
     "2026-11-18T23:59:59+14:00": dt.datetime(2026, 11, 18, 9, 59, 59, tzinfo=dt.UTC),
     "2028-02-29T00:00:00-13:45": dt.datetime(2028, 2, 29, 13, 45, tzinfo=dt.UTC),
+    "2026-11-18T10:00:00-1400": dt.datetime(2026, 11, 19, 0, tzinfo=dt.UTC),
+    "0001-01-02 00:00:00.0000001Z": dt.datetime(1, 1, 2, tzinfo=dt.UTC),
+    "9999-12-30T23:59:59.999999Z": dt.datetime(9999, 12, 30, 23, 59, 59, 999999, tzinfo=dt.UTC),
 }
 REFUSED = [
     "2026-11-18T10:00:00",  # no offset: PostgreSQL would read it in the session's time zone
@@ -41,24 +48,55 @@ REFUSED = [
     "Wed Nov 18 10:00:00 2026 UTC",
     "2026-11-18T10:00:00Z\n",
     " 2026-11-18T10:00:00Z",
+    "2026-11-18T 0:00:00Z",  # a space where a digit belongs
+    "2026-11-18T10:00:0+Z",
+    "2026-11-18T10:00:00.+Z",
+    "2026-11-18T10:00:00..Z",
+    "+026-11-18T10:00:00Z",
+    "2026-11-18T10:00:00+1:000",
+    "2026-11-18T10:00:00+-1:00",
+    "0000-01-01T00:00:00Z",
+    "2026-11-18T10:00:00+14:01",
+    "2026-11-18T10:00:00+0960",
+    "2026-00-18T10:00:00Z",
+    "2026-11-00T10:00:00Z",
+    "2026-11-18T10:60:00Z",
+    "2026-11-18TT0:00:00Z",
+    "2026-11-18T10:00:00ZZ",
     "t2",
     "1700000000",
 ]
 
 
+def statements() -> PostgresStatements:
+    plan = plan_load(schema="s", table="t", source="f.csv", headers=["visitId", "updatedAt"],
+                     columns=["visit_id", "updated_at"], keys=["visit_id"], version="updated_at", configured={},
+                     existing=None, types=PostgresTypes(), lineage=lineage_values(
+                         report_id="r", report_type="virtual", window_start=dt.date(2026, 11, 11),
+                         window_end=dt.date(2026, 11, 20), loaded_at=dt.datetime(2026, 11, 21, tzinfo=dt.UTC)))
+    assert plan.version_instant
+    stage = sql.Identifier("pg_temp", "versions")
+    return PostgresStatements(plan, stage=stage, types=plan.types, dup_keys=stage, losers=stage)
+
+
 def postgres_accepts(conn: psycopg.Connection, value: str) -> bool:
-    """What the load's check (``first_bad_version``) lets through: the pattern, then a cast that succeeds."""
-    row = conn.execute("SELECT %s ~ %s", [value, SQL_PATTERN]).fetchone()
-    if not (row and row[0]):
+    """What the load's check lets through, run as the load runs it (``PostgresDialect._check_versions``)."""
+    st = statements()
+    conn.execute("TRUNCATE pg_temp.versions")
+    conn.execute("INSERT INTO pg_temp.versions VALUES ('v1', %s)", [value])
+    try:
+        with conn.transaction():
+            return conn.execute(st.first_bad_version()).fetchone() is None
+    except psycopg.errors.DataError:
+        assert conn.execute(st.first_invalid_version()).fetchone() is not None, value  # the error path finds it
         return False
-    valid = conn.execute("SELECT pg_input_is_valid(%s, 'timestamptz')", [value]).fetchone()
-    return bool(valid and valid[0])
 
 
 @pytest.mark.parametrize("zone", ["UTC", "America/Los_Angeles", "Asia/Kolkata"])
 def test_python_and_postgresql_accept_the_same_values_and_read_the_same_instant(pg_uri, zone) -> None:
     with psycopg.connect(pg_uri, autocommit=True) as conn:
         conn.execute("SELECT set_config('TimeZone', %s, false)", [zone])
+        conn.execute("CREATE TEMP TABLE versions (visit_id text, updated_at text)")
         for value, instant in ACCEPTED.items():
             assert is_instant(value), value
             assert postgres_accepts(conn, value), value
@@ -67,3 +105,11 @@ def test_python_and_postgresql_accept_the_same_values_and_read_the_same_instant(
         for value in REFUSED:
             assert not is_instant(value), value
             assert not postgres_accepts(conn, value), value
+
+
+def test_every_accepted_shape_is_one_python_accepts() -> None:
+    """The LIKE shapes PostgreSQL checks are exactly the forms of the pattern: each, with digits filled in,
+    is accepted in Python, and there is one per separator, fraction length and offset form."""
+    assert len(set(SHAPES)) == 2 * 8 * 5
+    for shape in SHAPES:
+        assert is_instant(shape.replace("____", "2026", 1).replace("_", "0").replace("-00-00", "-01-01", 1)), shape

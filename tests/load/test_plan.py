@@ -242,9 +242,10 @@ def test_postgres_repeats_are_found_on_the_typed_key_and_ordered_by_the_instant(
     assert (f"PARTITION BY {skey} ORDER BY NULLIF(\"s\".\"visit_status\", '')::timestamp with time zone DESC "
             "NULLS LAST, s.ctid DESC") in losers
     assert f'JOIN "pg_temp"."dup" d ON {skey} = d."visit_id"' in losers
-    assert st.first_bad_version().as_string(None) == (
-        """SELECT ctid FROM "pg_temp"."stage" WHERE "visit_status" <> '' AND ("visit_status" !~ %s OR """
-        """"visit_status"::timestamp with time zone IS NULL) ORDER BY ctid LIMIT 1""")
+    check = st.first_bad_version().as_string(None)
+    assert check.startswith('SELECT ctid FROM "pg_temp"."stage" WHERE "visit_status" <> \'\' AND (NOT ("visit_status" '
+                            "LIKE ANY ('{____-__-__T__:__:__Z,")
+    assert check.endswith(""""visit_status"::timestamp with time zone IS NULL) ORDER BY ctid LIMIT 1""")
 
 
 def test_sql_server_repeats_are_ranked_by_the_converted_key_and_the_instant() -> None:

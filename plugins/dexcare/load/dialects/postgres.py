@@ -18,7 +18,7 @@ from psycopg import sql
 from psycopg.pq import TransactionStatus
 
 from dexcare.exceptions import DexCareLoadError, DexCareSchemaError
-from dexcare.load import diagnostics, instants
+from dexcare.load import diagnostics
 from dexcare.load.audit import AUDIT_FIELDS, AUDIT_TABLE
 from dexcare.load.csv_stream import Header, copy_stream
 from dexcare.load.dialects import Dialect, MergeCounts
@@ -305,7 +305,7 @@ class PostgresDialect(Dialect):
         header = plan.header_of(plan.version)
         try:
             with self.conn.transaction():
-                found = self.cursor.execute(st.first_bad_version(), [instants.SQL_PATTERN]).fetchone()
+                found = self.cursor.execute(st.first_bad_version()).fetchone()
         except psycopg.errors.DataError:
             # The right shape but no such date (30 February): only PostgreSQL 16+ can say which row it is.
             found = None

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
+from dexcare.load import instants
 from dexcare.load.plan import (
     CHANGE_INSERT,
     CHANGE_UPDATE,
@@ -102,21 +103,33 @@ class PostgresStatements:
     def first_empty_key(self) -> sql.Composed:
         return sql.SQL("SELECT ctid FROM {} WHERE {} ORDER BY ctid LIMIT 1").format(self.stage, self.empty_key())
 
-    def first_bad_version(self) -> sql.Composed:
-        """The first staged row whose version names no instant (:mod:`dexcare.load.instants`; its pattern is
-        the one parameter). The cast is evaluated on every value the pattern lets through, so a date that
-        does not exist (30 February) raises here, before anything is written, not only when it repeats."""
-        version = sql.Identifier(self.plan.version or "")
+    def _not_instant(self, parses: sql.Composable) -> sql.Composed:
+        """A staged version that names no instant in an accepted form (:mod:`dexcare.load.instants`): its
+        shape, characters and the ranges the cast lets through (hour 24, second 60, offsets past 14:00), then
+        ``parses``, the cast itself."""
+        v = sql.Identifier(self.plan.version or "")
         return sql.SQL(
-            "SELECT ctid FROM {stage} WHERE {v} <> '' AND ({v} !~ %s OR {v}::{instant} IS NULL) "
-            "ORDER BY ctid LIMIT 1"
-        ).format(stage=self.stage, v=version, instant=sql.SQL(INSTANT))
+            "{v} <> '' AND (NOT ({v} LIKE ANY ({shapes}) AND {v} !~ {characters} AND strpos(substr({v}, 12), ' ') = 0 "
+            """AND substr({v}, 12, 2) < '24' COLLATE "C" AND substr({v}, 18, 2) < '60' COLLATE "C" """
+            """AND (right({v}, 1) = 'Z' OR right(replace({v}, ':', ''), 4) <= '1400' COLLATE "C")) OR {parses})"""
+        ).format(v=v, shapes=sql.Literal(list(instants.SHAPES)), characters=sql.Literal(instants.SQL_CHARACTERS),
+                 parses=parses)
+
+    def first_bad_version(self) -> sql.Composed:
+        """The first staged row whose version names no instant. The cast is evaluated on every value of an
+        accepted shape, so a date that does not exist (30 February) raises here, before anything is written,
+        not only when it repeats."""
+        cast = sql.SQL("{}::{} IS NULL").format(sql.Identifier(self.plan.version or ""), sql.SQL(INSTANT))
+        return sql.SQL("SELECT ctid FROM {} WHERE {} ORDER BY ctid LIMIT 1").format(self.stage,
+                                                                                     self._not_instant(cast))
 
     def first_invalid_version(self) -> sql.Composed:
-        """Error path, after :meth:`first_bad_version` raised: the row whose value would not cast (16+)."""
-        return sql.SQL(
-            "SELECT ctid FROM {stage} WHERE {v} <> '' AND NOT pg_input_is_valid({v}, {instant}) ORDER BY ctid LIMIT 1"
-        ).format(stage=self.stage, v=sql.Identifier(self.plan.version or ""), instant=sql.Literal(INSTANT))
+        """Error path, after :meth:`first_bad_version` raised: the first bad row, a value that would not cast
+        included (``pg_input_is_valid``: PostgreSQL 16+)."""
+        invalid = sql.SQL("NOT pg_input_is_valid({}, {})").format(sql.Identifier(self.plan.version or ""),
+                                                                  sql.Literal(INSTANT))
+        return sql.SQL("SELECT ctid FROM {} WHERE {} ORDER BY ctid LIMIT 1").format(self.stage,
+                                                                                     self._not_instant(invalid))
 
     def _losers_query(self) -> sql.Composed:
         """Rows superseded within the file: all but the newest (by version) or last row of each key."""
