@@ -243,8 +243,8 @@ def test_postgres_repeats_are_found_on_the_typed_key_and_ordered_by_the_instant(
             "NULLS LAST, s.ctid DESC") in losers
     assert f'JOIN "pg_temp"."dup" d ON {skey} = d."visit_id"' in losers
     check = st.first_bad_version().as_string(None)
-    assert check.startswith('SELECT ctid FROM "pg_temp"."stage" WHERE "visit_status" <> \'\' AND (NOT ("visit_status" '
-                            "LIKE ANY ('{____-__-__T__:__:__Z,")
+    assert check.startswith("""SELECT ctid FROM "pg_temp"."stage" WHERE "visit_status" <> '' AND (NOT (translate("""
+                            """"visit_status", '123456789', '000000000') = ANY ('{0000-00-00T00:00:00Z,""")
     assert check.endswith(""""visit_status"::timestamp with time zone IS NULL) ORDER BY ctid LIMIT 1""")
 
 

@@ -104,16 +104,15 @@ class PostgresStatements:
         return sql.SQL("SELECT ctid FROM {} WHERE {} ORDER BY ctid LIMIT 1").format(self.stage, self.empty_key())
 
     def _not_instant(self, parses: sql.Composable) -> sql.Composed:
-        """A staged version that names no instant in an accepted form (:mod:`dexcare.load.instants`): its
-        shape, characters and the ranges the cast lets through (hour 24, second 60, offsets past 14:00), then
-        ``parses``, the cast itself."""
+        """A staged version that names no instant in an accepted form (:mod:`dexcare.load.instants`): its form
+        with every digit written 0, the ranges the cast lets through (hour 24, second 60, offsets past 14:00),
+        then ``parses``, the cast itself."""
         v = sql.Identifier(self.plan.version or "")
         return sql.SQL(
-            "{v} <> '' AND (NOT ({v} LIKE ANY ({shapes}) AND {v} !~ {characters} AND strpos(substr({v}, 12), ' ') = 0 "
+            "{v} <> '' AND (NOT (translate({v}, '123456789', '000000000') = ANY ({forms}) "
             """AND substr({v}, 12, 2) < '24' COLLATE "C" AND substr({v}, 18, 2) < '60' COLLATE "C" """
             """AND (right({v}, 1) = 'Z' OR right(replace({v}, ':', ''), 4) <= '1400' COLLATE "C")) OR {parses})"""
-        ).format(v=v, shapes=sql.Literal(list(instants.SHAPES)), characters=sql.Literal(instants.SQL_CHARACTERS),
-                 parses=parses)
+        ).format(v=v, forms=sql.Literal(list(instants.FORMS)), parses=parses)
 
     def first_bad_version(self) -> sql.Composed:
         """The first staged row whose version names no instant. The cast is evaluated on every value of an
