@@ -84,8 +84,8 @@ def _report(path: str, end: dt.date) -> dict[str, Any]:
     }
 
 
-def run_case(case: str, uri: str, path: str, end: dt.date) -> dict[str, Any]:
-    """Executed in the child process."""
+def run_case(case: str, uri: str, path: str, end: dt.date, version: str | None = None) -> dict[str, Any]:
+    """Executed in the child process. ``version``: the report's version column (``--version-column``)."""
     import psycopg
     from dexcare.load.audit import COUNTS
     from dexcare.load.loader import LoadOptions, load_reports
@@ -108,7 +108,9 @@ def run_case(case: str, uri: str, path: str, end: dt.date) -> dict[str, Any]:
             seconds = time.perf_counter() - start
     elif case.removesuffix("_history") in ("first_load", "reload", "next_day"):
         history = case.endswith("_history")
-        options = LoadOptions(schema="dexcare_history", history=["virtual"]) if history else LoadOptions()
+        versions = {"virtual": version} if version else {}
+        options = LoadOptions(schema="dexcare_history", history=["virtual"], version_columns=versions) if history \
+            else LoadOptions(version_columns=versions)
         if case.startswith("first_load"):
             with psycopg.connect(uri, autocommit=True) as conn:
                 conn.execute(f"DROP SCHEMA IF EXISTS {options.schema} CASCADE")
@@ -134,7 +136,9 @@ def run_case(case: str, uri: str, path: str, end: dt.date) -> dict[str, Any]:
             header = read_header(stream, source=path)
             columns = normalize_headers(header.fields, source=path)
             plan = plan_load(schema="dexcare", table="avr_virtual", source=path, headers=header.fields,
-                             columns=columns, keys=["visit_id"], version=None, configured={}, existing=None,
+                             columns=columns, keys=["visit_id"],
+                             version=normalize_headers([version], source=path)[0] if version else None,
+                             configured={}, existing=None,
                              types=MsSqlTypes(), lineage=lineage_values(
                                  report_id="x", report_type="virtual", window_start=end, window_end=end,
                                  loaded_at=dt.datetime.now(dt.UTC)))
@@ -156,7 +160,8 @@ def run_case(case: str, uri: str, path: str, end: dt.date) -> dict[str, Any]:
         conn = pymssql.connect(**target.params)
         baseline, cpu_before = _mark()
         start = time.perf_counter()
-        summary = load_reports(conn, [_report(path, end)], options=LoadOptions(schema="dexcare_bench"))
+        summary = load_reports(conn, [_report(path, end)], options=LoadOptions(
+            schema="dexcare_bench", version_columns={"virtual": version} if version else {}))
         seconds = time.perf_counter() - start
         conn.close()
         target.close()
@@ -201,9 +206,11 @@ def run_case(case: str, uri: str, path: str, end: dt.date) -> dict[str, Any]:
     return result
 
 
-def _child(case: str, uri: str, path: Path, end: dt.date) -> dict[str, Any]:
+def _child(case: str, uri: str, path: Path, end: dt.date, version: str | None = None) -> dict[str, Any]:
+    extra = ["--version-column", version] if version else []
     out = subprocess.run(
-        [sys.executable, __file__, "--case", case, "--uri", uri, "--file", str(path), "--end", end.isoformat()],
+        [sys.executable, __file__, "--case", case, "--uri", uri, "--file", str(path), "--end", end.isoformat(),
+         *extra],
         check=True, capture_output=True, text=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -227,12 +234,15 @@ def main() -> None:
     parser.add_argument("--mssql-uri", default=os.environ.get("DEXCARE_TEST_MSSQL_URI"),
                         help="also load into this SQL Server (mssql://user:password@host:1433/database; "
                              "default: $DEXCARE_TEST_MSSQL_URI)")
+    parser.add_argument("--version-column", default=None,
+                        help="order repeats of a visit by this column (e.g. updatedAt) instead of file order")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--file", help=argparse.SUPPRESS)
     parser.add_argument("--end", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
-        print(json.dumps(run_case(args.case, args.uri, args.file, dt.date.fromisoformat(args.end))))
+        end = dt.date.fromisoformat(args.end)
+        print(json.dumps(run_case(args.case, args.uri, args.file, end, args.version_column)))
         return
 
     workdir = Path(tempfile.mkdtemp(prefix="dexcare-bench-"))
@@ -257,7 +267,7 @@ def main() -> None:
                                 ("next_day", day1, END + dt.timedelta(days=1)),
                                 ("first_load_history", day0, END), ("reload_history", day0, END),
                                 ("next_day_history", day1, END + dt.timedelta(days=1))):
-            results[case] = _child(case, uri, path, end)
+            results[case] = _child(case, uri, path, end, args.version_column)
             print(f"  {case:<10} {results[case]['seconds']:7.2f} s", flush=True)
         pandas_rows = args.rows if args.pandas_rows is None else args.pandas_rows
         if pandas_rows:
@@ -269,12 +279,12 @@ def main() -> None:
                 results["first_load_small"] = _child("first_load", uri, pandas_file, END)
             results["pandas"] = _child("pandas", uri, pandas_file, END)
             print(f"  {'pandas':<10} {results['pandas']['seconds']:7.2f} s", flush=True)
-        results["mssql_batches"] = _child("mssql_batches", uri, day0, END)
+        results["mssql_batches"] = _child("mssql_batches", uri, day0, END, args.version_column)
         print(f"  {'mssql_batches':<10} {results['mssql_batches']['seconds']:7.2f} s", flush=True)
         if args.mssql_uri:
             for case, path, end in (("mssql_first_load", day0, END), ("mssql_reload", day0, END),
                                     ("mssql_next_day", day1, END + dt.timedelta(days=1))):
-                results[case] = _child(case, args.mssql_uri, path, end)
+                results[case] = _child(case, args.mssql_uri, path, end, args.version_column)
                 print(f"  {case:<10} {results[case]['seconds']:7.2f} s", flush=True)
         _print_table(results, args.rows, pandas_rows)
     finally:

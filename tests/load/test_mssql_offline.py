@@ -125,6 +125,9 @@ SCENARIOS = {
     "history turned on later": lambda w: (virtual_table(), [report(w(HEADER + f"v1,a,t,{SECRET}\n"))],
                                           {"history": ["virtual"]}),
     "history, key column only": lambda w: ({}, [report(w(f"visitId\nv1\n{SECRET}\n"))], {"history": ["virtual"]}),
+    "integer key, undeclared version": lambda w: (
+        {}, [report(w(HEADER + f"1,a,2026-11-18T10:00:00.500Z,{SECRET}\n01,b,2026-11-18 10:00:00+0000,x\n"))],
+        {"version_columns": {"virtual": "updatedAt"}, "column_types": {"virtual": {"visitId": "integer"}}}),
 }
 
 
@@ -348,6 +351,47 @@ def test_an_existing_unbounded_key_column_is_refused_before_staging(write_csv) -
     with pytest.raises(DexCareSchemaError, match=r"visit_id.*nvarchar\(max\), which SQL Server cannot index"):
         run(conn, report(write_csv(HEADER + "v1,a,t,x\n")))
     assert "stage" not in conn.steps and conn.steps[-1] == "rollback"
+
+
+def test_repeats_are_ranked_by_the_converted_key_and_an_undeclared_version_by_its_instant(write_csv, tsql) -> None:
+    """Issue 18 (14, 16): ``1`` and ``01`` in an int key are one visit, and ``10:00:00.500Z`` is newer than
+    ``10:00:00Z``. The ranking partitions by the key as the upsert matches it and orders by the instant; the
+    version is staged (and stored) as the file spelled it."""
+    conn = RecordingConnection(tables=virtual_table())
+    conn.tables["dexcare.avr_virtual"]["visit_id"] = "int"
+    body = HEADER + "1,a,2026-11-18T10:00:00.500Z,x\n01,b,2026-11-18T10:00:00Z,x\n2,c,2026-11-18 09:00:00-0200,y\n"
+    run(conn, report(write_csv(body)), version_columns={"virtual": "updatedAt"})
+    dedupe = next(op.sql for op in conn.ops if op.step == "dedupe")
+    assert unparsable(tsql, dedupe) == []
+    version = "CONVERT(nvarchar(max), s.[updated_at])"  # values are staged as UTF-16 bytes
+    instant = (f"CONVERT(datetimeoffset(7), STUFF(CASE WHEN RIGHT({version}, 5) LIKE N'[+-][0-9][0-9][0-9][0-9]' "
+               f"THEN STUFF({version}, LEN({version}) - 1, 0, N':') ELSE {version} END, 11, 1, N'T'))")
+    assert f"PARTITION BY CONVERT(int, s.[visit_id]) ORDER BY {instant} DESC, s.[_dexcare_line] DESC" in dedupe
+    assert "GROUP BY CONVERT(int, d.[visit_id]) HAVING COUNT_BIG(*) > 1" in dedupe
+    assert "WHERE dup.[visit_id] = CONVERT(int, s.[visit_id])" in dedupe
+    assert [row[2] for row in conn.staged_text()["#dexcare_stage_0"]] == [
+        "2026-11-18T10:00:00.500Z", "2026-11-18T10:00:00Z", "2026-11-18 09:00:00-0200"]
+    # Declared, the version orders by its type, as before.
+    conn = RecordingConnection()
+    run(conn, report(write_csv(body)), version_columns={"virtual": "updatedAt"},
+        column_types={"virtual": {"updatedAt": "text"}})
+    dedupe = next(op.sql for op in conn.ops if op.step == "dedupe")
+    assert "ORDER BY CONVERT(nvarchar(max), s.[updated_at]) DESC, s.[_dexcare_line] DESC" in dedupe
+    assert "datetimeoffset" not in dedupe
+
+
+@pytest.mark.parametrize("bad", ["2026-11-18T10:30:00", "2026-02-30T10:30:00Z", "yesterday-ish"])
+def test_a_version_that_names_no_instant_stops_the_load_at_its_line(bad, write_csv) -> None:
+    """Checked in Python as the file is parsed, so the batch holding it is never sent and the line is exact."""
+    rows = "".join(f"v{i},a,2026-11-18T10:00:00Z,x\n" for i in range(1500)) + f"v1500,a,{bad},x\n"
+    conn = RecordingConnection()
+    with pytest.raises(DexCareCastError) as err:
+        run(conn, report(write_csv(HEADER + rows)), batch_rows=1000, version_columns={"virtual": "updatedAt"})
+    message = str(err.value)
+    assert "line 1502, column 'updatedAt'" in message and bad not in message
+    assert "declare its type in column_types (e.g. integer) if it is not a timestamp" in message
+    assert [op.rows for op in conn.ops if op.kind == "bulk_copy"] == [1000]  # the first batch only
+    assert conn.steps[-1] == "rollback" and "commit" not in conn.steps
 
 
 def test_a_value_that_will_not_cast_names_line_and_column(write_csv) -> None:

@@ -213,3 +213,52 @@ def test_sql_server_insert_takes_only_new_keys_and_dedupe_ranks_only_repeated_ke
     assert st.create_stage() == (
         "CREATE TABLE [#dexcare_stage_0] ([visit_id] nvarchar(450) COLLATE Latin1_General_100_BIN2 NOT NULL, "
         "[visit_status] varbinary(max) NULL, [wait] varbinary(max) NULL, [_dexcare_line] int NOT NULL)")
+
+
+# --- Repeats: typed keys, and how the version orders them (issue 18, items 14 and 16) -----------------------
+
+
+@pytest.mark.parametrize("types", [PostgresTypes(), MsSqlTypes()], ids=["postgres", "mssql"])
+def test_an_undeclared_text_version_is_ordered_as_an_instant_a_declared_one_by_its_type(types) -> None:
+    text = types.text
+    assert plan(types, version="wait").version_instant
+    assert not plan(types).version_instant
+    assert not plan(types, version="wait", configured={"wait": text}).version_instant  # declared text: as text
+    assert not plan(types, version="wait", configured={"wait": "date"}).version_instant
+    # A table whose version column is typed already orders by that type; one still text by the instant, even
+    # when a type is configured now (types never change: the values stay text).
+    existing = {"visit_id": text, "visit_status": text, "wait": "date"}
+    assert not plan(types, version="wait", existing=existing).version_instant
+    existing["wait"] = text
+    assert plan(types, version="wait", existing=existing, configured={"wait": "date"}).version_instant
+
+
+def test_postgres_repeats_are_found_on_the_typed_key_and_ordered_by_the_instant() -> None:
+    p = plan(configured={"visit_id": "integer"}, version="visit_status")
+    st = postgres(p)
+    key = """NULLIF("visit_id", '')::integer"""
+    assert st.find_dup_keys().as_string(None) == (
+        f'CREATE TEMP TABLE "pg_temp"."dup" ON COMMIT DROP AS SELECT {key} AS "visit_id" FROM "pg_temp"."stage" '
+        f"GROUP BY {key} HAVING count(*) > 1 OR {key} IS NULL")
+    losers = st.find_losers().as_string(None)
+    skey = """NULLIF("s"."visit_id", '')::integer"""
+    assert (f"PARTITION BY {skey} ORDER BY NULLIF(\"s\".\"visit_status\", '')::timestamp with time zone DESC "
+            "NULLS LAST, s.ctid DESC") in losers
+    assert f'JOIN "pg_temp"."dup" d ON {skey} = d."visit_id"' in losers
+    check = st.first_bad_version().as_string(None)
+    assert check.startswith("""SELECT ctid FROM "pg_temp"."stage" WHERE "visit_status" <> '' AND (NOT (translate("""
+                            """"visit_status", '123456789', '000000000') = ANY ('{0000-00-00T00:00:00Z,""")
+    assert check.endswith(""""visit_status"::timestamp with time zone IS NULL) ORDER BY ctid LIMIT 1""")
+
+
+def test_sql_server_repeats_are_ranked_by_the_converted_key_and_the_instant() -> None:
+    p = plan(MsSqlTypes(), configured={"visit_id": "int"}, version="visit_status")
+    dedupe = mssql(p).dedupe()
+    version = "CONVERT(nvarchar(max), s.[visit_status])"
+    instant = (f"CONVERT(datetimeoffset(7), STUFF(CASE WHEN RIGHT({version}, 5) LIKE N'[+-][0-9][0-9][0-9][0-9]' "
+               f"THEN STUFF({version}, LEN({version}) - 1, 0, N':') ELSE {version} END, 11, 1, N'T'))")
+    assert (f"ROW_NUMBER() OVER (PARTITION BY CONVERT(int, s.[visit_id]) ORDER BY {instant} DESC, "
+            "s.[_dexcare_line] DESC)") in dedupe
+    assert ("(SELECT CONVERT(int, d.[visit_id]) AS [visit_id] FROM [#dexcare_stage_0] AS d "
+            "GROUP BY CONVERT(int, d.[visit_id]) HAVING COUNT_BIG(*) > 1) AS dup "
+            "WHERE dup.[visit_id] = CONVERT(int, s.[visit_id])") in dedupe

@@ -25,6 +25,7 @@ from dexcare.exceptions import (
     DexCareSchemaError,
     DexCareWarehouseError,
 )
+from dexcare.load import instants
 from dexcare.load.csv_stream import BLOCK_SIZE, Header, Opener, copy_stream, read_header
 from dexcare.load.dialects.postgres_sql import TEXT
 
@@ -81,6 +82,15 @@ def cast_error(source: str, line: int, header: str, sql_type: str) -> DexCareCas
     return DexCareCastError(
         f"{source}: line {line}, column {header!r}: the value is not a valid {sql_type}; fix the report or "
         "the column_types setting."
+    )
+
+
+def version_error(source: str, line: int | str, header: str) -> DexCareCastError:
+    """An undeclared version column is ordered as instants (:mod:`dexcare.load.instants`); this value names none."""
+    return DexCareCastError(
+        f"{source}: line {line}, column {header!r}: the version value is not an ISO 8601 timestamp with a UTC "
+        f"offset or Z (e.g. {instants.EXAMPLE}), which is how a version column without a configured type is "
+        "ordered; fix the report, or declare its type in column_types (e.g. integer) if it is not a timestamp."
     )
 
 

@@ -126,6 +126,10 @@ class LoadPlan:
     shape: tuple[tuple[str, str], ...] = ()
     #: ``None`` unless the history of this report type is kept.
     history: HistoryPlan | None = None
+    #: The version column is text that nobody declared as text: repeats are ordered by the instant each value
+    #: names (:mod:`dexcare.load.instants`), and a value that names none fails the load. Otherwise the version
+    #: is ordered by its column's type.
+    version_instant: bool = False
 
     @property
     def table_columns(self) -> tuple[tuple[str, str], ...]:
@@ -216,6 +220,9 @@ def plan_load(
         shape=shape,
         history=plan_history(table, shape, history_existing, types, target_existed=existing is not None)
         if history else None,
+        # A configured text type is the way to order a version that is not a timestamp as text.
+        version_instant=version is not None and types.is_text(file_types[version])
+        and not (version in configured and types.is_text(configured[version])),
     )
 
 

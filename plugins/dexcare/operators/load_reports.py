@@ -62,7 +62,9 @@ class DexCareLoadReportsOperator(BaseOperator):
     :param key_columns: per report type, the columns that identify a row (header or normalised names);
         default ``visit_id``.
     :param version_columns: per report type, a column whose newest value wins among repeats of a key
-        within one file (default: the last row in the file wins).
+        within one file (default: the last row in the file wins). Without a configured type its values are
+        compared as ISO 8601 timestamps with a UTC offset, and one that is not stops the load (README: Version
+        column).
     :param column_types: per report type, ``{column: SQL type}`` for columns to cast (e.g.
         ``{"virtual": {"updated_at": "timestamptz"}}``); everything else is text.
     :param work_mem: PostgreSQL ``work_mem``/``maintenance_work_mem`` for this load's transaction (not used

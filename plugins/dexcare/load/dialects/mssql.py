@@ -23,6 +23,7 @@ from dexcare.load.audit import AUDIT_FIELDS, AUDIT_TABLE, iso
 from dexcare.load.csv_stream import Header, Opener, records
 from dexcare.load.dialects import Dialect, MergeCounts
 from dexcare.load.dialects.mssql_sql import KEY_UNITS, TEXT, MsSqlStatements, is_text, quote, text_units
+from dexcare.load.instants import is_instant
 from dexcare.load.plan import CHANGE_BASELINE, LoadPlan
 
 log = logging.getLogger(__name__)
@@ -319,6 +320,8 @@ def batches(st: MsSqlStatements, header: Header, stream: BinaryIO, *, opener: Op
     temporal = [(plan.columns.index(c), plan.types[c]) for c in plan.values
                 if plan.types[c].startswith(_TEMPORAL)]
     is_key = [position in keys for position in range(len(plan.columns))]
+    # An undeclared version is ordered as instants: each value must name one (checked here, where the line is).
+    version = plan.columns.index(plan.version) if plan.version is not None and plan.version_instant else None
     batch: list[list[Any]] = []
     for line, record in records(header, stream, source=source, columns=len(plan.columns), opener=opener,
                                 block_size=block_size):
@@ -341,6 +344,8 @@ def batches(st: MsSqlStatements, header: Header, stream: BinaryIO, *, opener: Op
         for position, units, name, sql_type in bounded:
             if row[position] is not None and len(row[position]) > 2 * units:
                 raise diagnostics.value_too_long_error(source, line, name, sql_type)
+        if version is not None and record[version] and not is_instant(record[version]):
+            raise diagnostics.version_error(source, line, plan.header_of(plan.columns[version]))
         row.append(line)
         batch.append(row)
         if len(batch) >= batch_rows:

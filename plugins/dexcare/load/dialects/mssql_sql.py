@@ -45,6 +45,8 @@ from dexcare.load.plan import (
 #: SQL Server's limit for an identifier (``sysname``).
 MAX_NAME = 128
 TEXT = "nvarchar(max)"
+#: What an undeclared version column is ordered as (:mod:`dexcare.load.instants`).
+INSTANT = "datetimeoffset(7)"
 #: Byte-wise comparison: ids and "did this value change" must not depend on the database's collation
 #: (the default one is case-insensitive).
 BINARY = "Latin1_General_100_BIN2"
@@ -172,17 +174,34 @@ class MsSqlStatements:
         keys = self.plan.keys
         order = []
         if self.plan.version:
-            order.append(f"{self._value(self.plan.version)} DESC")  # NULL sorts lowest: a row with no version loses
+            # NULL (an empty version) sorts lowest: a row with no version loses.
+            order.append(f"{self._version_order(self.plan.version)} DESC")
         order.append(f"s.{quote(LINE)} DESC")
-        partition = ", ".join(f"s.{quote(k)}" for k in keys)
-        dup_keys = ", ".join(f"d.{quote(k)}" for k in keys)
-        match = " AND ".join(f"dup.{quote(k)} = s.{quote(k)}" for k in keys)
+        # Repeats are the same typed value (1 and 01 in an int key), as the update and insert will match them.
+        partition = ", ".join(self._value(k) for k in keys)
+        dup_keys = ", ".join(self._value(k, "d") for k in keys)
+        dup_columns = ", ".join(f"{self._value(k, 'd')} AS {quote(k)}" for k in keys)
+        match = " AND ".join(f"dup.{quote(k)} = {self._value(k)}" for k in keys)
         stage = quote(self.stage)
         return (
             f"WITH ranked AS (SELECT ROW_NUMBER() OVER (PARTITION BY {partition} ORDER BY {', '.join(order)}) AS rn "
-            f"FROM {stage} AS s WHERE EXISTS (SELECT 1 FROM (SELECT {dup_keys} FROM {stage} AS d GROUP BY {dup_keys} "
-            f"HAVING COUNT_BIG(*) > 1) AS dup WHERE {match})) DELETE FROM ranked WHERE rn > 1"
+            f"FROM {stage} AS s WHERE EXISTS (SELECT 1 FROM (SELECT {dup_columns} FROM {stage} AS d "
+            f"GROUP BY {dup_keys} HAVING COUNT_BIG(*) > 1) AS dup WHERE {match})) DELETE FROM ranked WHERE rn > 1"
         )
+
+    def _version_order(self, column: str) -> str:
+        """The version as repeats are ordered: its column's type, or, undeclared, the instant it names.
+
+        Every value was checked against :mod:`dexcare.load.instants` while the file was parsed, so the
+        conversion cannot fail; an offset written ``+hhmm`` gets its colon and a space before the time
+        becomes ``T``, the ISO 8601 form ``datetimeoffset`` reads whatever the session's language.
+        """
+        if not self.plan.version_instant:
+            return self._value(column)
+        ref = self._text(column)
+        colon = (f"CASE WHEN RIGHT({ref}, 5) LIKE N'[+-][0-9][0-9][0-9][0-9]' "
+                 f"THEN STUFF({ref}, LEN({ref}) - 1, 0, N':') ELSE {ref} END")
+        return f"CONVERT({INSTANT}, STUFF({colon}, 11, 1, N'T'))"
 
     def _comparable(self, column: str, alias: str) -> list[str]:
         """A value as the change check compares it. Text byte-wise, with a marker appended because ``=``

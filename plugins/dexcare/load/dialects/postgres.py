@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, BinaryIO, ClassVar
 
 import psycopg
@@ -288,7 +288,13 @@ class PostgresDialect(Dialect):
 
     def _dedupe_and_upsert(self, plan: LoadPlan, st: PostgresStatements, rows_in_file: int) -> MergeCounts:
         cursor = self.cursor
-        cursor.execute(st.find_dup_keys())
+        if plan.version_instant:
+            self._check_versions(plan, st)
+        try:
+            with self.conn.transaction():  # a typed key is cast here first
+                cursor.execute(st.find_dup_keys())
+        except psycopg.errors.DataError as exc:
+            raise self._cast_error(plan, st, exc) from None
         duplicates = 0
         if cursor.rowcount > 0:
             row = cursor.execute(st.has_empty_key()).fetchone()
@@ -323,6 +329,25 @@ class PostgresDialect(Dialect):
         except psycopg.errors.DataError as exc:
             raise self._cast_error(plan, st, exc) from None
         return MergeCounts(duplicates, inserted, written - inserted)
+
+    def _check_versions(self, plan: LoadPlan, st: PostgresStatements) -> None:
+        """Every value of an undeclared version column must name an instant (:mod:`dexcare.load.instants`),
+        since that is how repeats are ordered; the first that does not fails the load, naming its line."""
+        assert plan.version is not None
+        header = plan.header_of(plan.version)
+        try:
+            with self.conn.transaction():
+                found = self.cursor.execute(st.first_bad_version()).fetchone()
+        except psycopg.errors.DataError:
+            # The right shape but no such date (30 February): only PostgreSQL 16+ can say which row it is.
+            found = None
+            with suppress(psycopg.Error), self.conn.transaction():
+                found = self.cursor.execute(st.first_invalid_version()).fetchone()
+            if found is None:
+                raise diagnostics.version_error(plan.source, "?", header) from None
+        if found is not None:
+            line = diagnostics.staged_line(self.cursor, st.stage, found[0], plan.source, self.opener)
+            raise diagnostics.version_error(plan.source, line, header)
 
     def _cast_error(self, plan: LoadPlan, st: PostgresStatements, exc: psycopg.Error) -> DexCareLoadError:
         return diagnostics.pg_cast_error(self.cursor, st.stage, plan.headers, plan.columns, st.types, exc,

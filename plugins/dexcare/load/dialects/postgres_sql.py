@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
+from dexcare.load import instants
 from dexcare.load.plan import (
     CHANGE_INSERT,
     CHANGE_UPDATE,
@@ -26,6 +27,8 @@ from dexcare.load.plan import (
 )
 
 TEXT = "text"
+#: What an undeclared version column is ordered as (:mod:`dexcare.load.instants`).
+INSTANT = "timestamp with time zone"
 
 
 def typed(column: str, sql_type: str, alias: str | None = None) -> sql.Composable:
@@ -57,8 +60,16 @@ class PostgresStatements:
         """The history table, when the plan keeps one: the upsert appends every row it writes to it."""
         return sql.Identifier(self.plan.schema, self.plan.history.table) if self.plan.history is not None else None
 
-    def _keys(self, alias: str | None = None) -> sql.Composable:
-        return sql.SQL(", ").join(sql.Identifier(alias, k) if alias else sql.Identifier(k) for k in self.plan.keys)
+    def _typed_keys(self, alias: str | None = None) -> list[sql.Composable]:
+        """The staged keys as their columns' type: repeats are the same typed value (``1`` and ``01`` in an
+        integer key), as the upsert will match them, not the same spelling."""
+        return [typed(k, self.types[k], alias) for k in self.plan.keys]
+
+    def _empty(self, key: str, expr: sql.Composable) -> sql.Composable:
+        """A text key may be NULL or ''; a typed one is NULL (``typed`` makes '' NULL)."""
+        if self.types[key] == TEXT:
+            return sql.SQL("{k} IS NULL OR {k}::text = ''").format(k=expr)
+        return sql.SQL("{} IS NULL").format(expr)
 
     def empty_key(self) -> sql.Composable:
         return sql.SQL(" OR ").join(
@@ -69,12 +80,22 @@ class PostgresStatements:
         """Keys present more than once, plus any empty key (so one narrow hash aggregate checks both).
 
         Only these few keys need sorting: deduplicating the whole file with DISTINCT ON would sort every
-        wide row, which at a million rows spills to disk and costs more than the COPY.
+        wide row, which at a million rows spills to disk and costs more than the COPY. The keys are grouped
+        (and kept) as their typed values; a text key is grouped exactly as before.
         """
+        keys = self._typed_keys()
         return sql.SQL(
-            "CREATE TEMP TABLE {dup} ON COMMIT DROP AS SELECT {keys} FROM {stage} "
+            "CREATE TEMP TABLE {dup} ON COMMIT DROP AS SELECT {columns} FROM {stage} "
             "GROUP BY {keys} HAVING count(*) > 1 OR {empty}"
-        ).format(dup=self.dup_keys, keys=self._keys(), stage=self.stage, empty=self.empty_key())
+        ).format(
+            dup=self.dup_keys,
+            columns=sql.SQL(", ").join(
+                sql.SQL("{} AS {}").format(e, sql.Identifier(k)) for e, k in zip(keys, self.plan.keys, strict=True)
+            ),
+            keys=sql.SQL(", ").join(keys),
+            stage=self.stage,
+            empty=sql.SQL(" OR ").join(self._empty(k, e) for k, e in zip(self.plan.keys, keys, strict=True)),
+        )
 
     def has_empty_key(self) -> sql.Composed:
         return sql.SQL("SELECT EXISTS (SELECT FROM {} WHERE {})").format(self.dup_keys, self.empty_key())
@@ -82,21 +103,53 @@ class PostgresStatements:
     def first_empty_key(self) -> sql.Composed:
         return sql.SQL("SELECT ctid FROM {} WHERE {} ORDER BY ctid LIMIT 1").format(self.stage, self.empty_key())
 
+    def _not_instant(self, parses: sql.Composable) -> sql.Composed:
+        """A staged version that names no instant in an accepted form (:mod:`dexcare.load.instants`): its form
+        with every digit written 0, the ranges the cast lets through (hour 24, second 60, offsets past 14:00),
+        then ``parses``, the cast itself."""
+        v = sql.Identifier(self.plan.version or "")
+        return sql.SQL(
+            "{v} <> '' AND (NOT (translate({v}, '123456789', '000000000') = ANY ({forms}) "
+            """AND substr({v}, 12, 2) < '24' COLLATE "C" AND substr({v}, 18, 2) < '60' COLLATE "C" """
+            """AND (right({v}, 1) = 'Z' OR right(replace({v}, ':', ''), 4) <= '1400' COLLATE "C")) OR {parses})"""
+        ).format(v=v, forms=sql.Literal(list(instants.FORMS)), parses=parses)
+
+    def first_bad_version(self) -> sql.Composed:
+        """The first staged row whose version names no instant. The cast is evaluated on every value of an
+        accepted shape, so a date that does not exist (30 February) raises here, before anything is written,
+        not only when it repeats."""
+        cast = sql.SQL("{}::{} IS NULL").format(sql.Identifier(self.plan.version or ""), sql.SQL(INSTANT))
+        return sql.SQL("SELECT ctid FROM {} WHERE {} ORDER BY ctid LIMIT 1").format(self.stage,
+                                                                                     self._not_instant(cast))
+
+    def first_invalid_version(self) -> sql.Composed:
+        """Error path, after :meth:`first_bad_version` raised: the first bad row, a value that would not cast
+        included (``pg_input_is_valid``: PostgreSQL 16+)."""
+        invalid = sql.SQL("NOT pg_input_is_valid({}, {})").format(sql.Identifier(self.plan.version or ""),
+                                                                  sql.Literal(INSTANT))
+        return sql.SQL("SELECT ctid FROM {} WHERE {} ORDER BY ctid LIMIT 1").format(self.stage,
+                                                                                     self._not_instant(invalid))
+
     def _losers_query(self) -> sql.Composed:
         """Rows superseded within the file: all but the newest (by version) or last row of each key."""
         order = []
         if self.plan.version:
             version = self.plan.version
-            order.append(sql.SQL("{} DESC NULLS LAST").format(typed(version, self.types[version], "s")))
+            # An undeclared version orders as the instant it names, not as text; empty (NULL) loses.
+            by = INSTANT if self.plan.version_instant else self.types[version]
+            order.append(sql.SQL("{} DESC NULLS LAST").format(typed(version, by, "s")))
         # ctid is the file order: the stage is a fresh table filled by one COPY, so its heap is written
         # front to back and a later row always has a larger ctid (no sequence column needed).
         order.append(sql.SQL("s.ctid DESC"))
-        match = sql.SQL(" AND ").join(sql.SQL("s.{k} = d.{k}").format(k=sql.Identifier(k)) for k in self.plan.keys)
+        keys = self._typed_keys("s")
+        match = sql.SQL(" AND ").join(
+            sql.SQL("{} = d.{}").format(e, sql.Identifier(k)) for e, k in zip(keys, self.plan.keys, strict=True)
+        )
         return sql.SQL(
             "SELECT tid FROM (SELECT s.ctid AS tid, row_number() OVER (PARTITION BY {skeys} ORDER BY {order}) "
             "AS rn FROM {stage} s JOIN {dup} d ON {match}) x WHERE rn > 1"
-        ).format(skeys=self._keys("s"), order=sql.SQL(", ").join(order), stage=self.stage, dup=self.dup_keys,
-                 match=match)
+        ).format(skeys=sql.SQL(", ").join(keys), order=sql.SQL(", ").join(order), stage=self.stage,
+                 dup=self.dup_keys, match=match)
 
     def find_losers(self) -> sql.Composed:
         """Temp stage: remember the superseded rows, so the upsert's source can skip them."""
