@@ -22,8 +22,10 @@ COMPAT_TESTS := tests/hook tests/operators tests/sensors tests/triggers tests/da
 	tests/test_compat.py
 # Left out there (about 100 s a version): daily-DAG runs that take the same Airflow path as one that stays and
 # test the loader's or the lineage code's own logic (visit history, a broken facet, a failed load's lineage,
-# the package without the OpenLineage provider).
+# the package without the OpenLineage provider); and (about 150 s a version) the eleven `dags test` runs of
+# settings that plan refuses: plan's own checks run in-process on every version (test_daily_dag_integrity.py).
 COMPAT_DESELECT := \
+	tests/dag/test_daily_dag_refuses_settings.py \
 	tests/dag/test_daily_dag_runs.py::test_three_days_keep_each_visits_history_and_reruns_add_none \
 	tests/dag/test_daily_dag_lineage.py::test_a_facet_that_cannot_be_built_is_logged_and_dropped \
 	tests/dag/test_daily_dag_lineage.py::test_a_failed_load_names_what_it_was_about_and_claims_no_write \
