@@ -224,10 +224,13 @@ def test_a_storage_value_that_cannot_work_is_refused_naming_its_setting_and_a_va
         assert SECRET not in message and refused.value.__cause__ is None
 
 
-def test_the_protocols_that_work_come_from_what_is_installed() -> None:
+def test_the_protocols_that_work_come_from_what_is_installed(monkeypatch) -> None:
     """s3 has the Amazon provider and s3fs here; gs has neither. A store attached in the process counts too."""
     import fsspec
-    from airflow.sdk.io import attach
+    from airflow.sdk.io import attach, store
+
+    # Airflow keeps attached stores for the life of the process: another test may have attached memory:// already.
+    monkeypatch.setattr(store, "_STORE_CACHE", {})
     from dexcare.storage import check_storage
     from fsspec.registry import known_implementations
 
