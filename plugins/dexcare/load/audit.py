@@ -11,6 +11,8 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from dexcare.load import volume
+
 AUDIT_TABLE = "load_audit"
 
 #: The columns of ``load_audit`` after its ``id``, in table order; an entry carries at least these.
@@ -93,6 +95,8 @@ def summarise(schema: str, dag_id: str | None, run_id: str | None, started: dt.d
         for name in COUNTS:
             totals[name] += entry[name]
         totals["new_columns"] += [c for c in entry["new_columns"] if c not in totals["new_columns"]]
+        if entry.get("volume"):
+            totals["volume"] = volume.worst([v for v in (totals.get("volume"), entry["volume"]) if v])
         if entry.get("history_table"):
             totals["history_table"] = entry["history_table"]
             totals["history_rows"] = totals.get("history_rows", 0) + entry["history_rows"]

@@ -82,6 +82,11 @@ def _retryable(exc: psycopg.Error) -> bool:
     state = exc.sqlstate
     return state is None or state.startswith(_RETRY_CLASSES) or state in _RETRY_STATES
 
+#: The volume guard's one query per report reads the newest loads of a report type and window length from it.
+AUDIT_VOLUME_INDEX = """
+CREATE INDEX IF NOT EXISTS load_audit_volume ON {table} (report_type, (window_end - window_start), id DESC)
+"""
+
 
 def _lock_key(schema: str) -> int:
     return int.from_bytes(hashlib.sha256(schema.encode()).digest()[:4], "big", signed=True)
@@ -118,6 +123,7 @@ class PostgresDialect(Dialect):
         cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_LOCK_NAMESPACE, _lock_key(options.schema)])
         cursor.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(options.schema)))
         cursor.execute(sql.SQL(AUDIT_DDL).format(table=sql.Identifier(options.schema, AUDIT_TABLE)))
+        cursor.execute(sql.SQL(AUDIT_VOLUME_INDEX).format(table=sql.Identifier(options.schema, AUDIT_TABLE)))
 
     def _set_temp_buffers(self, size: str) -> None:
         """Let the stage live in memory (COPY and scans ~30% faster); only possible before the session's
@@ -405,6 +411,14 @@ class PostgresDialect(Dialect):
             ),
             {f: entry[f] for f in AUDIT_FIELDS},
         )
+
+    def volume_baseline(self, report_type: str, days: int, limit: int) -> list[int]:
+        rows = self.cursor.execute(
+            sql.SQL("SELECT rows_in_file FROM {} WHERE report_type = %s AND window_end - window_start = %s "
+                    "ORDER BY id DESC LIMIT %s").format(sql.Identifier(self.options.schema, AUDIT_TABLE)),
+            [report_type, days, limit],
+        ).fetchall()
+        return [int(row[0]) for row in rows]
 
     @staticmethod
     def audit_rows(conn: Any, schema: str, report_ids: Sequence[str]) -> list[dict[str, Any]]:
