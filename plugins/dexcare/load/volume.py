@@ -10,6 +10,7 @@ With fewer than :data:`MIN_BASELINE_LOADS` such loads there is no verdict.
 
 from __future__ import annotations
 
+import json
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -116,6 +117,22 @@ def min_shares(value: float | str | Mapping[str, Any] | None, *, where: str) -> 
                 raise DexCareSchemaError(f"{where}: {key!r} is not a report type.") from None
         out["*" if name == "default" else name] = _share(share, f"{where}[{key!r}]")
     return out
+
+
+def configured_min_shares() -> dict[str, float]:
+    """``[dexcare] volume_min_share`` (``AIRFLOW__DEXCARE__VOLUME_MIN_SHARE``): a number or a JSON object."""
+    from airflow.providers.common.compat.sdk import conf
+
+    text = (conf.get("dexcare", "volume_min_share", fallback="") or "").strip()
+    where = "[dexcare] volume_min_share"
+    if text.startswith("{"):
+        try:
+            value: Any = json.loads(text)
+        except ValueError:
+            raise DexCareSchemaError(f"{where}: not a JSON object; write e.g. {{\"virtual\": 0.3, \"*\": 0.5}}."
+                                     ) from None
+        return min_shares(value, where=where)
+    return min_shares(text, where=where)
 
 
 def _share(value: Any, where: str) -> float:
