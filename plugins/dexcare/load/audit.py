@@ -151,11 +151,11 @@ def committed_summary(schema: str, dag_id: str | None, run_id: str | None,
         entry["new_columns"] = list(entry.get("new_columns") or [])
         for name in COUNTS:
             entry[name] = int(entry[name])
-    started = min(_instant(e["started_at"]) for e in entries)
-    finished = max(_instant(e["finished_at"]) for e in entries)
+    started = min(instant(e["started_at"]) for e in entries)
+    finished = max(instant(e["finished_at"]) for e in entries)
     return {**summarise(schema, dag_id, run_id, started, finished, entries), "already_loaded": True}
 
 
-def _instant(value: Any) -> dt.datetime:
+def instant(value: Any) -> dt.datetime:
     """A timestamp as the driver returns it: a datetime (psycopg), or ISO text (SQL Server via FreeTDS)."""
     return value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value))

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.exceptions import AirflowProviderDeprecationWarning
 from airflow.sdk import BaseOperator
 
+from dexcare import metrics
 from dexcare.exceptions import DexCareCleanUpError, DexCareLoadError
 from dexcare.load.audit import AUDIT_TABLE, committed_entries, committed_summary, summary_line
 from dexcare.load.connection import connect, warehouse_hook
@@ -201,6 +202,8 @@ class DexCareLoadReportsOperator(BaseOperator):
         for table, totals in summary["tables"].items():
             self.log.info("%s", summary_line(summary["schema"], table, totals))
         self._publish_asset_events(context, summary)
+        if not summary.get("already_loaded"):  # a committed load's figures were sent by the try that made it
+            metrics.loaded(summary)
         if delete:
             self._delete_files(reports, dag_id, run_id)
         return summary
