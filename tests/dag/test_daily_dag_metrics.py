@@ -7,6 +7,7 @@ import datetime as dt
 from typing import Any
 
 import psycopg
+import pytest
 from dexcare.load.audit import audit_entry
 from dexcare.load.csv_stream import open_report
 from dexcare.load.dialects.postgres import PostgresDialect
@@ -33,6 +34,7 @@ def seed_baseline(pg_uri: str, schema: str, report_type: str, rows: int, loads: 
                     inserted=rows, updated=0, new_columns=[], started_at=dt.datetime.now(dt.UTC)))
 
 
+@pytest.mark.slow  # a real `airflow dags test`
 def test_a_daily_run_sends_its_figures_to_statsd(runner, pg_uri, warehouse) -> None:
     rows = 11 * VISITS_PER_DAY  # a first run: 11 days of visits per report type
     seed_baseline(pg_uri, warehouse, "virtual", rows * 2)
