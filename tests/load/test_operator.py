@@ -180,12 +180,15 @@ def test_without_deletion_a_cleared_load_loads_again(warehouse_conn, warehouse, 
 # --- Issue 21: the volume guard through the operator ----------------------------------------------------------
 
 
-class _Events(dict):
-    """``outlet_events`` as the task runner hands it: an accessor per asset with a settable ``extra``."""
+class _Events:
+    """``outlet_events`` as the task runner hands it: an accessor per asset with a settable ``extra`` (by name:
+    Airflow 3.0's Asset is not hashable)."""
 
-    def __missing__(self, key):
-        self[key] = SimpleNamespace(extra=None)
-        return self[key]
+    def __init__(self) -> None:
+        self.accessors: dict[str, SimpleNamespace] = {}
+
+    def __getitem__(self, asset):
+        return self.accessors.setdefault(asset.name, SimpleNamespace(extra=None))
 
 
 @postgres_only

@@ -136,3 +136,38 @@ def test_bad_thresholds_and_acceptances_are_refused_naming_them() -> None:
         LoadOptions(accept_volume=["clinic"]).accepts_volume(ReportType.parse("virtual"))
     assert LoadOptions(accept_volume="virtual, retail").accepts_volume(ReportType.parse("retail"))
     assert not LoadOptions(accept_volume="false").accepts_volume(ReportType.parse("retail"))
+
+
+@postgres_only
+def test_a_load_audit_another_role_owns_gets_a_warning_not_a_failed_load(pg_uri, admin, write_csv, schema,
+                                                                         caplog) -> None:
+    """An audit table made before the guard, by another role: CREATE INDEX would be refused (only its owner may),
+    so the load goes on without it and says what the owner should run."""
+    import uuid
+
+    import psycopg
+    from dexcare.load.dialects.postgres import AUDIT_DDL
+    from dexcare.load.loader import load_reports
+    from psycopg import sql
+
+    role = f"dexcare_loader_{uuid.uuid4().hex[:8]}"
+    admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    admin.execute(sql.SQL(AUDIT_DDL).format(table=sql.Identifier(schema, "load_audit")))
+    admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+    try:
+        database = admin.info.dbname
+        admin.execute(sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(sql.Identifier(database),
+                                                                          sql.Identifier(role)))
+        admin.execute(sql.SQL("GRANT USAGE, CREATE ON SCHEMA {} TO {}").format(sql.Identifier(schema),
+                                                                               sql.Identifier(role)))
+        admin.execute(sql.SQL("GRANT SELECT, INSERT ON {} TO {}").format(sql.Identifier(schema, "load_audit"),
+                                                                         sql.Identifier(role)))
+        with psycopg.connect(pg_uri, user=role) as conn, caplog.at_level(logging.WARNING):
+            summary = load_reports(conn, [report(write_csv(csv(3, 0)))], options=LoadOptions(schema=schema))
+        assert summary["tables"]["avr_virtual"]["volume"]["verdict"] == "no_baseline"
+        assert "has no index load_audit_volume and this login does not own the table" in caplog.text
+        assert "CREATE INDEX IF NOT EXISTS load_audit_volume ON" in caplog.text
+    finally:
+        admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+        admin.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+        admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
