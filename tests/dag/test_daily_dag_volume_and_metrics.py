@@ -1,5 +1,6 @@
-"""The daily run's metrics arrive at a real StatsD server: ``airflow dags test`` in its own process, configured
-only through ``AIRFLOW__METRICS__*``, sending over UDP to a listener on loopback."""
+"""The daily run's volume guard and metrics, each run a real ``airflow dags test`` process: the guard refuses an
+empty day against the baseline in ``load_audit`` and the ``accept_volume`` param lets it through; the metrics
+arrive at a real StatsD server (a UDP listener on loopback), configured only through ``AIRFLOW__METRICS__*``."""
 
 from __future__ import annotations
 
@@ -62,3 +63,22 @@ def test_a_daily_run_sends_its_figures_to_statsd(runner, pg_uri, warehouse) -> N
     ratio = got["airflow.dexcare.volume.ratio.virtual"]
     assert (ratio.value, ratio.kind) == (loaded["virtual"][1] / (rows * 2), "g")
     assert "airflow.dexcare.volume.ratio.retail" not in got
+
+
+@pytest.mark.slow  # two real `airflow dags test` runs
+def test_an_empty_day_fails_the_run_writing_nothing_and_accept_volume_lets_it_through(runner, pg_uri, warehouse,
+                                                                                      sandbox) -> None:
+    seed_baseline(pg_uri, warehouse, "virtual", 11 * VISITS_PER_DAY)
+    sandbox.visits_per_day = 0  # DexCare answers with a header and no rows
+    refused = runner.run("2026-11-20")
+    log = refused.stdout + refused.stderr
+    assert refused.returncode != 0, log[-4000:]
+    assert "DexCareVolumeError" in log and "has 0 rows, but the last 5 virtual load(s) of 10-day windows" in log
+    with psycopg.connect(pg_uri) as conn:
+        assert len(audit_rows(conn, warehouse)) == 5, "the refused run wrote nothing"
+        assert conn.execute("SELECT to_regclass(%s)", [f"{warehouse}.avr_retail"]).fetchone()[0] is None
+    accepted = runner.run("2026-11-20", accept_volume=["virtual"])
+    assert accepted.returncode == 0, accepted.stdout[-4000:] + accepted.stderr[-4000:]
+    assert "loaded because accept_volume lets virtual through in this run" in accepted.stdout + accepted.stderr
+    with psycopg.connect(pg_uri) as conn:
+        assert sorted(r[0] for r in audit_rows(conn, warehouse)[5:]) == ["retail", "virtual"]
