@@ -112,6 +112,20 @@ with DAG(
             description="Report types whose every change is also appended to avr_<type>_history: each visit's "
             "states over time, with the report and window that brought each one. Default: none.",
         ),
+        "volume_min_share": Param(
+            {},
+            type=["object", "number"],
+            description='The volume guard warns when a report has fewer rows than this share of the median of '
+            'its type\'s last 14 loads of the same window length: one number, or per report type, e.g. '
+            '{"virtual": 0.3}. Default: [dexcare] volume_min_share, else 0.5.',
+        ),
+        "accept_volume": Param(
+            False,
+            type=["boolean", "array"],
+            items={"type": "string", "enum": [t.value for t in ReportType]},
+            description="Let this run load a report the volume guard refuses (0 rows where the last loads had "
+            'rows): true, or the report types, e.g. ["virtual"]. Only for a day that is really empty.',
+        ),
     },
 ) as dag:
 
@@ -170,6 +184,8 @@ with DAG(
         key_columns="{{ params.key_columns }}",
         delete_files="{{ params.delete_downloads }}",
         history="{{ params.history }}",
+        volume_min_share="{{ params.volume_min_share }}",
+        accept_volume="{{ params.accept_volume }}",
         outlets=TABLE_ASSETS,
         **LOAD_QUEUE,
     )

@@ -67,6 +67,7 @@ __all__ = [
     "connection_form_before_3_2",
     "missing_task_state_store",
     "state_store_for_the_try",
+    "stats_client",
     "task_state_store",
 ]
 
@@ -153,3 +154,33 @@ def connection_form_before_3_2(hook_class: _Hook) -> _Hook:
     hook_class.get_ui_field_behaviour = classmethod(get_ui_field_behaviour)  # type: ignore[attr-defined]
     hook_class.get_connection_form_widgets = classmethod(get_connection_form_widgets)  # type: ignore[attr-defined]
     return hook_class
+
+
+def stats_client() -> Any:
+    """Airflow's stats client (StatsD, DogStatsD or OpenTelemetry, as ``[metrics]`` configures it).
+
+    3.0 and 3.1 have ``airflow.stats.Stats``, which configures itself from ``[metrics]`` on first use. From 3.2
+    the Task SDK's client is configured by the task runner's ``main()`` only (3.2 on the class, 3.3 in the
+    module), which ``airflow dags test`` never calls: it runs tasks in its own process, so the client is
+    configured here, from the same ``[metrics]`` settings, when nothing configured it before.
+    """
+    try:
+        from airflow.sdk.observability import stats as sdk_stats
+    except ImportError:  # Airflow 3.0, 3.1
+        from airflow.stats import Stats
+
+        return Stats
+    import sys
+
+    from airflow.sdk.configuration import conf
+    from airflow.sdk.observability.metrics import stats_utils
+
+    client = sdk_stats.Stats
+    module_level = getattr(sdk_stats, "initialize", None)
+    if module_level is not None:  # Airflow >= 3.3
+        if getattr(sys.modules[module_level.__module__], "_factory", None) is None:
+            module_level(factory=stats_utils.get_stats_factory(),
+                         export_legacy_names=conf.getboolean("metrics", "legacy_names_on", fallback=True))
+    elif type.__getattribute__(client, "factory") is None:  # Airflow 3.2
+        client.initialize(factory=stats_utils.get_stats_factory(client))
+    return client

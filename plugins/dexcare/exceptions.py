@@ -151,3 +151,19 @@ class DexCareCleanUpError(DexCareStorageError):
     """The load committed but some of the run's files could not be deleted; a retry finishes only the clean-up."""
 
     retryable = True
+
+
+# --- on-call guards ----------------------------------------------------------------------------------------
+
+
+class DexCareVolumeError(DexCareLoadError, DexCareFinalError):
+    """A report came back empty where its report type's recent loads were not: the load wrote nothing.
+
+    Final: DexCare answers the same report the same way on every try; an empty day that is real is let through
+    with ``accept_volume``. ``counts`` holds names and numbers only (``table``, ``report_type``, ``rows``,
+    ``baseline_median``, ``baseline_loads``), for the page.
+    """
+
+    def __init__(self, message: object = "", *, counts: dict[str, object]) -> None:
+        super().__init__(message)
+        self.counts = counts

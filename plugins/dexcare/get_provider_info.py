@@ -51,7 +51,19 @@ def get_provider_info() -> dict[str, Any]:
                         "type": "string",
                         "example": "s3://aws_default@my-bucket/dexcare/",
                         "default": "",
-                    }
+                    },
+                    "volume_min_share": {
+                        "description": "The volume guard warns when a report has fewer rows than this share of "
+                        "the median of its report type's last 14 loads of the same window length (load_audit): "
+                        "a number for every report type, or a JSON object per type with \"*\" for the rest, "
+                        "e.g. {\"virtual\": 0.3, \"*\": 0.5}. 0 never warns. An empty report against a "
+                        "non-empty baseline fails the load whatever this says. The load operator's "
+                        "volume_min_share argument (the daily DAG's param) overrides it per report type.\n",
+                        "version_added": "0.2.0",
+                        "type": "string",
+                        "example": '{"virtual": 0.3, "*": 0.5}',
+                        "default": "0.5",
+                    },
                 },
             }
         },

@@ -10,6 +10,7 @@ about what SQL Server would do with the statements: the live suite (``make test-
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ _OBJECT = re.compile(rf"^{_NAME}\.{_NAME}$")
 #: Which step of a load a statement belongs to, by what it says (first match wins).
 STEPS = (
     ("audit_lookup", re.compile(r"^SELECT OBJECT_ID\(")),
+    ("volume", re.compile(r"^SELECT TOP \(\d+\) rows_in_file FROM \[[^\]]+\]\.\[load_audit\]")),
+    ("audit_index", re.compile(r"load_audit_volume")),
     ("audit_read", re.compile(r"^SELECT .* FROM \[[^\]]+\]\.\[load_audit\] WHERE", re.S)),
     ("session", re.compile(r"^SET XACT_ABORT ON")),
     ("lock", re.compile(r"sp_getapplock")),
@@ -53,6 +56,10 @@ STEPS = (
 
 def step_of(statement: str) -> str:
     return next((name for name, pattern in STEPS if pattern.search(statement)), "other")
+
+
+def _date(value: Any) -> dt.date:
+    return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value))
 
 
 def _unquote(name: str) -> str:
@@ -187,6 +194,11 @@ class RecordingCursor:
             found = _OBJECT.match(params[0])
             key = ".".join(_unquote(p) for p in found.groups()) if found else ""
             return [(1 if key in conn.tables else None,)]
+        if step == "volume":  # the newest loads of the report type and window length, as SQL Server answers
+            days = dict.fromkeys(["limit", "type", "days"]) | params
+            found = [row for row in conn.audit if row["report_type"] == days["type"] and (
+                _date(row["window_end"]) - _date(row["window_start"])).days == days["days"]]
+            return [(row["rows_in_file"],) for row in reversed(found)][: days["limit"]]
         if step == "audit_read":
             return [tuple(row[f] for f in AUDIT_FIELDS) for row in conn.audit if row["report_id"] in params]
         if step == "cast_check":

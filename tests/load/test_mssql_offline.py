@@ -484,7 +484,9 @@ def test_the_already_loaded_query_parses_as_tsql_reads_the_audit_and_leaves_no_t
     entries = committed_entries([loaded], rows)
     assert entries is not None and committed_entries([loaded, {"report_id": other}], rows) is None
     again = committed_summary("dexcare", None, None, entries)
-    assert again["already_loaded"] is True and again["tables"] == summary["tables"]
+    # The volume verdict was the load's own, made against the baseline of that moment: not re-judged.
+    assert again["already_loaded"] is True and again["tables"] == {
+        table: {k: v for k, v in totals.items() if k != "volume"} for table, totals in summary["tables"].items()}
 
 
 # --- Issue 19: what FreeTDS and a real server would do -------------------------------------------------------
@@ -722,3 +724,34 @@ def test_the_csv_rules_fail_before_the_commit_and_quote_no_value(body, rows, err
         run(conn, report(write_csv(body), rows=rows))
     assert "commit" not in conn.steps and conn.steps[-1] == "rollback"
     assert SECRET not in str(err.value) and SECRET not in caplog.text
+
+
+# --- Issue 21: the volume guard's query ----------------------------------------------------------------------
+
+
+def test_the_volume_guard_asks_one_tsql_query_per_report_and_refuses_an_empty_day(write_csv, tsql) -> None:
+    """Six loads of 10-day windows (and one of 30 days, not counted) recorded by the fake connection, then an
+    empty report: the baseline query and the audit index parse as T-SQL, the query names the report type and
+    window length as parameters, and the empty day rolls back before any write."""
+    from dexcare.exceptions import DexCareVolumeError
+
+    conn = RecordingConnection()
+    for day in range(6):
+        run(conn, report(write_csv(HEADER + f"v{day},a,t,{SECRET}\nw{day},b,t,x\n"), end=END - dt.timedelta(days=day)))
+    run(conn, report(write_csv(HEADER + "x1,a,t,y\n" * 1), start=END - dt.timedelta(days=29)))
+    conn.ops.clear()
+    judged = run(conn, report(write_csv(HEADER + "z1,a,t,y\n")))["tables"]["avr_virtual"]["volume"]
+    assert (judged["verdict"], judged["baseline_loads"], judged["baseline_median"]) == ("ok", 6, 2.0)
+    asked = [op.sql for op in conn.ops if op.step == "volume"]
+    index = [op.sql for op in conn.ops if op.step == "audit_index"]
+    assert len(asked) == 1 and len(index) == 1
+    assert "N'virtual'" in asked[0] and "DATEDIFF(day, window_start, window_end) = 9" in asked[0]
+    for statement in asked + index:
+        assert unparsable(tsql, statement) == [], statement
+    conn.ops.clear()
+    with pytest.raises(DexCareVolumeError) as raised:
+        run(conn, report(write_csv(HEADER)))
+    assert raised.value.counts["baseline_loads"] == 7 and raised.value.counts["rows"] == 0
+    steps = conn.steps
+    assert "volume" in steps and steps[-1] == "rollback"
+    assert not {"dedupe", "update", "insert", "audit", "commit"} & set(steps[steps.index("volume"):])

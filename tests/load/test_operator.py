@@ -155,7 +155,9 @@ def test_a_cleared_load_whose_files_were_deleted_only_finishes_the_clean_up(
     summary = again.execute(context)
     json.dumps(summary)
     assert summary["already_loaded"] is True
-    assert summary["tables"] == loaded["tables"]
+    # Everything but the volume verdict, which was the committed load's own and is not judged again.
+    assert summary["tables"] == {t: {k: v for k, v in totals.items() if k != "volume"}
+                                 for t, totals in loaded["tables"].items()}
     assert [r["report_id"] for r in summary["reports"]] == [r["report_id"] for r in reports]
     assert len(warehouse.audit(schema)) == 2, "nothing was loaded again"
     output = logged(caplog, capfd)
@@ -173,3 +175,58 @@ def test_without_deletion_a_cleared_load_loads_again(warehouse_conn, warehouse, 
         summary = DexCareLoadReportsOperator(task_id="load", reports=reports, schema=schema).execute(context)
     assert "already_loaded" not in summary and summary["tables"]["avr_virtual"]["unchanged"] == 1
     assert len(warehouse.audit(schema)) == 2
+
+
+# --- Issue 21: the volume guard through the operator ----------------------------------------------------------
+
+
+class _Events:
+    """``outlet_events`` as the task runner hands it: an accessor per asset with a settable ``extra`` (by name:
+    Airflow 3.0's Asset is not hashable)."""
+
+    def __init__(self) -> None:
+        self.accessors: dict[str, SimpleNamespace] = {}
+
+    def __getitem__(self, asset):
+        return self.accessors.setdefault(asset.name, SimpleNamespace(extra=None))
+
+
+@postgres_only
+def test_a_half_size_day_stays_green_with_the_warning_in_the_asset_extra(warehouse_conn, write_csv, schema,
+                                                                         monkeypatch, caplog) -> None:
+    from airflow.sdk import Asset
+
+    end = dt.date(2026, 11, 20)
+    for day in range(5):
+        day_end = end - dt.timedelta(days=5 - day)
+        rows = "".join(f"d{day}v{i},a\n" for i in range(10))
+        DexCareLoadReportsOperator(task_id="load", reports=[report(write_csv("visitId,visitStatus\n" + rows),
+                                                                   end=day_end)], schema=schema).execute(
+            {"dag": SimpleNamespace(dag_id="d"), "run_id": f"r{day}", "data_interval_end": None})
+    asset = Asset(name="dexcare.avr_virtual", uri="dexcare://warehouse/avr_virtual")
+    half = report(write_csv("visitId,visitStatus\n" + "".join(f"h{i},a\n" for i in range(4))), end=end)
+    monkeypatch.setenv("AIRFLOW__DEXCARE__VOLUME_MIN_SHARE", '{"virtual": 0.2}')  # below it the op's own wins
+    events = _Events()
+    op = DexCareLoadReportsOperator(task_id="load", reports=[half], schema=schema, outlets=[asset],
+                                    volume_min_share={"virtual": 0.5})
+    op.execute({"dag": SimpleNamespace(dag_id="d"), "run_id": "half", "data_interval_end": None,
+                "outlet_events": events})
+    assert events[asset].extra["volume"] == {"verdict": "warn", "rows": 4, "baseline_median": 10.0,
+                                             "baseline_loads": 5, "ratio": 0.4, "min_share": 0.5}
+    # The deployment's setting applies when the task gives none.
+    again = report(write_csv("visitId,visitStatus\n" + "".join(f"k{i},a\n" for i in range(3))), end=end)
+    summary = DexCareLoadReportsOperator(task_id="load", reports=[again], schema=schema).execute(
+        {"dag": SimpleNamespace(dag_id="d"), "run_id": "third", "data_interval_end": None})
+    assert summary["tables"]["avr_virtual"]["volume"]["min_share"] == 0.2
+
+
+def test_volume_settings_are_checked_when_the_dag_is_parsed() -> None:
+    from dexcare.exceptions import DexCareSchemaError
+
+    with pytest.raises(DexCareSchemaError, match=r"accept_volume: 'virtul' is not a report type"):
+        DexCareLoadReportsOperator(task_id="load", reports=[], accept_volume=["virtul"])
+    with pytest.raises(DexCareSchemaError, match=r"volume_min_share\['virtual'\]: 2 is not a share"):
+        DexCareLoadReportsOperator(task_id="load", reports=[], volume_min_share={"virtual": 2})
+    for value in ("{{ params.accept_volume }}", True, ["retail"]):
+        DexCareLoadReportsOperator(task_id="load", reports=[], accept_volume=value,
+                                   volume_min_share="{{ params.volume_min_share }}")

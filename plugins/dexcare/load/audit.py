@@ -11,6 +11,8 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from dexcare.load import volume
+
 AUDIT_TABLE = "load_audit"
 
 #: The columns of ``load_audit`` after its ``id``, in table order; an entry carries at least these.
@@ -93,6 +95,8 @@ def summarise(schema: str, dag_id: str | None, run_id: str | None, started: dt.d
         for name in COUNTS:
             totals[name] += entry[name]
         totals["new_columns"] += [c for c in entry["new_columns"] if c not in totals["new_columns"]]
+        if entry.get("volume"):
+            totals["volume"] = volume.worst([v for v in (totals.get("volume"), entry["volume"]) if v])
         if entry.get("history_table"):
             totals["history_table"] = entry["history_table"]
             totals["history_rows"] = totals.get("history_rows", 0) + entry["history_rows"]
@@ -147,11 +151,11 @@ def committed_summary(schema: str, dag_id: str | None, run_id: str | None,
         entry["new_columns"] = list(entry.get("new_columns") or [])
         for name in COUNTS:
             entry[name] = int(entry[name])
-    started = min(_instant(e["started_at"]) for e in entries)
-    finished = max(_instant(e["finished_at"]) for e in entries)
+    started = min(instant(e["started_at"]) for e in entries)
+    finished = max(instant(e["finished_at"]) for e in entries)
     return {**summarise(schema, dag_id, run_id, started, finished, entries), "already_loaded": True}
 
 
-def _instant(value: Any) -> dt.datetime:
+def instant(value: Any) -> dt.datetime:
     """A timestamp as the driver returns it: a datetime (psycopg), or ISO text (SQL Server via FreeTDS)."""
     return value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value))

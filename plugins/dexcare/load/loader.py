@@ -23,7 +23,7 @@ from typing import Any, BinaryIO
 
 from dexcare.csv_records import CsvRecordCounter, unrecognised_header
 from dexcare.exceptions import DexCareCSVError, DexCareLoadError, DexCareSchemaError
-from dexcare.load import diagnostics
+from dexcare.load import diagnostics, volume
 from dexcare.load.audit import audit_entry, summarise
 from dexcare.load.csv_stream import Opener, open_report, read_header
 from dexcare.load.dialects import Dialect, MergeCounts, dialect_class
@@ -66,6 +66,8 @@ class _Run:
     opener: Opener
     loaded_at: dt.datetime
     type_cache: dict[str, str] = field(default_factory=dict)
+    #: (report type, window days) already said to have no baseline in this run: the log says it once.
+    no_baseline_said: set[tuple[str, int]] = field(default_factory=set)
 
     def configured_types(self, rtype: ReportType, columns: list[str]) -> dict[str, str]:
         resolved = {}
@@ -107,6 +109,7 @@ class _Run:
             # COPY at a line holding only \.) would otherwise be a visit missing from a green run.
             by = "the download" if counter is None else "a count of the file"
             raise diagnostics.row_count_error(source, counted=counted, staged=rows_in_file, by=by, opener=self.opener)
+        judged = self.judge_volume(report, plan.table, rows_in_file)
         counts = self.dialect.merge(plan, rows_in_file, index)
         entry = audit_entry(
             dag_id=self.dag_id, run_id=self.run_id, report_id=report.report_id,
@@ -116,7 +119,29 @@ class _Run:
             new_columns=plan.new_columns, started_at=started,
         )
         self.dialect.record_audit(entry)
-        return {**entry, **described(plan, report, counts)}
+        return {**entry, **described(plan, report, counts), "volume": judged.as_dict()}
+
+    def judge_volume(self, report: ReportFile, table: str, rows: int) -> volume.Volume:
+        """The volume guard, before the merge: an empty report against a non-empty baseline stops the run
+        here, so the rollback leaves every table as it was (:mod:`dexcare.load.volume`)."""
+        rtype = report.report_type
+        days = (report.window_end - report.window_start).days
+        judged = volume.judge(rows, self.dialect.volume_baseline(rtype.value, days, volume.BASELINE_LOADS),
+                              min_share=self.options.min_share_for(rtype),
+                              accepted=self.options.accepts_volume(rtype))
+        where = {"table": table, "report_type": rtype.value, "report_id": report.report_id, "days": days}
+        if judged.verdict == volume.EMPTY:
+            raise volume.empty_error(judged, **where)
+        if judged.verdict == volume.WARN:
+            log.warning("%s", volume.warning_line(judged, **where))
+        elif judged.verdict == volume.ACCEPTED:
+            log.warning("Volume guard: report %s (%s) has %d rows against a baseline median of %g; loaded "
+                        "because accept_volume lets %s through in this run.", report.report_id, rtype.value,
+                        rows, judged.baseline_median, rtype.value)
+        elif judged.verdict == volume.NO_BASELINE and (rtype.value, days) not in self.no_baseline_said:
+            self.no_baseline_said.add((rtype.value, days))
+            log.info("%s", volume.no_baseline_line(rtype.value, days, judged.baseline_loads))
+        return judged
 
     def plan(self, report: ReportFile, headers: list[str]) -> LoadPlan:
         source, rtype = report.uri, report.report_type

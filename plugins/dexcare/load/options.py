@@ -14,6 +14,7 @@ from typing import Any
 from dexcare.exceptions import DexCareLoadError, DexCareSchemaError
 from dexcare.load.csv_stream import BLOCK_SIZE
 from dexcare.load.identifiers import DEFAULT_KEY, normalize_identifier
+from dexcare.load.volume import DEFAULT_MIN_SHARE, accepted_types, min_shares
 from dexcare.report import DEFAULT_LOOKBACK_DAYS, ReportType, parse_iso_date, validate_report_id
 
 DEFAULT_SCHEMA = "dexcare"
@@ -111,6 +112,11 @@ class LoadOptions:
     lock_timeout_seconds: float = 1800
     #: Report types whose every change is also appended to ``avr_<type>_history`` (e.g. ``["virtual"]``).
     history: Sequence[str] = ()
+    #: The volume guard's warning threshold, a share of the baseline median: one for every report type, or per
+    #: type (``{"virtual": 0.3, "*": 0.5}``); default 0.5 (:mod:`dexcare.load.volume`).
+    volume_min_share: float | Mapping[str, Any] | None = None
+    #: Let this run load what the volume guard would refuse: ``True`` or report types (``["virtual"]``).
+    accept_volume: bool | Sequence[str] = False
 
     def keys_for(self, report_type: ReportType) -> Sequence[str]:
         keys = _by_type(self.key_columns, "key_columns").get(report_type, DEFAULT_KEY)
@@ -121,6 +127,13 @@ class LoadOptions:
 
     def history_for(self, report_type: ReportType) -> bool:
         return report_type in history_types(self.history)
+
+    def min_share_for(self, report_type: ReportType) -> float:
+        shares = min_shares(self.volume_min_share, where="volume_min_share")
+        return shares.get(report_type.value, shares.get("*", DEFAULT_MIN_SHARE))
+
+    def accepts_volume(self, report_type: ReportType) -> bool:
+        return report_type.value in accepted_types(self.accept_volume)
 
     def types_for(self, report_type: ReportType) -> dict[str, str]:
         types = _by_type(self.column_types, "column_types").get(report_type, {})

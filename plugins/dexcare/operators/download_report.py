@@ -9,11 +9,13 @@ the loading task runs on the same machine.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from dexcare import metrics
 from dexcare.exceptions import DexCareDownloadReportError, DexCareValidationError
 from dexcare.load.identifiers import DEFAULT_KEY
 from dexcare.report import ReportRequest, ReportStatus, ReportType, validate_report_id
@@ -125,7 +127,9 @@ class DexCareDownloadReportOperator(BaseOperator):
                 )
             )
         target = self._target(context, report_id, request)
+        began = time.monotonic()
         result = hook.download_report(report_id, target, key_columns=self._keys(request.report_type))
+        metrics.downloaded(request.report_type.value, result.bytes, time.monotonic() - began)
         facts.update(
             uri=target.uri, bytes=result.bytes, sha256=result.sha256, rows=result.rows, header=result.header
         )

@@ -8,6 +8,7 @@ JSON-ready for XCom.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -15,11 +16,13 @@ from typing import TYPE_CHECKING, Any
 from airflow.exceptions import AirflowProviderDeprecationWarning
 from airflow.sdk import BaseOperator
 
+from dexcare import metrics
 from dexcare.exceptions import DexCareCleanUpError, DexCareLoadError
 from dexcare.load.audit import AUDIT_TABLE, committed_entries, committed_summary, summary_line
 from dexcare.load.connection import connect, warehouse_hook
 from dexcare.load.dialects import dialect_class
 from dexcare.load.loader import DEFAULT_SCHEMA, LoadOptions, load_reports
+from dexcare.load.volume import configured_min_shares, min_shares
 from dexcare.report import ReportType
 from dexcare.storage import clean_up_run
 from dexcare.task_support import is_literal, run_end_date
@@ -86,7 +89,8 @@ class DexCareLoadReportsOperator(BaseOperator):
     """
 
     template_fields: Sequence[str] = (
-        "reports", "warehouse_conn_id", "schema", "key_columns", "delete_files", "history",
+        "reports", "warehouse_conn_id", "schema", "key_columns", "delete_files", "history", "volume_min_share",
+        "accept_volume",
     )
     ui_color = "#e3f1e0"
 
@@ -104,6 +108,8 @@ class DexCareLoadReportsOperator(BaseOperator):
         verify_sha256: bool = True,
         delete_files: bool | str = False,
         history: Sequence[str] | str | None = None,
+        volume_min_share: float | Mapping[str, float] | str | None = None,
+        accept_volume: bool | Sequence[str] | str = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -127,6 +133,8 @@ class DexCareLoadReportsOperator(BaseOperator):
         self.verify_sha256 = verify_sha256
         # One report type, a list of them, or a template ("{{ params.history }}") checked once rendered.
         self.history = history
+        self.volume_min_share = volume_min_share
+        self.accept_volume = accept_volume
         # Fail at parse time on a typo in a report type, not at 3 a.m.
         if is_literal(self.key_columns) or isinstance(self.key_columns, dict):
             self._options()
@@ -145,13 +153,26 @@ class DexCareLoadReportsOperator(BaseOperator):
             verify_sha256=self.verify_sha256,
             # Until a template is rendered there is nothing to check; history_types() refuses a bad name.
             history=() if isinstance(self.history, str) and not is_literal(self.history) else self.history or (),
+            volume_min_share=None if _template(self.volume_min_share) else self.volume_min_share,
+            accept_volume=False if _template(self.accept_volume) else self.accept_volume,
         )
         for rtype in ReportType:
             options.keys_for(rtype)
             options.version_for(rtype)
             options.types_for(rtype)
             options.history_for(rtype)
+            options.min_share_for(rtype)
+            options.accepts_volume(rtype)
         return options
+
+    def _run_options(self) -> LoadOptions:
+        """The rendered options, the volume thresholds on top of ``[dexcare] volume_min_share``."""
+        options = self._options()
+        given = min_shares(self.volume_min_share, where="volume_min_share")
+        configured = LoadOptions(volume_min_share=configured_min_shares())
+        # The task's own setting wins, per type and then for every type; the deployment's only after it.
+        shares = {t.value: given.get(t.value, given.get("*", configured.min_share_for(t))) for t in ReportType}
+        return dataclasses.replace(options, volume_min_share=shares)
 
     def execute(self, context: Context) -> dict[str, Any]:
         reports = _flatten(self.reports)
@@ -170,7 +191,7 @@ class DexCareLoadReportsOperator(BaseOperator):
                 summary = load_reports(
                     conn,
                     reports,
-                    options=self._options(),
+                    options=self._run_options(),
                     run_date=run_end_date(context),
                     dag_id=dag_id,
                     run_id=run_id,
@@ -181,6 +202,8 @@ class DexCareLoadReportsOperator(BaseOperator):
         for table, totals in summary["tables"].items():
             self.log.info("%s", summary_line(summary["schema"], table, totals))
         self._publish_asset_events(context, summary)
+        if not summary.get("already_loaded"):  # a committed load's figures were sent by the try that made it
+            metrics.loaded(summary)
         if delete:
             self._delete_files(reports, dag_id, run_id)
         return summary
@@ -264,6 +287,10 @@ class DexCareLoadReportsOperator(BaseOperator):
                 **(totals or {}),
                 "report_ids": [r["report_id"] for r in summary["reports"] if r.get("target_table") == table],
             }
+
+
+def _template(value: Any) -> bool:
+    return isinstance(value, str) and not is_literal(value)
 
 
 def _truthy(value: bool | str) -> bool:

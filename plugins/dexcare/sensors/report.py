@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import conf
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
-from dexcare import messages
+from dexcare import messages, metrics
 from dexcare.compat import AirflowSensorTimeout, missing_task_state_store, task_state_store
 from dexcare.exceptions import DexCareError, DexCareReportFailedError, DexCareValidationError
 from dexcare.report import ReportRequest, ReportStatus, validate_report_id
@@ -296,6 +296,8 @@ class DexCareReportSensor(BaseSensorOperator):
 
     def _succeeded(self, wait: WaitState) -> str:
         wait.succeeded()
+        if self._request is not None and wait.waited is not None:
+            metrics.report_waited(self._request.report_type.value, wait.waited)
         self.log.info(
             # Resubmissions of the whole chain, earlier tries included (``resubmits`` is this try's budget).
             messages.summary(self._request, wait.report_id, wait.waited, wait.report_ids, len(wait.report_ids) - 1)

@@ -85,6 +85,11 @@ class Dialect(ABC):
     def record_audit(self, entry: dict[str, Any]) -> None:
         """Insert the report's ``load_audit`` row."""
 
+    @abstractmethod
+    def volume_baseline(self, report_type: str, days: int, limit: int) -> list[int]:
+        """``rows_in_file`` of the latest ``limit`` loads of this report type whose window is ``days`` long,
+        newest first: one query on ``load_audit``'s volume index, inside the load's transaction."""
+
     @staticmethod
     @abstractmethod
     def audit_rows(conn: Any, schema: str, report_ids: Sequence[str]) -> list[dict[str, Any]]:

@@ -86,6 +86,13 @@ CREATE TABLE {table} (
 )
 """
 
+#: The volume guard's one query per report seeks the newest loads of a report type in it (the window length is
+#: read from the included columns, so other lengths in between cost a few index rows, no table lookups).
+AUDIT_VOLUME_INDEX = (
+    "IF INDEXPROPERTY(OBJECT_ID(%(table)s), N'load_audit_volume', 'IndexID') IS NULL "
+    "CREATE INDEX load_audit_volume ON {table} (report_type, id DESC) INCLUDE (window_start, window_end, rows_in_file)"
+)
+
 # --- Types ------------------------------------------------------------------------------------------------
 
 #: The PostgreSQL spellings a DAG may already use, so one ``column_types`` serves both warehouses.
@@ -418,6 +425,8 @@ class MsSqlDialect(Dialect):
             self.cursor.execute(f"CREATE SCHEMA {quote(schema)}")
         if self.existing_columns(AUDIT_TABLE) is None:
             self.cursor.execute(AUDIT_DDL.format(table=quote(schema, AUDIT_TABLE)))
+        audit = quote(schema, AUDIT_TABLE)
+        self.cursor.execute(AUDIT_VOLUME_INDEX.format(table=audit), {"table": audit})
 
     def _lock_holder(self) -> str:
         """The session holding the load lock, as far as this login may see (names, never data)."""
@@ -545,6 +554,15 @@ class MsSqlDialect(Dialect):
             ),
             values,
         )
+
+    def volume_baseline(self, report_type: str, days: int, limit: int) -> list[int]:
+        audit = quote(self.options.schema, AUDIT_TABLE)
+        self.cursor.execute(
+            f"SELECT TOP (%(limit)s) rows_in_file FROM {audit} WHERE report_type = %(type)s "
+            "AND DATEDIFF(day, window_start, window_end) = %(days)s ORDER BY id DESC",
+            {"limit": limit, "type": report_type, "days": days},
+        )
+        return [int(row[0]) for row in self.cursor.fetchall()]
 
     @staticmethod
     def audit_rows(conn: Any, schema: str, report_ids: Sequence[str]) -> list[dict[str, Any]]:

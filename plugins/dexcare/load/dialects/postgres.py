@@ -82,6 +82,11 @@ def _retryable(exc: psycopg.Error) -> bool:
     state = exc.sqlstate
     return state is None or state.startswith(_RETRY_CLASSES) or state in _RETRY_STATES
 
+#: The volume guard's one query per report reads the newest loads of a report type and window length from it.
+AUDIT_VOLUME_INDEX = """
+CREATE INDEX IF NOT EXISTS load_audit_volume ON {table} (report_type, (window_end - window_start), id DESC)
+"""
+
 
 def _lock_key(schema: str) -> int:
     return int.from_bytes(hashlib.sha256(schema.encode()).digest()[:4], "big", signed=True)
@@ -118,6 +123,25 @@ class PostgresDialect(Dialect):
         cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_LOCK_NAMESPACE, _lock_key(options.schema)])
         cursor.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(options.schema)))
         cursor.execute(sql.SQL(AUDIT_DDL).format(table=sql.Identifier(options.schema, AUDIT_TABLE)))
+        self._ensure_volume_index()
+
+    def _ensure_volume_index(self) -> None:
+        """Created by the load when it owns ``load_audit`` (it made it); CREATE INDEX, even IF NOT EXISTS, is
+        refused to anyone else, so a table another role made only gets a warning saying what its owner runs."""
+        audit = sql.Identifier(self.options.schema, AUDIT_TABLE)
+        index = sql.Identifier(self.options.schema, "load_audit_volume")
+        exists, owned = self.cursor.execute(
+            "SELECT to_regclass(%s) IS NOT NULL, pg_has_role(c.relowner, 'USAGE') FROM pg_class c WHERE c.oid = "
+            "to_regclass(%s)", [index.as_string(self.conn), audit.as_string(self.conn)]).fetchone()
+        statement = sql.SQL(AUDIT_VOLUME_INDEX).format(table=audit)
+        if exists:
+            return
+        if owned:
+            self.cursor.execute(statement)
+            return
+        log.warning("%s has no index load_audit_volume and this login does not own the table, so the volume "
+                    "guard's query reads the whole table; let its owner run: %s", audit.as_string(self.conn),
+                    statement.as_string(self.conn).strip())
 
     def _set_temp_buffers(self, size: str) -> None:
         """Let the stage live in memory (COPY and scans ~30% faster); only possible before the session's
@@ -405,6 +429,14 @@ class PostgresDialect(Dialect):
             ),
             {f: entry[f] for f in AUDIT_FIELDS},
         )
+
+    def volume_baseline(self, report_type: str, days: int, limit: int) -> list[int]:
+        rows = self.cursor.execute(
+            sql.SQL("SELECT rows_in_file FROM {} WHERE report_type = %s AND window_end - window_start = %s "
+                    "ORDER BY id DESC LIMIT %s").format(sql.Identifier(self.options.schema, AUDIT_TABLE)),
+            [report_type, days, limit],
+        ).fetchall()
+        return [int(row[0]) for row in rows]
 
     @staticmethod
     def audit_rows(conn: Any, schema: str, report_ids: Sequence[str]) -> list[dict[str, Any]]:
