@@ -20,6 +20,13 @@ Cases, all on the same generated virtual report (sandbox generator, ~2% repeated
                  no COPY, so this is work the worker does there and not for PostgreSQL.
 * ``mssql_first_load`` / ``mssql_reload`` / ``mssql_next_day`` the same loads into SQL Server, only with
                  ``--mssql-uri`` (no SQL Server can run on the machines this was written on).
+* ``download``   the hook's ``download_report`` of the day's file from a static server on loopback
+                 (``static_server.py``: sendfile, never the bottleneck), against ``curl -o`` of the same URL:
+                 the download's ceiling. Interleaved with curl, ``--repeats`` times (0 skips it).
+
+``--repeats`` (default 3) runs the download, its curl and the SQL Server Python side that many times,
+interleaved with their baselines, and prints each ratio's minimum and median: one run on a shared machine
+says little.
 
 Each case runs in its own child process, so its peak RSS (``ru_maxrss``) and CPU time are its own; the
 child also reports its RSS right before the timed part, so the load's own share (peak minus baseline: imports
@@ -37,6 +44,7 @@ import logging
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -47,6 +55,8 @@ from typing import Any
 
 END = dt.date(2026, 11, 20)
 WINDOW_DAYS = 10
+#: The connection the download case's hook uses: the static server on loopback (set in the environment).
+BENCH_CONN_ID = "dexcare_bench"
 
 
 def _rss_kb() -> int:
@@ -147,6 +157,17 @@ def run_case(case: str, uri: str, path: str, end: dt.date, version: str | None =
                 rows += len(batch)
         seconds = time.perf_counter() - start
         result["counts"] = {"rows_in_file": rows}
+    elif case == "download":
+        from dexcare.hooks.dexcare import DexCareHook
+
+        target = Path(path).with_name(f"download-{uuid.uuid4().hex}.csv")
+        hook = DexCareHook(BENCH_CONN_ID)
+        baseline, cpu_before = _mark()
+        start = time.perf_counter()
+        downloaded = hook.download_report(str(uuid.uuid4()), target)
+        seconds = time.perf_counter() - start
+        target.unlink()
+        result["counts"] = {"rows_in_file": downloaded.rows, "bytes": downloaded.bytes}
     elif case.startswith("mssql_"):
         import pymssql
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the live suite's URI handling
@@ -234,6 +255,8 @@ def main() -> None:
     parser.add_argument("--mssql-uri", default=os.environ.get("DEXCARE_TEST_MSSQL_URI"),
                         help="also load into this SQL Server (mssql://user:password@host:1433/database; "
                              "default: $DEXCARE_TEST_MSSQL_URI)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="runs of the download (against curl) and of the SQL Server Python side; 0 skips them")
     parser.add_argument("--version-column", default=None,
                         help="order repeats of a visit by this column (e.g. updatedAt) instead of file order")
     parser.add_argument("--case", help=argparse.SUPPRESS)
@@ -279,18 +302,75 @@ def main() -> None:
                 results["first_load_small"] = _child("first_load", uri, pandas_file, END)
             results["pandas"] = _child("pandas", uri, pandas_file, END)
             print(f"  {'pandas':<10} {results['pandas']['seconds']:7.2f} s", flush=True)
-        results["mssql_batches"] = _child("mssql_batches", uri, day0, END, args.version_column)
-        print(f"  {'mssql_batches':<10} {results['mssql_batches']['seconds']:7.2f} s", flush=True)
+        repeated: dict[str, list[float]] = {}
+        for repeat in range(max(args.repeats, 1)):
+            results["mssql_batches"] = _child("mssql_batches", uri, day0, END, args.version_column)
+            rows_in_file = results["mssql_batches"]["counts"]["rows_in_file"]
+            repeated.setdefault("mssql_cpu_per_1m", []).append(
+                results["mssql_batches"]["cpu_seconds"] * 1_000_000 / max(rows_in_file, 1))
+            print(f"  {'mssql_batches':<10} {results['mssql_batches']['seconds']:7.2f} s, CPU "
+                  f"{results['mssql_batches']['cpu_seconds']:.2f} s (run {repeat + 1})", flush=True)
+        if args.repeats:
+            repeated.update(_download_against_curl(day0, workdir, args.repeats, results))
         if args.mssql_uri:
             for case, path, end in (("mssql_first_load", day0, END), ("mssql_reload", day0, END),
                                     ("mssql_next_day", day1, END + dt.timedelta(days=1))):
                 results[case] = _child(case, args.mssql_uri, path, end, args.version_column)
                 print(f"  {case:<10} {results[case]['seconds']:7.2f} s", flush=True)
         _print_table(results, args.rows, pandas_rows)
+        _print_repeated(repeated, max(args.repeats, 1))
     finally:
         if server is not None:
             server.cleanup()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _download_against_curl(path: Path, workdir: Path, repeats: int,
+                           results: dict[str, dict[str, Any]]) -> dict[str, list[float]]:
+    """The hook's download against curl of the same file from the same static server, interleaved, so both
+    see the same machine load; returns the hook's speed as a fraction of curl's, per run."""
+    curl = shutil.which("curl")
+    if curl is None:
+        print("  download   not measured: no curl to measure it against (apt-get install curl)", flush=True)
+        return {}
+    server = subprocess.Popen([sys.executable, str(Path(__file__).with_name("static_server.py")), str(path)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        url = f"http://127.0.0.1:{server.stdout.readline().strip()}"
+        os.environ[f"AIRFLOW_CONN_{BENCH_CONN_ID.upper()}"] = json.dumps(
+            {"conn_type": "dexcare", "host": url, "password": "bench-key"})
+        out = workdir / "curl.csv"
+        ratios: list[float] = []
+        size = path.stat().st_size
+        for repeat in range(repeats):
+            start = time.perf_counter()
+            subprocess.run([curl, "-sS", "--fail", "-o", str(out), f"{url}/report.csv"], check=True)
+            curl_seconds = time.perf_counter() - start
+            out.unlink()
+            results["download"] = _child("download", url, path, END)
+            hook_seconds = results["download"]["seconds"]
+            ratios.append(curl_seconds / hook_seconds)
+            print(f"  download   {hook_seconds:7.2f} s ({size / 1e6 / hook_seconds:,.0f} MB/s), curl "
+                  f"{curl_seconds:.2f} s ({size / 1e6 / curl_seconds:,.0f} MB/s): {ratios[-1]:.2f}x "
+                  f"of curl's speed (run {repeat + 1})", flush=True)
+        return {"download_vs_curl": ratios}
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def _print_repeated(repeated: dict[str, list[float]], repeats: int) -> None:
+    """The figures measured more than once: minimum and median of the runs."""
+    print(f"\nrepeated {repeats}x (min / median):")
+    if "download_vs_curl" in repeated:
+        ratios = repeated["download_vs_curl"]
+        print(f"download / curl (speed): {min(ratios):.2f}x / {statistics.median(ratios):.2f}x (target >= 0.8x)")
+    else:
+        print("download / curl (speed): not measured (no curl, or --repeats 0)")
+    cpu = repeated["mssql_cpu_per_1m"]
+    print(f"SQL Server Python side, CPU per 1M rows: {min(cpu):.2f} s / {statistics.median(cpu):.2f} s "
+          "(target <= 1 s)")
 
 
 def _print_table(results: dict[str, dict[str, Any]], rows: int, pandas_rows: int) -> None:

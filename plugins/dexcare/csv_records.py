@@ -1,8 +1,9 @@
 """CSV records while bytes stream past: counted without parsing fields or holding a row, and the header.
 
 A record ends at a newline outside double quotes. Splitting a chunk on ``"`` alternates between outside and
-inside a quoted field (an escaped ``""`` toggles twice, harmlessly), so only the outside pieces are scanned
-for newlines; both ``split`` and ``count`` run in C, which keeps the count nearly free next to the download.
+inside a quoted field (an escaped ``""`` toggles twice, harmlessly), so the records are the chunk's newlines
+less those in the inside pieces. :meth:`CsvRecordCounter.feed` does this on the chunk's quotes and newlines
+only, in C with no loop in Python, which keeps the count nearly free next to the download.
 The header (the first record) is the one record kept: the download reports the report's columns from it, and
 the load reads the same way where its own header is read (:func:`end_of_first_record`, :func:`header_fields`).
 
@@ -32,6 +33,7 @@ MAX_HEADER_BYTES = 1 << 20
 BOM = b"\xef\xbb\xbf"
 #: PostgreSQL's largest field (a text value, and a COPY line, stop at 1 GB): both dialects accept the same files.
 FIELD_LIMIT = 1 << 30
+_NEITHER_QUOTE_NOR_NEWLINE = bytes(byte for byte in range(256) if byte not in b'"\n')
 CR_ONLY = (
     "line endings are CR only (old Mac style; or a bare CR where a line should end); DexCare sends LF or CRLF: "
     "convert the file's line endings to LF (e.g. tr '\\r' '\\n') or download the report again"
@@ -151,13 +153,17 @@ class CsvRecordCounter:
             return
         if not self._head_done:
             self._keep_head(chunk)
-        parts = chunk.split(b'"')
-        inside = self._in_quotes
-        for part in parts:
-            if not inside:
-                self._newlines += part.count(b"\n")
-            inside = not inside
-        self._in_quotes = not inside  # the loop toggled once more than there were quotes
+        # Only quotes and newlines decide the count: the other bytes are dropped, then every pair of adjacent
+        # quotes (no newline between them changes side), which leaves a short string whose few quotes surround
+        # the newlines inside quoted fields. Its pieces between quotes alternate outside/inside, starting where
+        # the last chunk left off. All of it runs in C, however many quoted fields a chunk has: a Python loop
+        # over them ran thousands of times a chunk and held the download far below the network's pace.
+        marks = chunk.translate(None, _NEITHER_QUOTE_NOR_NEWLINE).replace(b'""', b"")
+        parts = marks.split(b'"')
+        inside = parts[::2] if self._in_quotes else parts[1::2]
+        self._newlines += marks.count(b"\n") - b"".join(inside).count(b"\n")
+        if len(parts) % 2 == 0:  # an odd number of quotes
+            self._in_quotes = not self._in_quotes
         # Ending outside quotes on a newline closes the record; anything else leaves one open.
         self._pending = self._in_quotes or not chunk.endswith(b"\n")
 

@@ -109,3 +109,35 @@ def test_every_generated_report_has_the_default_key(report_type):
         counter.feed(chunk)
     counter.finish()
     assert counter.header is not None and counter.data_rows > 0
+
+
+def reference_records(body: bytes) -> int:
+    """Byte by byte, the rule itself: a record ends at a newline outside quotes; bytes after the last one make
+    one more record (an open quote too)."""
+    records, inside, pending = 0, False, False
+    for byte in body:
+        if byte == 0x22:
+            inside = not inside
+        elif byte == 0x0A and not inside:
+            records += 1
+            pending = False
+            continue
+        pending = True
+    return records + (1 if pending or inside else 0)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_count_follows_the_rule_on_random_quotes_and_newlines_cut_anywhere(seed):
+    """Runs of quotes (an escaped pair, three in a row) next to newlines, quoted newlines and CRs, cut into chunks at
+    random places (inside a ``""``, between a quote and its newline): the count is the byte-by-byte rule's."""
+    import random
+
+    rng = random.Random(seed)
+    body = b"id,x\n" + bytes(rng.choice(b'""""\n\n\r,ab') for _ in range(rng.randrange(0, 400)))
+    counter = CsvRecordCounter(header=False)
+    start = 0
+    while start < len(body):
+        stop = start + rng.choice([1, 2, 3, rng.randrange(1, 200)])
+        counter.feed(body[start:stop])
+        start = stop
+    assert counter.records == reference_records(body), body

@@ -6,8 +6,11 @@ import csv
 import hashlib
 import io
 import stat
+import subprocess
+import sys
 import time
 import tracemalloc
+from pathlib import Path
 
 import pytest
 from dexcare.exceptions import DexCareIncompleteDownloadError
@@ -71,6 +74,30 @@ def test_an_existing_file_survives_a_failed_download(dexcare_conn_id, sandbox, t
     sandbox.inject("drop_download", count=1)
     with pytest.raises(DexCareIncompleteDownloadError):
         hook.download_report(report_id, target)
+    assert target.read_bytes() == b"yesterday's good file"
+    assert [p.name for p in tmp_path.iterdir()] == ["report.csv"]
+
+
+def test_a_write_that_fails_mid_download_raises_and_keeps_nothing(dexcare_conn_id, sandbox, tmp_path):
+    """The file is written on a thread of its own while the next chunk is received: a real write error (the
+    kernel's EFBIG past a file-size limit, as a full disk would) still reaches the caller, and neither a partial
+    file nor a changed target is left. In a child process: the limit applies to the whole process."""
+    report_id = succeeded_report(fast_hook(), "virtual", "2026-11-01", "2026-11-03")
+    target = tmp_path / "report.csv"
+    target.write_bytes(b"yesterday's good file")
+    child = f"""
+import errno, resource, signal
+from tests.helpers import fast_hook
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of the signal
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+try:
+    fast_hook(attempts=1).download_report({report_id!r}, {str(target)!r})
+except OSError as exc:
+    print("raised", errno.errorcode[exc.errno])
+"""
+    done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.stdout.strip().splitlines()[-1:] == ["raised EFBIG"], done.stdout[-2000:] + done.stderr[-2000:]
     assert target.read_bytes() == b"yesterday's good file"
     assert [p.name for p in tmp_path.iterdir()] == ["report.csv"]
 

@@ -516,6 +516,18 @@ def test_trailing_spaces_reach_the_bulk_copy_as_bytes_freetds_does_not_trim(writ
     assert "('nchar', 'ntext', 'nvarchar', 'xml')" in source[source.index("cpdef bulk_copy"):]
 
 
+def test_each_row_reaches_the_bulk_copy_as_the_key_text_then_utf16_values_none_for_empty_and_its_line(
+        write_csv) -> None:
+    """The exact values one record turns into, for the kinds of field the encoding treats apart: the key as
+    text, an empty field as NULL, characters outside the BMP as their surrogate pairs, then the line."""
+    conn = RecordingConnection(tables=virtual_table())
+    run(conn, report(write_csv(HEADER + 'v1,,2026-11-12,"Zoë \U0001f600"\nv2,done,,\n')))
+    assert conn.staged["#dexcare_stage_0"] == [
+        ["v1", None, "2026-11-12".encode("utf-16-le"), "Zoë \U0001f600".encode("utf-16-le"), 2],
+        ["v2", "done".encode("utf-16-le"), None, None, 3],
+    ]
+
+
 @pytest.mark.parametrize("key", ["v1 ", "   ", "v 1 "])
 def test_a_key_ending_in_a_space_is_refused_naming_line_and_column(key, write_csv) -> None:
     conn = RecordingConnection()

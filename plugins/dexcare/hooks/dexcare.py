@@ -15,6 +15,7 @@ import os
 import re
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -377,13 +378,26 @@ def _stream_body(
     digest = hashlib.sha256()
     records = CsvRecordCounter(key_columns)
     written = 0
-    with location.write() as out:
+
+    def keep(chunk: bytes) -> None:
+        out.write(chunk)
+        digest.update(chunk)
+
+    # Writing and hashing release the GIL: one thread does them for a chunk while this one receives and counts
+    # the next, so the download runs at the pace of the slower half rather than of the sum. One chunk in
+    # flight (memory stays flat, the hash sees the chunks in order); the pool is left, and the last write
+    # done, before ``write()`` keeps or removes the file.
+    with location.write() as out, ThreadPoolExecutor(1, thread_name_prefix="dexcare-download") as keeper:
         try:
+            kept: Future[None] | None = None
             for chunk in response.iter_content(chunk_size=DOWNLOAD_CHUNK_BYTES):
                 records.feed(chunk)  # first: a refused header is never written
-                out.write(chunk)
-                digest.update(chunk)
+                if kept is not None:
+                    kept.result()  # a write's error (a full disk) surfaces here, as it did inline
+                kept = keeper.submit(keep, chunk)
                 written += len(chunk)
+            if kept is not None:
+                kept.result()
             records.finish()
         except CsvShapeError as exc:
             raise DexCareResponseError(

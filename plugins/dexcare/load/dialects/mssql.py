@@ -10,6 +10,7 @@ the rows that changed, insert the new keys (see :mod:`.mssql_sql` for why not ME
 
 from __future__ import annotations
 
+import codecs
 import json
 import logging
 import re
@@ -291,6 +292,7 @@ _TIMESTAMP = re.compile(
     r"(?:(?P<z>[Zz])|(?P<sign>[+-])(?P<hh>\d{2})(?::?(?P<mm>\d{2}))?)?"
 )
 _TEMPORAL = ("datetimeoffset", "datetime2", "datetime", "smalldatetime")
+_utf_16_le = codecs.getencoder("utf-16-le")
 
 
 def iso_timestamp(value: str, sql_type: str) -> str:
@@ -321,12 +323,10 @@ def batches(st: MsSqlStatements, header: Header, stream: BinaryIO, *, opener: Op
     plan, source = st.plan, st.plan.source
     checks = [(plan.columns.index(k), text_units(t) or 0, plan.header_of(k), t, is_text(plan.types[k]))
               for k, t in st.key_types.items()]
-    keys = {position for position, *_ in checks}
     bounded = [(plan.columns.index(c), units, plan.header_of(c), plan.types[c]) for c in plan.values
                if (units := text_units(plan.types[c])) is not None]
     temporal = [(plan.columns.index(c), plan.types[c]) for c in plan.values
                 if plan.types[c].startswith(_TEMPORAL)]
-    is_key = [position in keys for position in range(len(plan.columns))]
     # An undeclared version is ordered as instants: each value must name one (checked here, where the line is).
     version = plan.columns.index(plan.version) if plan.version is not None and plan.version_instant else None
     batch: list[list[Any]] = []
@@ -336,11 +336,12 @@ def batches(st: MsSqlStatements, header: Header, stream: BinaryIO, *, opener: Op
             for position, sql_type in temporal:
                 if record[position]:
                     record[position] = iso_timestamp(record[position], sql_type)
-        # An empty field is NULL; a key stays text, any other value goes as its UTF-16LE bytes.
-        row: list[Any] = [(value if key else value.encode("utf-16-le")) if value else None
-                          for key, value in zip(is_key, record, strict=True)]
+        # An empty field is NULL; any value but a key goes as its UTF-16LE bytes (the keys are put back as
+        # text below). The codec's own function: ``str.encode`` looks the codec up by name on every call,
+        # which was most of this loop's time on a million rows.
+        row: list[Any] = [_utf_16_le(value)[0] if value else None for value in record]
         for position, units, name, sql_type, text in checks:
-            key = row[position]
+            key = row[position] = record[position] or None
             if key is None:
                 raise diagnostics.empty_key_error(source, line, plan.keys)
             if text and key.endswith(" "):
