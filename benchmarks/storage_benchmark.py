@@ -21,19 +21,19 @@ machine is shared, so absolute times move between runs.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import logging
 import os
 import resource
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import cases  # benchmarks/cases.py, beside this script (its directory is first on sys.path)
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -88,20 +88,9 @@ def run_case(case: str, args: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def _child(case: str, args: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, __file__, "--case", case, "--args", json.dumps(args)],
-                         check=True, capture_output=True, text=True, env=env)
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=1_000_000, help="distinct visits in the report")
-    parser.add_argument("--case", help=argparse.SUPPRESS)
-    parser.add_argument("--args", help=argparse.SUPPRESS)
-    options = parser.parse_args()
-    if options.case:
-        print(json.dumps(run_case(options.case, json.loads(options.args))))
+    options = cases.parse(__doc__, run_case)
+    if options is None:
         return
 
     import pgserver
@@ -144,7 +133,7 @@ def main() -> None:
             }  # fmt: skip
             results: dict[str, dict[str, Any]] = {}
             for case in CASES:
-                results[case] = _child(case, args, env)
+                results[case] = cases.in_child(__file__, case, args, env)
                 if case == "download_local":
                     args["sha256"] = results[case]["sha256"]
                 print(f"  {case:<15} {results[case]['seconds']:7.2f} s", flush=True)
