@@ -11,7 +11,7 @@ from typing import Any
 
 from airflow.sdk import DAG, Asset, Param, task, task_group
 from dexcare.compat import RETRY_EXPONENTIAL_BACKOFF
-from dexcare.dag_support import RUNBOOK, failure_callbacks, plan_task, queue
+from dexcare.dag_support import RUNBOOK, failure_callbacks, plan_task, queue, volume_warning_callbacks
 from dexcare.operators.download_report import DexCareDownloadReportOperator
 from dexcare.operators.load_reports import DexCareLoadReportsOperator
 from dexcare.operators.start_report import DexCareStartReportOperator
@@ -38,8 +38,9 @@ with DAG(
     render_template_as_native_obj=True,
     doc_md=RUNBOOK,
     tags=["dexcare"],
-    on_failure_callback=failure_callbacks(),
     default_args={
+        # DEXCARE_FAILURE_NOTIFIER: one page per failed task (a task's callback sees the exception: the cause)
+        "on_failure_callback": failure_callbacks(),
         "retries": RETRIES,
         "retry_delay": RETRY_DELAY,
         "retry_exponential_backoff": RETRY_EXPONENTIAL_BACKOFF,
@@ -171,5 +172,6 @@ with DAG(
         delete_files="{{ params.delete_downloads }}",
         history="{{ params.history }}",
         outlets=TABLE_ASSETS,
+        on_success_callback=volume_warning_callbacks(),  # a page per table the volume guard warned about
         **LOAD_QUEUE,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import warnings
@@ -166,13 +167,13 @@ def test_queues_come_from_the_environment():
 
 def test_failure_notifier_is_configured_from_the_environment():
     assert failure_callbacks({}) == []
-    (notifier,) = failure_callbacks(
+    (pager,) = failure_callbacks(
         {
             "DEXCARE_FAILURE_NOTIFIER": "airflow.providers.smtp.notifications.smtp.SmtpNotifier",
             "DEXCARE_FAILURE_NOTIFIER_KWARGS": json.dumps({"to": "oncall@example.com"}),
         }
     )
-    assert type(notifier).__name__ == "SmtpNotifier"
+    assert pager.notifier[0].__name__ == "SmtpNotifier"
     with pytest.raises(DexCareValidationError, match="importable notifier"):
         failure_callbacks({"DEXCARE_FAILURE_NOTIFIER": "nowhere.Notifier"})
 
@@ -201,7 +202,9 @@ def test_parsing_touches_no_network_or_database_and_is_cheap(tmp_path):
         capture_output=True,
         text=True,
         timeout=120,
-        env={"AIRFLOW_HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "AIRFLOW__CORE__LOAD_EXAMPLES": "False"},
+        # PYTHONPATH kept: a checkout's own plugins, not the installed package's, are what the DAG imports
+        env={"AIRFLOW_HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+             "PYTHONPATH": os.environ.get("PYTHONPATH", "")},
     )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
