@@ -274,8 +274,12 @@ def send_page(page: Page, notifier: tuple[type, dict[str, Any]], context: Mappin
     """
     cls = notifier[0]
     instance, filled = _notifier_with(notifier, page)
-    instance.template_fields = tuple(f for f in getattr(cls, "template_fields", ()) if f not in filled)
-    instance(dict(context))
+    if context.get("dag") is None:
+        # a deadline's context (or the watchdog's) has no DAG to render the deployment's templates with
+        instance.notify(dict(context))
+    else:
+        instance.template_fields = tuple(f for f in getattr(cls, "template_fields", ()) if f not in filled)
+        instance(dict(context))
     log.info("Paged %s through %s.", page.dedup_key, cls.__name__)
 
 

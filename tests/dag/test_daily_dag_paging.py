@@ -11,13 +11,19 @@ import asyncio
 import datetime as dt
 import json
 import time
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import pytest
 from airflow.sdk import BaseNotifier
 from dexcare.dag_support import failure_callbacks, volume_warning_callbacks
-from dexcare.exceptions import DexCareConnectionError, DexCareFinalError, DexCareResponseError
+from dexcare.exceptions import (
+    DexCareConnectionError,
+    DexCareDownloadReportError,
+    DexCareFinalError,
+    DexCareResponseError,
+)
 from dexcare.paging import (
     FailurePager,
     Incident,
@@ -29,10 +35,12 @@ from dexcare.paging import (
     volume_warning_incidents,
 )
 
+from tests.airflow_compat import DagBag
 from tests.helpers import SANDBOX_TOKEN
 from tests.smtp_server import LoopbackSMTP
 from tests.task_runtime import Runtime
 
+DAGS = Path(__file__).resolve().parents[2] / "dags"
 DAG_ID = "dexcare_all_visits_report"
 LOGICAL = dt.datetime(2026, 11, 3, tzinfo=dt.UTC)
 PROXY_PASSWORD = "proxy-Pa55-9d1e"
@@ -79,11 +87,24 @@ def smtp(monkeypatch):
         yield server
 
 
-def context(task_id: str, exception: BaseException | None = None, map_label: str | None = None) -> dict[str, Any]:
-    """A task callback's context: what Airflow hands ``on_failure_callback`` / ``on_success_callback``."""
-    run = SimpleNamespace(dag_id=DAG_ID, run_id="scheduled__2026-11-03T00:00:00+00:00", logical_date=LOGICAL)
-    ti = SimpleNamespace(task_id=task_id, rendered_map_index=map_label, dag_id=DAG_ID)
-    return {"dag_run": run, "ti": ti, "exception": exception, "run_id": run.run_id}
+@pytest.fixture(scope="module")
+def daily_dag():
+    bag = DagBag(dag_folder=str(DAGS))
+    assert bag.import_errors == {}
+    return bag.dags[DAG_ID]
+
+
+@pytest.fixture
+def context(daily_dag):
+    """A task callback's context as Airflow hands ``on_failure_callback`` / ``on_success_callback`` its keys:
+    the daily DAG itself, its run, the task instance, the exception."""
+
+    def make(task_id: str, exception: BaseException | None = None, map_label: str | None = None) -> dict[str, Any]:
+        run = SimpleNamespace(dag_id=DAG_ID, run_id="scheduled__2026-11-03T00:00:00+00:00", logical_date=LOGICAL)
+        ti = SimpleNamespace(task_id=task_id, rendered_map_index=map_label, dag_id=DAG_ID)
+        return {"dag": daily_dag, "dag_run": run, "ti": ti, "exception": exception, "run_id": run.run_id}
+
+    return make
 
 
 def wait_for(smtp: LoopbackSMTP, count: int) -> None:
@@ -102,7 +123,7 @@ def assert_clean(text: str) -> None:
         assert secret not in text, (secret, text[:2000])
 
 
-def test_a_failed_download_pages_once_by_smtp_with_cause_fix_and_key(dexcare_conn_id, sandbox, smtp, tmp_path):
+def test_a_failed_download_pages_once_by_smtp_with_cause_fix_and_key(dexcare_conn_id, sandbox, smtp, tmp_path, context):
     """The sandbox serves a report whose first line is patient data; the download refuses it and the page says
     why, without quoting the line, the key or anything else secret."""
     from dexcare.operators.download_report import DexCareDownloadReportOperator
@@ -112,14 +133,23 @@ def test_a_failed_download_pages_once_by_smtp_with_cause_fix_and_key(dexcare_con
     sandbox.serve_body(HEADERLESS)
     report_id = rt.run(DexCareStartReportOperator(task_id="start", report_type="virtual",
                                                   report_start_date="2026-11-01", report_end_date="2026-11-03"))
-    time.sleep(0.5)
     download = DexCareDownloadReportOperator(task_id="download", report_id=report_id, request_task_id="start",
                                              destination=f"{tmp_path}/")
-    with pytest.raises(DexCareResponseError) as err:
-        rt.run(download)
+    ready = time.monotonic() + 10
+    while True:  # the sandbox's report takes a moment to succeed; the DAG's sensor waits for it
+        try:
+            rt.run(download)
+        except DexCareDownloadReportError:
+            assert time.monotonic() < ready
+            time.sleep(0.1)
+            continue
+        except DexCareResponseError as exc:
+            error = exc
+            break
+        pytest.fail("the download accepted a first line that is no DexCare header")
 
     (pager,) = failure_callbacks(SMTP_ENV)
-    pager(context("fetch.download_report", err.value, map_label="virtual"))
+    pager(context("fetch.download_report", error, map_label="virtual"))
     wait_for(smtp, 1)
 
     (message,) = smtp.messages
@@ -133,7 +163,7 @@ def test_a_failed_download_pages_once_by_smtp_with_cause_fix_and_key(dexcare_con
     assert_clean(decoded(message))
 
 
-def test_a_proxy_password_never_reaches_the_page(smtp):
+def test_a_proxy_password_never_reaches_the_page(smtp, context):
     """Ours are redacted when made; a library's exception is redacted by the page itself."""
     proxy = f"http://oncall:{PROXY_PASSWORD}@127.0.0.1:3128"
     (pager,) = failure_callbacks(SMTP_ENV)
@@ -154,7 +184,7 @@ class VolumeError(DexCareFinalError):
         self.counts = counts
 
 
-def test_a_load_refused_for_zero_rows_pages_its_counts(smtp):
+def test_a_load_refused_for_zero_rows_pages_its_counts(smtp, context):
     counts = {"table": "avr_virtual", "report_type": "virtual", "rows": 0, "baseline_median": 412,
               "baseline_loads": 14}
     exc = VolumeError("avr_virtual: the report has 0 rows against a baseline median of 412 (14 loads).", counts)
@@ -186,7 +216,7 @@ def volume_summary(verdicts: dict[str, str]) -> dict[str, Any]:
             "tables": tables}
 
 
-def test_a_volume_warning_pages_once_per_warned_table(recorded):
+def test_a_volume_warning_pages_once_per_warned_table(recorded, context):
     summary = volume_summary({"virtual": "warn", "retail": "ok", "provider_booking": "warn"})
     ctx = context("load_reports")
     ctx["ti"].xcom_pull = lambda task_ids, key: summary if (task_ids, key) == ("load_reports", "return_value") \
@@ -202,7 +232,7 @@ def test_a_volume_warning_pages_once_per_warned_table(recorded):
     assert "rows 40, baseline_median 400, baseline_loads 14, ratio 0.1, min_share 0.5" in text
 
 
-def test_no_warning_no_page(recorded):
+def test_no_warning_no_page(recorded, context):
     ctx = context("load_reports")
     ctx["ti"].xcom_pull = lambda task_ids, key: volume_summary({"virtual": "ok"})
     (pager,) = volume_warning_callbacks(RECORDING_ENV)
@@ -213,7 +243,7 @@ def test_no_warning_no_page(recorded):
     assert recorded == []
 
 
-def test_repeats_of_one_incident_share_one_key_and_kinds_do_not(recorded):
+def test_repeats_of_one_incident_share_one_key_and_kinds_do_not(recorded, context):
     (pager,) = failure_callbacks(RECORDING_ENV)
     ctx = context("fetch.wait_for_report", DexCareResponseError("report r-1 FAILED"), map_label="retail")
     pager(ctx)
