@@ -181,7 +181,9 @@ window never overwrites newer data.
 
 **Paging.** Set `DEXCARE_FAILURE_NOTIFIER` (an Airflow notifier class, e.g.
 `airflow.providers.smtp.notifications.smtp.SmtpNotifier`) and `DEXCARE_FAILURE_NOTIFIER_KWARGS` (JSON) in
-the scheduler's environment; no DAG edit needed.
+the environment of the scheduler, the workers and the triggerer; no DAG edit needed. A failed task, a volume
+verdict and a run not done `DEXCARE_DAG_DEADLINE_HOURS` (6) hours after its data interval each send one page
+(cause, fix, counts, run link) with the dedup key `dexcare/<dag_id>/<logical date>/<kind>`.
 
 **Data.** CSVs hold patient data: they are private files, deleted after a successful load
 (`params.delete_downloads`), and never logged. Logs show ids, counts and timings only. They go to
