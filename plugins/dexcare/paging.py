@@ -14,6 +14,7 @@ because a callback also sees exceptions that are not ours.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import html
 import importlib
@@ -388,8 +389,12 @@ def _run_fields(context: Mapping[str, Any]) -> dict[str, str]:
     get: Callable[[str], Any] = run.get if isinstance(run, Mapping) else (lambda name: getattr(run, name, None))
     dag = context.get("dag")
     dag_id = get("dag_id") or getattr(dag, "dag_id", None) or "unknown"
-    run_id = str(get("run_id") or context.get("run_id") or "")
+    # the deadline's JSON names the run id dag_run_id, and writes UTC as Z: one key spelling for both
+    run_id = str(get("run_id") or get("dag_run_id") or context.get("run_id") or "")
     when = get("logical_date") or context.get("logical_date") or get("run_after") or run_id
+    if isinstance(when, str):
+        with contextlib.suppress(ValueError):
+            when = dt.datetime.fromisoformat(when)
     logical = when.isoformat() if isinstance(when, dt.datetime | dt.date) else str(when)
     return {"dag_id": str(dag_id), "logical_date": logical, "run_id": run_id}
 

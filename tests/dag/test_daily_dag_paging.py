@@ -257,14 +257,15 @@ def test_a_missed_deadline_sends_the_same_page(recorded, monkeypatch):
     """The deadline callback as the triggerer calls it, with the context Airflow 3.1 to 3.3 give it (JSON)."""
     for name, value in RECORDING_ENV.items():
         monkeypatch.setenv(name, value)
-    run = {"dag_id": DAG_ID, "run_id": "scheduled__2026-11-03T00:00:00+00:00",
-           "logical_date": LOGICAL.isoformat(), "state": "running"}
+    # Airflow's DAGRunResponse as JSON: dag_run_id, and UTC written as Z
+    run = {"dag_id": DAG_ID, "dag_run_id": "scheduled__2026-11-03T00:00:00+00:00",
+           "logical_date": "2026-11-03T00:00:00Z", "state": "running"}
     asyncio.run(page_missed_deadline(context={"dag_run": run, "deadline": {"id": "d-1"}}, hours=6))
     (sent,) = recorded
     assert sent["dedup_key"] == f"dexcare/{DAG_ID}/{LOGICAL.isoformat()}/deadline"
     text = sent["page"].text
     assert "not done 6 hours after its data interval ended" in text and "load_audit" in text
-    assert "Runbook:" in text
+    assert "Runbook:" in text and "Run: scheduled__2026-11-03T00:00:00+00:00" in text
 
 
 def test_the_fix_is_the_runbook_row_of_the_failed_task():
