@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -50,12 +51,22 @@ def freshness_deadline(schedule_interval: dt.timedelta, environ: Mapping[str, st
     start, one ``schedule_interval`` earlier, which is added so the deadline is the same either way.
     """
     hours = deadline_hours(environ)
+    if under_dags_test():
+        return {}
     from airflow.configuration import conf
 
     starts = conf.getboolean("scheduler", "create_cron_data_intervals", fallback=False)
     offset = schedule_interval if starts else dt.timedelta(0)
     alert = deadline_alert(offset + dt.timedelta(hours=hours), page_missed_deadline, {"hours": hours})
     return {"deadline": alert} if alert is not None else {}
+
+
+def under_dags_test(argv: list[str] | None = None) -> bool:
+    """True in ``airflow dags test``, which runs the DAG in its own process with no scheduler to watch a deadline,
+    and which on Airflow 3.1 to 3.3 fails a DAG with a deadline after its run succeeded (apache/airflow#73428):
+    there the DAG gets none."""
+    argv = sys.argv if argv is None else argv
+    return len(argv) >= 3 and os.path.basename(argv[0]) == "airflow" and argv[1:3] == ["dags", "test"]
 
 
 # --- Airflow 3.0: the watchdog ---------------------------------------------------------------------------------

@@ -65,6 +65,14 @@ def test_the_deadline_is_a_deadline_alert_from_3_1_and_the_watchdog_on_3_0(monke
         assert watch.params["schema"] == "dexcare" and watch.params["warehouse_conn_id"] == "dexcare_warehouse"
 
 
+def test_airflow_dags_test_runs_the_dag_without_its_deadline(monkeypatch):
+    """apache/airflow#73428: ``airflow dags test`` exits 1 after a successful run of a DAG with a deadline."""
+    monkeypatch.setattr("sys.argv", ["/venv/bin/airflow", "dags", "test", DAG_ID, "2026-11-20"])
+    bag = parse(monkeypatch)
+    assert bag.import_errors == {}
+    assert not getattr(bag.dags[DAG_ID], "deadline", None)
+
+
 def test_a_deadline_that_is_no_positive_number_fails_the_import(monkeypatch):
     bag = parse(monkeypatch, DEXCARE_DAG_DEADLINE_HOURS="six")
     (error,) = bag.import_errors.values()
