@@ -10,8 +10,9 @@ import os
 from typing import Any
 
 from airflow.sdk import DAG, Asset, Param, task, task_group
-from dexcare.compat import RETRY_EXPONENTIAL_BACKOFF
-from dexcare.dag_support import RUNBOOK, failure_callbacks, plan_task, queue
+from dexcare.compat import HAS_DEADLINE_ALERTS, RETRY_EXPONENTIAL_BACKOFF
+from dexcare.dag_support import RUNBOOK, failure_callbacks, plan_task, queue, volume_warning_callbacks
+from dexcare.freshness import deadline_hours, freshness_deadline, watchdog_task
 from dexcare.operators.download_report import DexCareDownloadReportOperator
 from dexcare.operators.load_reports import DexCareLoadReportsOperator
 from dexcare.operators.start_report import DexCareStartReportOperator
@@ -38,8 +39,12 @@ with DAG(
     render_template_as_native_obj=True,
     doc_md=RUNBOOK,
     tags=["dexcare"],
-    on_failure_callback=failure_callbacks(),
+    # Airflow 3.1+: page when a run is not done DEXCARE_DAG_DEADLINE_HOURS (6) after its data interval ends;
+    # 3.0 has no Deadline Alerts: the watchdog DAG below reads load_audit's freshness instead.
+    **freshness_deadline(dt.timedelta(days=1)),
     default_args={
+        # DEXCARE_FAILURE_NOTIFIER: one page per failed task (a task's callback sees the exception: the cause)
+        "on_failure_callback": failure_callbacks(),
         "retries": RETRIES,
         "retry_delay": RETRY_DELAY,
         "retry_exponential_backoff": RETRY_EXPONENTIAL_BACKOFF,
@@ -187,5 +192,29 @@ with DAG(
         volume_min_share="{{ params.volume_min_share }}",
         accept_volume="{{ params.accept_volume }}",
         outlets=TABLE_ASSETS,
+        on_success_callback=volume_warning_callbacks(),  # a page per table the volume guard warned about
         **LOAD_QUEUE,
     )
+
+
+if not HAS_DEADLINE_ALERTS:
+    with DAG(
+        dag_id=f"{DAG_ID}_freshness",
+        description="Airflow 3.0's stand-in for the daily DAG's Deadline Alert: pages when a table is stale",
+        schedule="@hourly",
+        start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+        catchup=False,
+        max_active_runs=1,
+        tags=["dexcare"],
+        params={
+            "warehouse_conn_id": Param("dexcare_warehouse", type="string", description="The daily DAG's warehouse."),
+            "schema": Param("dexcare", type="string", description="The schema of its load_audit."),
+        },
+    ) as freshness_dag:
+
+        @task(retries=0, **LOAD_QUEUE)
+        def check_freshness(**context: Any) -> None:
+            """Each table's newest committed window against the run due DEXCARE_DAG_DEADLINE_HOURS ago."""
+            watchdog_task(context, DAG_ID, deadline_hours())
+
+        check_freshness()

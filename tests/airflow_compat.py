@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 try:  # Airflow >= 3.2
     from airflow.sdk._shared.module_loading import import_string
     from airflow.sdk.serde import deserialize, serialize
@@ -32,8 +34,14 @@ try:  # Airflow >= 3.2
 except ImportError:  # Airflow 3.0, 3.1
     from airflow.models.dagbag import DagBag  # type: ignore[no-redef]
 
+from airflow.serialization import serialized_objects as _serialized_objects
+
+#: What the DAG processor stores for the scheduler: DagSerialization since Airflow 3.2, SerializedDAG before.
+DagSerialization: Any = getattr(_serialized_objects, "DagSerialization", None) or _serialized_objects.SerializedDAG
+
 __all__ = [
     "DagBag",
+    "DagSerialization",
     "ParamValidationError",
     "deserialize",
     "encode_next_kwargs",

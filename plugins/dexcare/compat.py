@@ -27,6 +27,8 @@ Each degradation is logged once, in the task's log, with the Airflow version tha
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from airflow import __version__ as AIRFLOW_VERSION
@@ -56,6 +58,8 @@ _Hook = TypeVar("_Hook", bound=type)
 
 __all__ = [
     "AIRFLOW_VERSION",
+    "DEADLINE_ALERTS_SINCE",
+    "HAS_DEADLINE_ALERTS",
     "HAS_TASK_STATE_STORE",
     "RETRY_EXPONENTIAL_BACKOFF",
     "TASK_STATE_STORE_SINCE",
@@ -65,6 +69,7 @@ __all__ = [
     "AirflowSensorTimeout",
     "TaskDeferred",
     "connection_form_before_3_2",
+    "deadline_alert",
     "missing_task_state_store",
     "state_store_for_the_try",
     "stats_client",
@@ -77,6 +82,28 @@ TASK_STATE_STORE_SINCE = "3.3"
 HAS_TASK_STATE_STORE = _RELEASE >= (3, 3)
 #: ``retry_exponential_backoff`` that doubles the retry delay each time, on every Airflow 3.
 RETRY_EXPONENTIAL_BACKOFF: float | bool = 2.0 if _RELEASE >= (3, 2) else True
+
+
+#: The first Airflow with Deadline Alerts (``DAG(deadline=...)``); 3.1 runs only async callbacks, in the triggerer.
+DEADLINE_ALERTS_SINCE = "3.1"
+HAS_DEADLINE_ALERTS = _RELEASE >= (3, 1)
+
+
+def deadline_alert(after_logical_date: timedelta, callback: Callable[..., Any], kwargs: dict[str, Any]) -> Any | None:
+    """A Deadline Alert that awaits ``callback(context=..., **kwargs)`` in the triggerer when a run is not done
+    ``after_logical_date`` after its logical date; None before Airflow 3.1, which has no Deadline Alerts.
+
+    An async callback because 3.1 runs no other kind; 3.2 and 3.3 run it the same way.
+    """
+    if not HAS_DEADLINE_ALERTS:
+        return None
+    from airflow.sdk.definitions.deadline import AsyncCallback, DeadlineAlert, DeadlineReference
+
+    return DeadlineAlert(
+        reference=DeadlineReference.DAGRUN_LOGICAL_DATE,
+        interval=after_logical_date,
+        callback=AsyncCallback(callback, kwargs=kwargs),
+    )
 
 
 def task_state_store(context: Context) -> Any | None:

@@ -7,8 +7,6 @@ without parsing a DAG.
 from __future__ import annotations
 
 import datetime as dt
-import importlib
-import json
 import logging
 import os
 from collections.abc import Mapping
@@ -18,6 +16,7 @@ from dexcare.compat import AirflowFailException
 from dexcare.exceptions import DexCareLoadError, DexCareStorageError, DexCareValidationError
 from dexcare.hooks.dexcare import DexCareHook
 from dexcare.load.connection import warehouse_type
+from dexcare.paging import FailurePager, VolumeWarningPager, check_notifier, notifier_class
 from dexcare.report import ReportRequest
 from dexcare.storage import (
     check_storage,
@@ -30,10 +29,6 @@ from dexcare.task_support import run_end_date
 
 log = logging.getLogger(__name__)
 
-#: ``module.path:ClassName`` or ``module.path.ClassName`` of an Airflow notifier to call when a run fails.
-NOTIFIER_ENV = "DEXCARE_FAILURE_NOTIFIER"
-#: JSON object of keyword arguments for that notifier.
-NOTIFIER_KWARGS_ENV = "DEXCARE_FAILURE_NOTIFIER_KWARGS"
 #: Celery (or Edge) queues for the fetch tasks (plan, start, wait, download) and for load_reports.
 QUEUE_ENVS = {"fetch": "DEXCARE_FETCH_QUEUE", "load": "DEXCARE_LOAD_QUEUE"}
 #: Connection types the DexCare hook reads: its own, and the HTTP connection it extends (whose extra it reads).
@@ -131,29 +126,23 @@ def queue(stage: str, environ: Mapping[str, str] | None = None) -> dict[str, str
 
 
 def failure_callbacks(environ: Mapping[str, str] | None = None) -> list[Any]:
-    """Notifiers named in the environment, so on-call paging is configured per deployment, not in the DAG.
+    """The task failure callback that pages, when the deployment names a notifier (``DEXCARE_FAILURE_NOTIFIER``).
 
-    Reading two environment variables is the only work done at parse time; the notifier class is imported
-    here so a typo fails the DAG import visibly instead of silently never paging anyone.
+    A task's callback, not the DAG's: only the task sees the exception, whose message is the page's cause. Reading
+    two environment variables is the only work done at parse time; the notifier class is imported here so a
+    typo fails the DAG import visibly instead of silently never paging anyone.
     """
-    environ = os.environ if environ is None else environ
-    target = environ.get(NOTIFIER_ENV, "").strip()
-    if not target:
+    notifier = notifier_class(environ)
+    if notifier is None:
         return []
-    module_name, _, attr = target.partition(":") if ":" in target else target.rpartition(".")
-    try:
-        notifier_cls = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise DexCareValidationError(
-            f"{NOTIFIER_ENV}={target!r} does not name an importable notifier class ({exc})."
-        ) from None
-    try:
-        kwargs = json.loads(environ.get(NOTIFIER_KWARGS_ENV) or "{}")
-    except ValueError as exc:
-        raise DexCareValidationError(f"{NOTIFIER_KWARGS_ENV} is not a JSON object: {exc}") from None
-    if not isinstance(kwargs, dict):
-        raise DexCareValidationError(f"{NOTIFIER_KWARGS_ENV} must be a JSON object, got {type(kwargs).__name__}.")
-    return [notifier_cls(**kwargs)]
+    check_notifier(notifier)
+    return [FailurePager(notifier)]
+
+
+def volume_warning_callbacks(environ: Mapping[str, str] | None = None) -> list[Any]:
+    """load_reports' success callback that pages once per table whose volume the load warned about."""
+    notifier = notifier_class(environ)
+    return [VolumeWarningPager(notifier)] if notifier else []
 
 
 RUNBOOK = """
@@ -192,7 +181,9 @@ window never overwrites newer data.
 
 **Paging.** Set `DEXCARE_FAILURE_NOTIFIER` (an Airflow notifier class, e.g.
 `airflow.providers.smtp.notifications.smtp.SmtpNotifier`) and `DEXCARE_FAILURE_NOTIFIER_KWARGS` (JSON) in
-the scheduler's environment; no DAG edit needed.
+the environment of the scheduler, the workers and the triggerer; no DAG edit needed. A failed task, a volume
+verdict and a run not done `DEXCARE_DAG_DEADLINE_HOURS` (6) hours after its data interval each send one page
+(cause, fix, counts, run link) with the dedup key `dexcare/<dag_id>/<logical date>/<kind>`.
 
 **Data.** CSVs hold patient data: they are private files, deleted after a successful load
 (`params.delete_downloads`), and never logged. Logs show ids, counts and timings only. They go to

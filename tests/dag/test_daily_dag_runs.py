@@ -169,3 +169,32 @@ def test_three_days_keep_each_visits_history_and_reruns_add_none(runner, admin, 
         assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-4000:]
         assert history_rows(admin, warehouse, "avr_virtual_history") == rows
     assert table(admin, warehouse, "avr_retail") == {}
+
+
+def test_a_failed_run_pages_once_by_smtp(runner, admin, warehouse, sandbox):
+    """The failing task pages through the notifier the environment names (the SMTP provider's, to a real SMTP
+    server on loopback); load_reports, which never ran, does not page again. Nothing of a report is in it."""
+    import json
+
+    from tests.smtp_server import LoopbackSMTP
+
+    sandbox.inject("fail", report_type="retail", count=5)
+    with LoopbackSMTP() as smtp:
+        env = {
+            "DEXCARE_FAILURE_NOTIFIER": "airflow.providers.smtp.notifications.smtp.SmtpNotifier",
+            "DEXCARE_FAILURE_NOTIFIER_KWARGS": json.dumps(
+                {"to": "oncall@example.com", "from_email": "airflow@example.com", "smtp_conn_id": "page_smtp"}),
+            "AIRFLOW_CONN_PAGE_SMTP": smtp.connection_uri(),
+        }
+        run = runner.run("2026-11-20", env=env, max_resubmits=0, report_types=["retail"])
+    assert run.returncode != 0
+    (message,) = smtp.messages
+    body = message.get_body(("html",)).get_content()
+    assert message["Subject"].startswith("[DexCare] Task fetch.wait_for_report failed: retail, 2026-11-20")
+    assert "/failure)" in message["Subject"] and "Report type</th><td>retail" in body
+    assert "clear `start_report` of that type" in body  # the runbook's fix for a report DexCare lost
+    assert SANDBOX_TOKEN not in f"{message}\n{body}"
+    rows = b"".join(iter_report_csv("retail", dt.date(2026, 11, 10), dt.date(2026, 11, 20), seed=SEED,
+                                     visits_per_day=VISITS_PER_DAY)).decode().splitlines()[1:]
+    fields = {f for row in rows for f in next(csv.reader([row])) if len(f) > 6}
+    assert fields and not [f for f in fields if f in body]
