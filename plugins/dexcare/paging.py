@@ -6,9 +6,10 @@ Its dedup key (``dexcare/<dag_id>/<logical date>/<kind>``) lets PagerDuty or Ops
 incident (a retried callback, both report types failing on a DexCare outage) into one alert; notifiers without
 such a field show it in the subject.
 
-A page carries ids, dates, counts and the exception's own message, which is redacted where it is made
-(``dexcare.exceptions``) and never holds a field of a report; it is passed through :func:`redact` once more
-because a callback also sees exceptions that are not ours.
+A page carries ids, dates, counts and, for this provider's own exceptions, their message, which is redacted
+where it is made (``dexcare.exceptions``) and never holds a field of a report; it is passed through
+:func:`redact` once more. Of any other exception (a driver's, a parser's: their text can quote a row) only the
+type is given.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from dexcare.exceptions import DexCareValidationError
+from dexcare.exceptions import DexCareError, DexCareValidationError
 from dexcare.redaction import redact
 
 log = logging.getLogger(__name__)
@@ -136,6 +137,17 @@ def build_page(incident: Incident, *, base_url: str | None = None, runbook_url: 
 _COUNT_NAMES = ("rows", "baseline_median", "baseline_loads", "ratio", "min_share")
 
 
+def _cause(exc: BaseException | None) -> str:
+    """Our own messages are written to be quoted (names, lines and counts, redacted); a library's (a database
+    driver's detail, a parser's) can quote a row, so of those the page gives only the type."""
+    if exc is None:
+        return "the task failed without an exception (killed, or timed out)"
+    if isinstance(exc, DexCareError):
+        return str(exc)
+    return (f"{type(exc).__name__} (its message is in the task log, not in this page: it comes from a library "
+            "and may quote data)")
+
+
 def failure_incident(context: Mapping[str, Any]) -> Incident:
     """A task failed for good: the exception's own message is the cause, the runbook row of the task the fix.
 
@@ -146,7 +158,7 @@ def failure_incident(context: Mapping[str, Any]) -> Incident:
     ti = context.get("ti") or context.get("task_instance")
     task_id = str(getattr(ti, "task_id", "") or "")
     report_type = _map_label(ti)
-    cause = str(exc) if exc is not None else "the task failed without an exception (killed, or timed out)"
+    cause = _cause(exc)
     counts = getattr(exc, "counts", None)
     if isinstance(counts, Mapping):
         table = str(counts.get("table") or "")

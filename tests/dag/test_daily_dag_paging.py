@@ -164,16 +164,21 @@ def test_a_failed_download_pages_once_by_smtp_with_cause_fix_and_key(dexcare_con
 
 
 def test_a_proxy_password_never_reaches_the_page(smtp, context):
-    """Ours are redacted when made; a library's exception is redacted by the page itself."""
+    """Ours are redacted when made, and still say where; of a library's exception only the type is paged, since
+    its text can quote a row (a driver's detail) as well as a password."""
     proxy = f"http://oncall:{PROXY_PASSWORD}@127.0.0.1:3128"
     (pager,) = failure_callbacks(SMTP_ENV)
     pager(context("fetch.start_report", DexCareConnectionError(f"Cannot reach DexCare through {proxy}")))
     pager(context("load_reports", OSError(f"proxy {proxy} refused the connection")))
-    wait_for(smtp, 2)
-    assert len(smtp.raw) == 2
-    for message in smtp.messages:
-        assert "127.0.0.1:3128" in decoded(message)  # the page still says where
-        assert_clean(decoded(message))
+    pager(context("load_reports", ValueError("DETAIL: Key (visit_id)=(PATIENT-Jane-Roe-1984) already exists.")))
+    wait_for(smtp, 3)
+    assert len(smtp.raw) == 3
+    ours, oserror, driver = (decoded(message) for message in smtp.messages)
+    assert "127.0.0.1:3128" in ours  # the page still says where
+    assert "OSError" in oserror and "127.0.0.1:3128" not in oserror
+    assert "ValueError" in driver and "Jane-Roe" not in driver and "task log" in driver
+    for text in (ours, oserror, driver):
+        assert_clean(text)
 
 
 class VolumeError(DexCareFinalError):
