@@ -11,8 +11,11 @@ from typing import Any
 
 from airflow.sdk import DAG, Asset, Param, task, task_group
 from dexcare.compat import HAS_DEADLINE_ALERTS, RETRY_EXPONENTIAL_BACKOFF
-from dexcare.dag_support import RUNBOOK, failure_callbacks, plan_task, queue, volume_warning_callbacks
-from dexcare.freshness import deadline_hours, freshness_deadline, watchdog_task
+from dexcare.daily.callbacks import failure_callbacks, volume_warning_callbacks
+from dexcare.daily.freshness import deadline_hours, freshness_deadline, watchdog_task
+from dexcare.daily.plan import plan_task
+from dexcare.daily.queues import queue
+from dexcare.daily.runbook import RUNBOOK
 from dexcare.operators.download_report import DexCareDownloadReportOperator
 from dexcare.operators.load_reports import DexCareLoadReportsOperator
 from dexcare.operators.start_report import DexCareStartReportOperator

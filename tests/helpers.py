@@ -34,7 +34,7 @@ def fast_hook(conn_id: str = "dexcare_default", *, attempts: int = 4, total: flo
     """A hook whose own backoff is a few milliseconds, so any long wait in a test comes from Retry-After."""
     # Imported here: the root conftest imports this module before Airflow may be imported (AIRFLOW_HOME).
     from dexcare.hooks.dexcare import DexCareHook
-    from dexcare.retry import RetryPolicy
+    from dexcare.hooks.retry import RetryPolicy
 
     hook = DexCareHook(conn_id, max_attempts=attempts, max_retry_seconds=total, **kwargs)
     hook.retry_policy = RetryPolicy(max_attempts=attempts, max_total_seconds=total, initial_delay=0.01, max_delay=0.05)

@@ -29,6 +29,7 @@ def get_provider_info() -> dict[str, Any]:
                     "dexcare.operators.report_status",
                     "dexcare.operators.download_report",
                     "dexcare.operators.load_reports",
+                    "dexcare.operators.base",
                 ],
             }
         ],

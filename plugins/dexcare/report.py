@@ -131,6 +131,13 @@ class ReportRequest:
     def from_dict(cls, data: dict[str, Any]) -> ReportRequest:
         return cls.build(data["report_type"], data.get("start_date"), data.get("end_date"))
 
+    def describe_window(self) -> str:
+        """The window as every log line and message names it (``2026-11-14..2026-11-24``): the hook's, when it
+        starts a report, and the wait's, so one report reads the same wherever it is mentioned."""
+        if self.start_date is None:
+            return "DexCare's default window"
+        return f"{self.start_date.isoformat()}..{self.end_date.isoformat() if self.end_date else ''}"
+
 
 @dataclass(frozen=True)
 class DownloadResult:

@@ -13,9 +13,9 @@ from typing import Any
 import psycopg
 import pytest
 from dexcare.compat import HAS_DEADLINE_ALERTS
-from dexcare.freshness import due_logical_date, table_freshness, watchdog
+from dexcare.daily.freshness import due_logical_date, table_freshness, watchdog
+from dexcare.daily.paging import FailurePager, VolumeWarningPager
 from dexcare.load.loader import LoadOptions, load_reports
-from dexcare.paging import FailurePager, VolumeWarningPager
 
 from tests.airflow_cli import postgres_connection
 from tests.airflow_compat import DagBag, DagSerialization
@@ -51,11 +51,11 @@ def test_the_deadline_is_a_deadline_alert_from_3_1_and_the_watchdog_on_3_0(monke
         # its start under CronDataIntervalTimetable ([scheduler] create_cron_data_intervals, as in unit-test mode)
         starts = type(dag.timetable).__name__ == "CronDataIntervalTimetable"
         assert alert.interval == dt.timedelta(hours=2.5) + (dt.timedelta(days=1) if starts else dt.timedelta(0))
-        assert alert.callback.path == "dexcare.paging.page_missed_deadline"
+        assert alert.callback.path == "dexcare.daily.paging.page_missed_deadline"
         assert alert.callback.kwargs == {"hours": 2.5}
         assert type(alert.reference).__name__ == "DagRunLogicalDateDeadline"
         serialized = DagSerialization.to_dict(dag)  # what the DAG processor stores for the scheduler
-        assert "dexcare.paging.page_missed_deadline" in json.dumps(serialized)
+        assert "dexcare.daily.paging.page_missed_deadline" in json.dumps(serialized)
         assert DagSerialization.from_dict(serialized).dag_id == DAG_ID
         assert f"{DAG_ID}_freshness" not in bag.dags
     else:

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 from dexcare.compat import HAS_DEADLINE_ALERTS, AirflowFailException
-from dexcare.dag_support import failure_callbacks, plan_reports, queue
+from dexcare.daily.callbacks import failure_callbacks
+from dexcare.daily.plan import plan_reports
+from dexcare.daily.queues import queue
 from dexcare.exceptions import DexCareStorageError, DexCareValidationError
 
 from tests.airflow_compat import DagBag, ParamValidationError
@@ -208,7 +210,7 @@ def test_parsing_touches_no_network_or_database_and_is_cheap(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    # Airflow 3.0 has no Deadline Alerts: the freshness watchdog DAG stands in (dexcare.freshness)
+    # Airflow 3.0 has no Deadline Alerts: the freshness watchdog DAG stands in (dexcare.daily.freshness)
     watchdog = [] if HAS_DEADLINE_ALERTS else [f"{DAG_ID}_freshness"]
     assert result["errors"] == {} and sorted(result["dags"]) == sorted([DAG_ID, *watchdog])
     assert result["events"] == []

@@ -17,14 +17,8 @@ from typing import Any, ClassVar
 
 import pytest
 from airflow.sdk import BaseNotifier
-from dexcare.dag_support import failure_callbacks, volume_warning_callbacks
-from dexcare.exceptions import (
-    DexCareConnectionError,
-    DexCareDownloadReportError,
-    DexCareFinalError,
-    DexCareResponseError,
-)
-from dexcare.paging import (
+from dexcare.daily.callbacks import failure_callbacks, volume_warning_callbacks
+from dexcare.daily.paging import (
     FailurePager,
     Incident,
     build_page,
@@ -33,6 +27,12 @@ from dexcare.paging import (
     page_missed_deadline,
     runbook_fix,
     volume_warning_incidents,
+)
+from dexcare.exceptions import (
+    DexCareConnectionError,
+    DexCareDownloadReportError,
+    DexCareFinalError,
+    DexCareResponseError,
 )
 
 from tests.airflow_compat import DagBag

@@ -1,6 +1,6 @@
 """A paused DAG misses its freshness deadline and on-call is paged once, through a real scheduler and triggerer.
 
-The scheduler notices the missed Deadline Alert, the triggerer runs ``dexcare.paging.page_missed_deadline``, and
+The scheduler notices the missed Deadline Alert, the triggerer runs ``dexcare.daily.paging.page_missed_deadline``, and
 the SMTP provider's notifier sends the page to a real SMTP server on loopback, configured only through the
 deployment's environment. Deadline Alerts exist from Airflow 3.1; 3.0's watchdog is tested in tests/dag.
 """

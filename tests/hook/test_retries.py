@@ -8,8 +8,8 @@ import time
 import pytest
 from dexcare.exceptions import DexCareConnectionError, DexCareRateLimitError, DexCareServerError, DexCareTimeoutError
 from dexcare.hooks.dexcare import DexCareHook
+from dexcare.hooks.retry import RetryPolicy, parse_retry_after
 from dexcare.report import ReportStatus
-from dexcare.retry import RetryPolicy, parse_retry_after
 
 from tests.helpers import fast_hook, requests_to, set_connection
 

@@ -15,7 +15,7 @@ import pytest
 from airflow.exceptions import AirflowProviderDeprecationWarning
 from dexcare.exceptions import DexCareLoadError
 from dexcare.operators.load_reports import DexCareLoadReportsOperator
-from dexcare.task_support import run_end_date as run_date
+from dexcare.task_context import run_end_date as run_date
 
 from tests.load.conftest import postgres_only, report
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from dexcare.compat import HAS_TASK_STATE_STORE, TaskDeferred
 from dexcare.sensors.report import DexCareReportSensor
-from dexcare.wait_state import STATE_KEY
+from dexcare.wait.state import STATE_KEY
 
 from tests.airflow_compat import deserialize, import_string, serialize
 from tests.helpers import logged, posts, run_trigger

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from dexcare.report import ReportStatus
-from dexcare.tracking import ReportTracker, Verdict
+from dexcare.wait.tracking import ReportTracker, Verdict
 
 RID = "3f2b8c1e-4d5a-4b6c-9e7f-0a1b2c3d4e5f"
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (

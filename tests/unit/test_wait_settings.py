@@ -10,7 +10,8 @@ import uuid
 import pytest
 from dexcare.exceptions import DexCareValidationError
 from dexcare.triggers.report_status import DexCareReportStatusTrigger
-from dexcare.wait_settings import MAX_SECONDS, WaitSettings, count, given_count, given_seconds, seconds
+from dexcare.validation import MAX_SECONDS, count, given_count, given_seconds, seconds
+from dexcare.wait.settings import WaitSettings
 
 GOOD = {
     "poll_interval": 60,

@@ -9,8 +9,8 @@ import uuid
 import pytest
 from dexcare.exceptions import DexCareError
 from dexcare.report import ReportStatus
-from dexcare.tracking import Verdict
-from dexcare.wait_state import STATE_KEY, EarlierTry, Stage, WaitState
+from dexcare.wait.state import STATE_KEY, EarlierTry, Stage, WaitState
+from dexcare.wait.tracking import Verdict
 
 from tests.task_runtime import Runtime
 

@@ -27,7 +27,6 @@ from itertools import chain, islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from dexcare.blocking_wait import BlockingWait
 from dexcare.exceptions import DexCareValidationError
 from dexcare.frames import require_pandas
 from dexcare.frames.columns import SAMPLE_ROWS, FrameColumns
@@ -36,6 +35,12 @@ from dexcare.load.identifiers import normalize_headers, resolve_columns
 from dexcare.load.options import DEFAULT_KEY
 from dexcare.report import ReportRequest, validate_report_id
 from dexcare.storage import ReportLocation
+from dexcare.wait.blocking import (
+    DEFAULT_FAILED_GRACE_PERIOD,
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_TIMEOUT,
+    BlockingWait,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -97,15 +102,20 @@ def report_chunks(
     end_date: str | dt.date | None = None,
     key_columns: Sequence[str] = DEFAULT_KEY,
     timestamp_columns: Sequence[str] | None = None,
-    wait: BlockingWait | None = None,
+    poll_interval: float = DEFAULT_POLL_INTERVAL,
+    timeout: float = DEFAULT_TIMEOUT,
+    failed_grace_period: float = DEFAULT_FAILED_GRACE_PERIOD,
+    max_resubmits: int = 0,
     temp_dir: str | os.PathLike[str] | None = None,
 ) -> Iterator[pd.DataFrame]:
-    """Everything is checked now, before any request; the report is requested (or downloaded) on the first
-    ``next()``, so an iterator never consumed costs nothing."""
+    """Everything is checked now, before any request, the wait's settings first (by the sensor's rules,
+    :class:`dexcare.wait.blocking.BlockingWait`); the report is requested (or downloaded) on the first ``next()``,
+    so an iterator never consumed costs nothing."""
+    wait = BlockingWait.build(poll_interval=poll_interval, timeout=timeout,
+                              failed_grace_period=failed_grace_period, max_resubmits=max_resubmits)
     pd = require_pandas("DexCareHook.get_df")
     chunksize = _check_chunksize(chunksize)
     request = _which_report(report_id, report_type, start_date, end_date)
-    wait = wait or BlockingWait()
     keys = list(key_columns)
 
     def chunks() -> Iterator[pd.DataFrame]:
@@ -123,8 +133,8 @@ def report_chunks(
 
 def report_frame(hook: DexCareHook, report_id: str | None, **kwargs: Any) -> pd.DataFrame:
     """:func:`report_chunks` put together (same arguments but ``chunksize``)."""
-    pd = require_pandas("DexCareHook.get_df")
-    return _whole(pd, report_chunks(hook, report_id, chunksize=WHOLE_FRAME_PIECE, **kwargs))
+    chunks = report_chunks(hook, report_id, chunksize=WHOLE_FRAME_PIECE, **kwargs)
+    return _whole(require_pandas("DexCareHook.get_df"), chunks)
 
 
 def _which_report(report_id: str | None, report_type: str | None, start_date: Any, end_date: Any

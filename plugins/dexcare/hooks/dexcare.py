@@ -24,7 +24,6 @@ import requests
 from airflow.providers.common.compat.connection import get_async_connection
 from airflow.providers.http.hooks.http import HttpHook
 
-from dexcare import messages
 from dexcare.compat import connection_form_before_3_2
 from dexcare.csv_records import CsvRecordCounter, CsvShapeError
 from dexcare.exceptions import (
@@ -44,10 +43,10 @@ from dexcare.hooks.responses import (
     parse_status,
     proxy_refused,
 )
+from dexcare.hooks.retry import RetryPolicy, call_with_retries
 from dexcare.hooks.transport import DexCareTransport
 from dexcare.load.identifiers import DEFAULT_KEY
 from dexcare.report import REPORTS_PATH, DownloadResult, ReportRequest, ReportStatus, validate_report_id
-from dexcare.retry import RetryPolicy, call_with_retries
 from dexcare.storage import ReportLocation
 
 if TYPE_CHECKING:
@@ -180,7 +179,7 @@ class DexCareHook(HttpHook):
 
         report_id = self._retrying(once, f"Starting a {request.report_type.value} report")
         self.log.info(
-            "Started DexCare %s report %s for %s", request.report_type.value, report_id, messages.window(request)
+            "Started DexCare %s report %s for %s", request.report_type.value, report_id, request.describe_window()
         )
         return report_id
 
@@ -287,14 +286,12 @@ class DexCareHook(HttpHook):
         (``Z``/offset), or those in ``timestamp_columns``, are ``datetime64[ns, UTC]`` (:mod:`dexcare.frames.columns`).
         The file is read by the load's CSV rules and deleted before this returns or raises.
         """
-        from dexcare.blocking_wait import BlockingWait
         from dexcare.frames.report import report_frame
 
-        wait = BlockingWait.build(poll_interval=poll_interval, timeout=timeout,
-                                  failed_grace_period=failed_grace_period, max_resubmits=max_resubmits)
         return report_frame(self, report_id, report_type=report_type, start_date=start_date, end_date=end_date,
-                            key_columns=key_columns, timestamp_columns=timestamp_columns, wait=wait,
-                            temp_dir=temp_dir)
+                            key_columns=key_columns, timestamp_columns=timestamp_columns,
+                            poll_interval=poll_interval, timeout=timeout, failed_grace_period=failed_grace_period,
+                            max_resubmits=max_resubmits, temp_dir=temp_dir)
 
     def get_df_by_chunks(
         self,
@@ -315,14 +312,12 @@ class DexCareHook(HttpHook):
         """:meth:`get_df` as DataFrames of at most ``chunksize`` rows, for a report larger than memory; they
         concatenate to :meth:`get_df`'s frame. Arguments are checked now; the report is requested or downloaded
         on the first ``next()``, and its file deleted when the iterator ends, fails or is closed."""
-        from dexcare.blocking_wait import BlockingWait
         from dexcare.frames.report import report_chunks
 
-        wait = BlockingWait.build(poll_interval=poll_interval, timeout=timeout,
-                                  failed_grace_period=failed_grace_period, max_resubmits=max_resubmits)
         return report_chunks(self, report_id, chunksize=chunksize, report_type=report_type, start_date=start_date,
                              end_date=end_date, key_columns=key_columns, timestamp_columns=timestamp_columns,
-                             wait=wait, temp_dir=temp_dir)
+                             poll_interval=poll_interval, timeout=timeout, failed_grace_period=failed_grace_period,
+                             max_resubmits=max_resubmits, temp_dir=temp_dir)
 
 
 class DexCareAsyncSession:

@@ -19,9 +19,9 @@ from dexcare.exceptions import (
     DexCareServerError,
     DexCareUnknownStatusError,
 )
+from dexcare.hooks.retry import parse_retry_after
 from dexcare.redaction import redact_url
 from dexcare.report import ReportStatus, validate_report_id
-from dexcare.retry import parse_retry_after
 
 MAX_SERVER_MESSAGE = 300
 

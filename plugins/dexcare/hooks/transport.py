@@ -37,7 +37,7 @@ from airflow.sdk.log import mask_secret
 
 from dexcare.exceptions import DexCareValidationError
 from dexcare.redaction import redact_url
-from dexcare.wait_settings import given_seconds
+from dexcare.validation import given_seconds
 
 if TYPE_CHECKING:
     import aiohttp

@@ -18,9 +18,10 @@ from airflow.sdk import BaseOperator
 from dexcare import metrics
 from dexcare.exceptions import DexCareDownloadReportError, DexCareValidationError
 from dexcare.load.identifiers import DEFAULT_KEY
+from dexcare.operators.base import REPORT_WINDOW_FIELDS, ReportWindowMixin
 from dexcare.report import ReportRequest, ReportStatus, ReportType, validate_report_id
 from dexcare.storage import ReportLocation, file_location, report_file_name, run_directory
-from dexcare.task_support import is_literal, refuse_task_dates_as_window, resolve_request, upstream_task_id
+from dexcare.task_context import is_literal, resolve_request, upstream_task_id
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
-class DexCareDownloadReportOperator(BaseOperator):
+class DexCareDownloadReportOperator(ReportWindowMixin, BaseOperator):
     """Stream a SUCCEEDED report's CSV to ``destination`` and return what the load step needs.
 
     Returns ``{"uri", "bytes", "sha256", "rows", "header", "endpoint", "report_id", "report_type", "start_date",
@@ -56,15 +57,7 @@ class DexCareDownloadReportOperator(BaseOperator):
         reaches XCom, lineage or the log.
     """
 
-    template_fields: Sequence[str] = (
-        "report_id",
-        "destination",
-        "report_type",
-        "report_start_date",
-        "report_end_date",
-        "dexcare_conn_id",
-        "key_columns",
-    )
+    template_fields: Sequence[str] = ("report_id", "destination", *REPORT_WINDOW_FIELDS, "key_columns")
     ui_color = "#d9ecf7"
 
     def __init__(
@@ -80,20 +73,20 @@ class DexCareDownloadReportOperator(BaseOperator):
         key_columns: Mapping[str, Sequence[str] | str] | Sequence[str] | str = DEFAULT_KEY,
         **kwargs: Any,
     ) -> None:
-        refuse_task_dates_as_window(kwargs)
-        super().__init__(**kwargs)
+        super().__init__(
+            report_type=report_type,
+            report_start_date=report_start_date,
+            report_end_date=report_end_date,
+            dexcare_conn_id=dexcare_conn_id,
+            **kwargs,
+        )
         self.report_id = report_id
         self.destination = destination
-        self.report_type = report_type
-        self.report_start_date = report_start_date
-        self.report_end_date = report_end_date
         self.request_task_id = request_task_id or upstream_task_id(report_id)
-        self.dexcare_conn_id = dexcare_conn_id
         self.key_columns = key_columns
         if is_literal(report_id):
             validate_report_id(report_id)
-        if report_type is not None and all(is_literal(v) for v in (report_type, report_start_date, report_end_date)):
-            ReportRequest.build(report_type, report_start_date, report_end_date)
+        self._check_window_when_parsed()
 
     def execute(self, context: Context) -> dict[str, Any]:
         from dexcare.hooks.dexcare import DexCareHook

@@ -25,7 +25,7 @@ from dexcare.load.loader import DEFAULT_SCHEMA, LoadOptions, load_reports
 from dexcare.load.volume import configured_min_shares, min_shares
 from dexcare.report import ReportType
 from dexcare.storage import clean_up_run
-from dexcare.task_support import is_literal, run_end_date
+from dexcare.task_context import is_literal, run_end_date
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage

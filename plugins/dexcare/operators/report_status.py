@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from dexcare.report import validate_report_id
-from dexcare.task_support import is_literal
+from dexcare.task_context import is_literal
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

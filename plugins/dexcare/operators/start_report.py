@@ -19,9 +19,10 @@ from airflow.sdk import BaseOperator
 
 from dexcare.compat import missing_task_state_store, task_state_store
 from dexcare.exceptions import DexCareNotFoundError
-from dexcare.messages import format_seconds
+from dexcare.operators.base import REPORT_WINDOW_FIELDS, ReportWindowMixin
 from dexcare.report import ReportRequest
-from dexcare.task_support import XCOM_REQUEST, is_literal, refuse_task_dates_as_window
+from dexcare.task_context import XCOM_REQUEST
+from dexcare.wait.messages import format_seconds
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 STATE_KEY = "dexcare_report"
 
 
-class DexCareStartReportOperator(BaseOperator):
+class DexCareStartReportOperator(ReportWindowMixin, BaseOperator):
     """Start a DexCare All Visits Report and return its id.
 
     Also pushes XCom ``request`` = ``{"report_type", "start_date", "end_date"}`` so downstream tasks know
@@ -50,7 +51,7 @@ class DexCareStartReportOperator(BaseOperator):
         start a new report.
     """
 
-    template_fields: Sequence[str] = ("report_type", "report_start_date", "report_end_date", "dexcare_conn_id")
+    template_fields: Sequence[str] = REPORT_WINDOW_FIELDS
     ui_color = "#d9ecf7"
 
     def __init__(
@@ -63,16 +64,15 @@ class DexCareStartReportOperator(BaseOperator):
         reuse_previous: bool = True,
         **kwargs: Any,
     ) -> None:
-        refuse_task_dates_as_window(kwargs)
-        super().__init__(**kwargs)
-        self.report_type = report_type
-        self.report_start_date = report_start_date
-        self.report_end_date = report_end_date
-        self.dexcare_conn_id = dexcare_conn_id
+        super().__init__(
+            report_type=report_type,
+            report_start_date=report_start_date,
+            report_end_date=report_end_date,
+            dexcare_conn_id=dexcare_conn_id,
+            **kwargs,
+        )
         self.reuse_previous = reuse_previous
-        if all(is_literal(v) for v in (report_type, report_start_date, report_end_date)):
-            # Fail when the DAG is parsed, not hours later when the task runs.
-            ReportRequest.build(report_type, report_start_date, report_end_date)
+        self._check_window_when_parsed(required=True)
 
     def execute(self, context: Context) -> str:
         from dexcare.hooks.dexcare import DexCareHook

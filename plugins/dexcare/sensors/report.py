@@ -1,7 +1,7 @@
 """DexCareReportSensor: waits for a DexCare report to SUCCEED, requesting it again if DexCare loses it.
 
 After one status check on the worker, a deferrable sensor moves the wait to the triggerer, where it costs no
-worker slot. Whatever the mode, the same rules apply (``dexcare.tracking``): FAILED is final only after a
+worker slot. Whatever the mode, the same rules apply (``dexcare.wait.tracking``): FAILED is final only after a
 grace period, CANCELLED at once, and a final failure can be resubmitted up to ``max_resubmits`` times. A
 resubmission is a POST, so it always happens here on the worker, never in the trigger.
 
@@ -12,12 +12,12 @@ event, and a trigger has no task state store to record it in: a design that reli
 recorded would fail exactly then. So a new try relies on DexCare instead: it continues with the report the
 wait was on (kept in the task state store) and checks its status first, before it resubmits anything or
 looks at a deadline or a budget; a report already SUCCEEDED ends the wait at once, whatever earlier tries
-spent. What the earlier try saved (``wait_state.Stage``: deferred and never resumed, or resumed with the
+spent. What the earlier try saved (``dexcare.wait.state.Stage``: deferred and never resumed, or resumed with the
 trigger's success) only explains, in the new try's log, what happened and what to set against it.
 
 This module holds the Airflow entry points and the deferral only: the settings and their rules are in
-``dexcare.wait_settings``, the state that outlives a process in ``dexcare.wait_state``, and what the wait
-says in ``dexcare.messages``.
+``dexcare.wait.settings``, the state that outlives a process in ``dexcare.wait.state``, and what the wait
+says in ``dexcare.wait.messages``.
 """
 
 from __future__ import annotations
@@ -30,23 +30,24 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import conf
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
-from dexcare import messages, metrics
+from dexcare import metrics
 from dexcare.compat import AirflowSensorTimeout, missing_task_state_store, task_state_store
 from dexcare.exceptions import DexCareError, DexCareReportFailedError, DexCareValidationError
+from dexcare.operators.base import REPORT_WINDOW_FIELDS, ReportWindowMixin
 from dexcare.report import ReportRequest, ReportStatus, validate_report_id
-from dexcare.task_support import (
+from dexcare.task_context import (
     XCOM_REPORT_ID,
     XCOM_REPORT_IDS,
     XCOM_REQUEST,
     is_literal,
-    refuse_task_dates_as_window,
     resolve_request,
     upstream_task_id,
 )
-from dexcare.tracking import Verdict
 from dexcare.triggers.report_status import DexCareReportStatusTrigger, event_error, validate_event
-from dexcare.wait_settings import WaitSettings
-from dexcare.wait_state import STATE_KEY, EarlierTry, Stage, WaitState
+from dexcare.wait import messages
+from dexcare.wait.settings import WaitSettings
+from dexcare.wait.state import STATE_KEY, EarlierTry, Stage, WaitState
+from dexcare.wait.tracking import Verdict
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -60,7 +61,7 @@ __all__ = ["STATE_KEY", "DexCareReportFailedError", "DexCareReportSensor"]
 DEFAULT_TIMEOUT = 24 * 3600.0
 
 
-class DexCareReportSensor(BaseSensorOperator):
+class DexCareReportSensor(ReportWindowMixin, BaseSensorOperator):
     """Wait until a DexCare report SUCCEEDS and return the id of the report that succeeded.
 
     Pushes XCom ``report_id`` (the id being waited on now), ``report_ids`` (every id, oldest first) and
@@ -95,10 +96,7 @@ class DexCareReportSensor(BaseSensorOperator):
 
     template_fields: Sequence[str] = (
         "report_id",
-        "report_type",
-        "report_start_date",
-        "report_end_date",
-        "dexcare_conn_id",
+        *REPORT_WINDOW_FIELDS,
         "poll_interval",
         "wait_timeout",
         "failed_grace_period",
@@ -133,34 +131,34 @@ class DexCareReportSensor(BaseSensorOperator):
         if poll_interval is not None and not isinstance(poll_interval, str):
             kwargs["poke_interval"] = WaitSettings.check("poll_interval", poll_interval)
         kwargs.setdefault("poke_interval", 60.0)
-        refuse_task_dates_as_window(kwargs)
-        super().__init__(**kwargs)
+        super().__init__(
+            report_type=report_type,
+            report_start_date=report_start_date,
+            report_end_date=report_end_date,
+            dexcare_conn_id=dexcare_conn_id,
+            **kwargs,
+        )
         self.report_id = report_id
-        self.dexcare_conn_id = dexcare_conn_id
         self.deferrable = deferrable
         self.poll_interval: Any = poll_interval if isinstance(poll_interval, str) else self.poke_interval
         self.wait_timeout: Any = timeout if isinstance(timeout, str) else self.timeout
         self.failed_grace_period: Any = failed_grace_period
         self.max_resubmits: Any = max_resubmits
         self.max_consecutive_errors: Any = max_consecutive_errors
-        self.report_type = report_type
-        self.report_start_date = report_start_date
-        self.report_end_date = report_end_date
         self.request_task_id = request_task_id or upstream_task_id(report_id)
         settings = (poll_interval, timeout, failed_grace_period, max_resubmits, max_consecutive_errors, dexcare_conn_id)
         if all(not isinstance(v, str) or is_literal(v) for v in settings):
             self._apply_settings()  # fail when the DAG is parsed, not when the report is hours old
         if is_literal(report_id):
             validate_report_id(report_id)
-        if report_type is not None and all(is_literal(v) for v in (report_type, report_start_date, report_end_date)):
-            ReportRequest.build(report_type, report_start_date, report_end_date)
+        self._check_window_when_parsed()
         self._wait: WaitState | None = None
         self._request: ReportRequest | None = None
         self._hooks: dict[int, DexCareHook] = {}
 
     def _apply_settings(self) -> WaitSettings:
         """Turn the (rendered) settings into numbers, checked before any request is made, by the same rules
-        the trigger applies to them (``dexcare.wait_settings``)."""
+        the trigger applies to them (``dexcare.wait.settings``)."""
         settings = WaitSettings.parse(
             poll_interval=self.poll_interval,
             timeout=self.wait_timeout,

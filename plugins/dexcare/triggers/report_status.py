@@ -14,14 +14,15 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from dexcare import exceptions, messages
+from dexcare import exceptions
 from dexcare.exceptions import DexCareError, DexCareFinalError, DexCareValidationError
 from dexcare.hooks.dexcare import DexCareHook
+from dexcare.hooks.retry import RetryPolicy
 from dexcare.redaction import redact
 from dexcare.report import ReportStatus, validate_report_id
-from dexcare.retry import RetryPolicy
-from dexcare.tracking import ReportTracker, Verdict
-from dexcare.wait_settings import MAX_EPOCH, conn_id, count, seconds
+from dexcare.validation import MAX_EPOCH, conn_id, count, seconds
+from dexcare.wait import messages
+from dexcare.wait.tracking import ReportTracker, Verdict
 
 CLASSPATH = "dexcare.triggers.report_status.DexCareReportStatusTrigger"
 
@@ -68,7 +69,8 @@ class DexCareReportStatusTrigger(BaseTrigger):
         super().__init__()
         # Validated here, on the worker, before the task defers: a bad value must not reach the database
         # or fail later inside the triggerer.
-        # The same rules as the sensor's (``dexcare.wait_settings``), so nothing it accepted is refused here.
+        # The same rules as the sensor's (``dexcare.validation``, which ``dexcare.wait.settings`` applies), so
+        # nothing it accepted is refused here.
         self.report_id = validate_report_id(report_id)
         self.deadline = seconds("deadline", deadline, positive=True, maximum=MAX_EPOCH)
         self.dexcare_conn_id = conn_id("dexcare_conn_id", dexcare_conn_id)

@@ -19,8 +19,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from dexcare.compat import deadline_alert
+from dexcare.daily.paging import Incident, deadline_incident, deliver, notifier_class, page_missed_deadline
 from dexcare.exceptions import DexCareValidationError
-from dexcare.paging import Incident, deadline_incident, deliver, notifier_class, page_missed_deadline
 
 #: Hours after a run's data interval ends by which it must be done; default 6.
 DEADLINE_HOURS_ENV = "DEXCARE_DAG_DEADLINE_HOURS"

@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
 
-from dexcare import messages
 from dexcare.report import ReportStatus
+from dexcare.wait import messages
 
 
 class Verdict(StrEnum):

@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from dexcare.daily.runbook import RUNBOOK
 from dexcare.exceptions import DexCareError, DexCareValidationError
 from dexcare.redaction import redact
 
@@ -227,8 +228,6 @@ def deadline_incident(context: Mapping[str, Any], hours: float) -> Incident:
 def runbook_fix(task_id: str, cause: str) -> str:
     """The runbook's "what to do" for the failed task: the row whose qualifier the cause mentions, else the
     task's first row. The runbook stays the one place the fixes are written."""
-    from dexcare.dag_support import RUNBOOK
-
     task = task_id.rpartition(".")[2]
     rows = []
     for line in RUNBOOK.splitlines():

@@ -33,12 +33,6 @@ def format_deadline(deadline: float) -> str:
     return dt.datetime.fromtimestamp(deadline, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def window(request: ReportRequest | None) -> str:
-    if request is None or request.start_date is None:
-        return "DexCare's default window"
-    return f"{request.start_date.isoformat()}..{request.end_date.isoformat() if request.end_date else ''}"
-
-
 # --- status changes (ReportTracker) ---------------------------------------------------------------------------
 
 
@@ -113,7 +107,7 @@ def give_up(
     resubmits: int,
     max_resubmits: int,
 ) -> str:
-    what = f"{request.report_type.value} report for {window(request)}" if request else "report"
+    what = f"{request.report_type.value} report for {request.describe_window()}" if request else "report"
     clear = (
         f" and may request it up to {max_resubmits} more time(s)."
         if max_resubmits
@@ -136,7 +130,7 @@ def summary(
 ) -> str:
     """The last line of the task log: what an on-call engineer needs without scrolling."""
     what = f"{request.report_type.value} report " if request else "report "
-    span = f" for {window(request)}" if request and request.start_date else ""
+    span = f" for {request.describe_window()}" if request and request.start_date else ""
     took = format_seconds(waited) if waited is not None else "an unknown time"
     return (
         f"Summary: DexCare {what}{report_id}{span} SUCCEEDED after waiting {took}; reports tried: "
@@ -152,7 +146,7 @@ def resubmitted(
 ) -> str:
     return (
         f"Resubmission {number} of {max_resubmits}: DexCare report {old_id} {how_it_ended}; requested the same "
-        f"{request.report_type.value} report for {window(request)} again as {new_id}."
+        f"{request.report_type.value} report for {request.describe_window()} again as {new_id}."
     )
 
 
@@ -242,7 +236,7 @@ def lost_after_its_wait_ended(
     current_try: int, earlier_try: int, report_id: str, stage: str | None, nothing_kept: str = ""
 ) -> str:
     """Why this try, whose first check finds the report SUCCEEDED, exists at all: what happened to the one
-    before. ``stage`` is how far that try got (``dexcare.wait_state.Stage``); None when nothing was kept, and
+    before. ``stage`` is how far that try got (``dexcare.wait.state.Stage``); None when nothing was kept, and
     ``nothing_kept`` then says why (``dexcare.compat.missing_task_state_store``)."""
     if stage == "deferred":
         what = (

@@ -1,9 +1,9 @@
 """The sensor's wait on a DexCare report, for a caller that can simply block: a notebook, ``DexCareHook.get_df``.
 
-The rules are the sensor's and the trigger's, not a copy of them: :class:`dexcare.tracking.ReportTracker`
+The rules are the sensor's and the trigger's, not a copy of them: :class:`dexcare.wait.tracking.ReportTracker`
 decides what a status means (FAILED is provisional for ``failed_grace_period`` because DexCare retries a failed
-report on its own; CANCELLED ends the wait at once), :mod:`dexcare.wait_settings` checks the settings, and
-:mod:`dexcare.messages` words every line. What a blocking caller does not need is left out: no task state store
+report on its own; CANCELLED ends the wait at once), :mod:`dexcare.wait.settings` checks the settings, and
+:mod:`dexcare.wait.messages` words every line. What a blocking caller does not need is left out: no task state store
 (the wait lives and dies with the call) and no deferral. A report that ends FAILED or CANCELLED is requested
 again up to ``max_resubmits`` times, with the same type and window, as the sensor does.
 """
@@ -15,10 +15,10 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from dexcare import messages
 from dexcare.exceptions import DexCareError, DexCareReportFailedError
-from dexcare.tracking import ReportTracker, Verdict
-from dexcare.wait_settings import WaitSettings
+from dexcare.wait import messages
+from dexcare.wait.settings import WaitSettings
+from dexcare.wait.tracking import ReportTracker, Verdict
 
 if TYPE_CHECKING:
     from dexcare.hooks.dexcare import DexCareHook
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 DEFAULT_POLL_INTERVAL = 15.0
 DEFAULT_TIMEOUT = 3600.0
+DEFAULT_FAILED_GRACE_PERIOD = 600.0
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class BlockingWait:
 
     poll_interval: float = DEFAULT_POLL_INTERVAL
     timeout: float = DEFAULT_TIMEOUT
-    failed_grace_period: float = 600.0
+    failed_grace_period: float = DEFAULT_FAILED_GRACE_PERIOD
     max_resubmits: int = 0
     max_consecutive_errors: int = 10
 

@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from dexcare import messages
 from dexcare.compat import state_store_for_the_try, task_state_store
 from dexcare.exceptions import DexCareError
 from dexcare.report import ReportStatus
-from dexcare.task_support import try_number
-from dexcare.tracking import ReportTracker, Verdict
+from dexcare.task_context import try_number
+from dexcare.wait import messages
+from dexcare.wait.tracking import ReportTracker, Verdict
 
 if TYPE_CHECKING:
     import logging
