@@ -8,6 +8,7 @@ records, diagnostics) import no dialect: the frames read files through them with
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -52,8 +53,8 @@ def test_a_driver_connection_without_its_dialect_is_refused(pg_uri) -> None:
     import psycopg
     from dexcare.frames.warehouse import read_table_window
 
-    with psycopg.connect(pg_uri) as conn, pytest.raises(DexCareValidationError, match=r"Give dialect \(one of: "
-                                                                                       r"postgres, mssql\) with conn"):
+    refused = pytest.raises(DexCareValidationError, match=r"needs dialect= with conn \(one of: postgres, mssql\)")
+    with psycopg.connect(pg_uri) as conn, refused:
         read_table_window(conn=conn, report_type="virtual", start_date="2026-11-01", end_date="2026-11-02")
 
 
@@ -62,7 +63,10 @@ def test_the_shared_reading_and_error_path_import_no_dialect_and_no_driver() -> 
     code = (
         "import sys\n"
         "import dexcare.load.csv_stream, dexcare.load.records, dexcare.load.diagnostics, dexcare.frames.report\n"
-        "print(sorted(m for m in sys.modules if m.startswith(('dexcare.load.dialects.', 'psycopg', 'pymssql'))))\n"
+        "print('loaded:', sorted(m for m in sys.modules if m.startswith(('dexcare.load.dialects.', 'psycopg', "
+        "'pymssql'))))\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == "[]"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}  # the modules under test, not an installed copy
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
+                          timeout=120)
+    assert [line for line in done.stdout.splitlines() if line.startswith("loaded:")] == ["loaded: []"]

@@ -68,7 +68,8 @@ def read_table_window(
         raise DexCareValidationError("Give warehouse_conn_id (a postgres or mssql connection) or conn.")
     if conn is not None and dialect is None:
         raise DexCareValidationError(
-            f"Give dialect (one of: {', '.join(DIALECTS)}) with conn: it names the warehouse conn speaks to."
+            f"read_table_window needs dialect= with conn (one of: {', '.join(DIALECTS)}), naming the warehouse that "
+            "connection speaks to; or give warehouse_conn_id instead, whose connection type decides."
         )
     owned = conn is None
     if conn is None:
