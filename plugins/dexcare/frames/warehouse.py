@@ -22,7 +22,8 @@ from dexcare.frames import require_pandas
 from dexcare.frames.columns import SAMPLE_ROWS, TIMESTAMP_DTYPE, FrameColumns
 from dexcare.load.connection import warehouse as resolve_warehouse
 from dexcare.load.csv_stream import open_report
-from dexcare.load.dialects import DIALECTS, Dialect, dialect_for
+from dexcare.load.dialects import DIALECTS, dialect_for
+from dexcare.load.dialects.base import Dialect
 from dexcare.load.options import DEFAULT_KEY, DEFAULT_SCHEMA, LoadOptions, table_for
 from dexcare.load.plan import LINEAGE
 from dexcare.report import ReportType, parse_iso_date

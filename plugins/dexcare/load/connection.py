@@ -9,9 +9,12 @@ and the driver connection, and its name is what :func:`dexcare.load.loader.load_
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dexcare.load.dialects import Dialect, dialect_for, dialect_name
+from dexcare.load.dialects import dialect_for, dialect_name
+
+if TYPE_CHECKING:
+    from dexcare.load.dialects.base import Dialect
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ unchanged rows are not rewritten, so a retry after an unknown commit outcome is 
 
 This module is the part both warehouses share: it reads the header, normalises the names, resolves keys and
 versions, plans the table (:mod:`dexcare.load.plan`), verifies the file, and writes the audit record and
-the summary; a :class:`~dexcare.load.dialects.Dialect` does the rest. It needs no Airflow task, scheduler or
+the summary; a :class:`~dexcare.load.dialects.base.Dialect` does the rest. It needs no Airflow task, scheduler or
 metadata database (tests, the benchmark and scripts call it directly), but it does import Airflow: its
 exceptions derive from ``AirflowException``.
 """
@@ -26,7 +26,8 @@ from dexcare.exceptions import DexCareCSVError, DexCareLoadError, DexCareSchemaE
 from dexcare.load import diagnostics, volume
 from dexcare.load.audit import audit_entry, summarise
 from dexcare.load.csv_stream import Opener, open_report, read_header
-from dexcare.load.dialects import Dialect, MergeCounts, dialect_for
+from dexcare.load.dialects import dialect_for
+from dexcare.load.dialects.base import Dialect, MergeCounts
 from dexcare.load.identifiers import normalize_headers, resolve_columns
 from dexcare.load.options import DEFAULT_KEY, DEFAULT_SCHEMA, LoadOptions, ReportFile, table_for
 from dexcare.load.plan import LoadPlan, history_table, lineage_values, plan_load

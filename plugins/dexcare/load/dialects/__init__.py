@@ -5,7 +5,8 @@ SQL dialect from the connection): the operator resolves it with the connection (
 and hands the name to :func:`dexcare.load.loader.load_reports`; nothing guesses from a driver's class. Each
 dialect is the package of that name beside this module (``dialect``: the :class:`~.base.Dialect`; ``sql``: its
 statements; ``staging``: how the file reaches the warehouse; PostgreSQL's ``diagnostics``: its error path),
-imported on first use, so a PostgreSQL load never imports the SQL Server code and the other way round.
+imported on first use, so a PostgreSQL load never imports the SQL Server code and the other way round, and
+the DAG file's connection check reads this table without importing any of them.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from importlib import import_module
 from types import MappingProxyType
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from dexcare.exceptions import DexCareLoadError
-from dexcare.load.dialects.base import Dialect, MergeCounts
 
-__all__ = ["CONN_TYPES", "DIALECTS", "Dialect", "MergeCounts", "dialect_for", "dialect_name"]
+if TYPE_CHECKING:
+    from dexcare.load.dialects.base import Dialect
 
 #: Airflow ``conn_type`` -> the dialect that speaks to it: the one place a warehouse type is named. A dialect's
 #: name is its package beside this module.
