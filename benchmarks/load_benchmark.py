@@ -128,13 +128,14 @@ def run_case(case: str, uri: str, path: str, end: dt.date, version: str | None =
         with psycopg.connect(uri) as conn:
             baseline, cpu_before = _mark()
             start = time.perf_counter()
-            summary = load_reports(conn, [downloaded], options=options)
+            summary = load_reports(conn, [downloaded], dialect="postgres", options=options)
             seconds = time.perf_counter() - start
         table = summary["tables"]["avr_virtual"]
         result["counts"] = {k: table[k] for k in (*COUNTS, "history_rows") if k in table}
     elif case == "mssql_batches":
         from dexcare.load.csv_stream import open_report, read_header
-        from dexcare.load.dialects.mssql import MsSqlTypes, batches, statements_for
+        from dexcare.load.dialects.mssql.dialect import MsSqlTypes, statements_for
+        from dexcare.load.dialects.mssql.staging import batches
         from dexcare.load.identifiers import normalize_headers
         from dexcare.load.plan import lineage_values, plan_load
 
@@ -181,7 +182,7 @@ def run_case(case: str, uri: str, path: str, end: dt.date, version: str | None =
         conn = pymssql.connect(**target.params)
         baseline, cpu_before = _mark()
         start = time.perf_counter()
-        summary = load_reports(conn, [_report(path, end)], options=LoadOptions(
+        summary = load_reports(conn, [_report(path, end)], dialect="mssql", options=LoadOptions(
             schema="dexcare_bench", version_columns={"virtual": version} if version else {}))
         seconds = time.perf_counter() - start
         conn.close()

@@ -80,7 +80,7 @@ def run_case(case: str, args: dict[str, Any]) -> dict[str, Any]:
         with psycopg.connect(args["pg_uri"]) as conn:
             baseline = _rss_mb()
             start = time.perf_counter()
-            summary = load_reports(conn, [report], options=LoadOptions(schema=schema))
+            summary = load_reports(conn, [report], dialect="postgres", options=LoadOptions(schema=schema))
             seconds = time.perf_counter() - start
         result["rows"] = summary["tables"]["avr_virtual"]["rows_in_file"]
     result.update(seconds=seconds, baseline_rss_mb=baseline,

@@ -22,7 +22,7 @@ import time
 
 import psycopg
 from dexcare.load.csv_stream import open_report
-from dexcare.load.dialects.postgres import AUDIT_DDL, AUDIT_VOLUME_INDEX, PostgresDialect
+from dexcare.load.dialects.postgres.dialect import AUDIT_DDL, AUDIT_VOLUME_INDEX, PostgresDialect
 from dexcare.load.options import LoadOptions
 from dexcare.load.volume import BASELINE_LOADS
 from psycopg import sql

@@ -64,11 +64,11 @@ def airflow(env: dict[str, str], *args: str, log: Path) -> None:
 
 
 def warehouse():
-    """The warehouse through ``dexcare_warehouse``, resolved exactly as the DAG's load task does: a psycopg
-    connection for a postgres connection, a pymssql one for an mssql connection."""
-    from dexcare.load.connection import connect
+    """The warehouse through ``dexcare_warehouse``, resolved exactly as the DAG's load task does: its dialect by
+    the connection's type, a psycopg connection for a postgres connection, a pymssql one for an mssql one."""
+    from dexcare.load.connection import warehouse
 
-    return connect("dexcare_warehouse")
+    return warehouse("dexcare_warehouse")
 
 
 def _rows(conn, query: str, params: tuple = ()) -> list[dict[str, Any]]:
@@ -80,10 +80,9 @@ def _rows(conn, query: str, params: tuple = ()) -> list[dict[str, Any]]:
 
 
 def summarise(schema: str, since_id: int) -> tuple[int, list[dict[str, Any]], dict[str, int]]:
-    from dexcare.load.dialects import dialect_class
-
-    with warehouse() as conn:
-        quote = dialect_class(conn).quote
+    target = warehouse()
+    quote = target.dialect_class.quote
+    with target.connect() as conn:
         # Identifiers quoted by the dialect's own function; the one value is a parameter.
         audit_table = quote(schema, "load_audit")
         audit = _rows(conn, f"SELECT * FROM {audit_table} WHERE id > %s ORDER BY id", (since_id,))  # noqa: S608
@@ -172,14 +171,14 @@ def main() -> int:
 
 def summarise_baseline(schema: str) -> int:
     """The newest audit id before this demo, so a real warehouse's history is not reported as ours."""
-    from dexcare.load.dialects import dialect_class
-
-    with warehouse() as conn:
+    target = warehouse()
+    quote = target.dialect_class.quote
+    with target.connect() as conn:
         exists = _rows(conn, "SELECT count(*) AS n FROM INFORMATION_SCHEMA.TABLES WHERE TABLE_SCHEMA = %s "
                              "AND TABLE_NAME = 'load_audit'", (schema,))[0]["n"]
         if not exists:
             return 0
-        audit_table = dialect_class(conn).quote(schema, "load_audit")
+        audit_table = quote(schema, "load_audit")
         return _rows(conn, f"SELECT COALESCE(MAX(id), 0) AS n FROM {audit_table}")[0]["n"]  # noqa: S608
 
 

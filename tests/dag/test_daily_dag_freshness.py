@@ -100,7 +100,7 @@ def load_window(warehouse: SimpleNamespace, tmp_path: Path, report_type: str, en
               "report_id": str(uuid.uuid4()), "report_type": report_type,
               "start_date": (end - dt.timedelta(days=7)).isoformat(), "end_date": end.isoformat()}
     with psycopg.connect(warehouse.uri) as conn:
-        load_reports(conn, [report], options=LoadOptions(schema=warehouse.schema))
+        load_reports(conn, [report], dialect="postgres", options=LoadOptions(schema=warehouse.schema))
 
 
 def test_the_watchdog_pages_once_for_the_tables_staler_than_the_run_due(warehouse, tmp_path):

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from dexcare.load.audit import audit_entry
 from dexcare.load.csv_stream import open_report
-from dexcare.load.dialects.postgres import PostgresDialect
+from dexcare.load.dialects.postgres.dialect import PostgresDialect
 from dexcare.load.options import LoadOptions
 
 from tests.dag.conftest import VISITS_PER_DAY

@@ -106,7 +106,8 @@ def load(warehouse: Warehouse, schema: str) -> Callable[..., dict[str, Any]]:
         kwargs = {k: options.pop(k) for k in ("dag_id", "run_id", "run_date", "opener") if k in options}
         connection = warehouse.connect()
         try:
-            return load_reports(connection, list(reports), options=LoadOptions(schema=schema, **options), **kwargs)
+            return load_reports(connection, list(reports), dialect=warehouse.name,
+                                options=LoadOptions(schema=schema, **options), **kwargs)
         finally:
             connection.close()
 

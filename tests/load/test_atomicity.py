@@ -101,7 +101,7 @@ def test_warehouse_going_away_mid_load(load, write_csv, warehouse, schema) -> No
     thread.start()
     try:
         with pytest.raises(DexCareWarehouseError) as err:
-            load_reports(conn, [report(path, end=END)], options=LoadOptions(schema=schema),
+            load_reports(conn, [report(path, end=END)], dialect=warehouse.name, options=LoadOptions(schema=schema),
                          opener=lambda uri: _SlowStream(Path(uri), started=started, gate=gate))
     finally:
         thread.join()
@@ -126,8 +126,8 @@ def test_two_concurrent_loads_are_serialised(write_csv, warehouse, schema) -> No
             conn = warehouse.connect()
             try:
                 sessions[name] = warehouse.session_id(conn)
-                results[name] = load_reports(conn, [report(path, end=END)], options=LoadOptions(schema=schema),
-                                             run_id=name, opener=opener)
+                results[name] = load_reports(conn, [report(path, end=END)], dialect=warehouse.name,
+                                             options=LoadOptions(schema=schema), run_id=name, opener=opener)
             finally:
                 conn.close()
         except Exception as exc:  # reported below

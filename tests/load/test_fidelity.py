@@ -98,7 +98,7 @@ def test_dates_do_not_depend_on_the_login_language(write_csv, warehouse, schema)
     try:
         cursor = connection.cursor()
         cursor.execute("SET LANGUAGE British")
-        load_reports(connection, [report(write_csv(HEADER + "v1,a,2026-11-12 10:00,x\n"))],
+        load_reports(connection, [report(write_csv(HEADER + "v1,a,2026-11-12 10:00,x\n"))], dialect=warehouse.name,
                      options=LoadOptions(schema=schema, column_types={"virtual": {"updatedAt": "datetime"}}))
     finally:
         connection.close()
@@ -172,7 +172,7 @@ def test_readers_are_not_blocked_while_the_file_uploads(load, write_csv, warehou
 @mssql_only
 def test_loads_into_one_schema_spelled_in_two_cases_queue_and_the_wait_is_bounded(write_csv, warehouse,
                                                                                  schema) -> None:
-    from dexcare.load.dialects.mssql import LOCK
+    from dexcare.load.dialects.mssql.dialect import LOCK
 
     if warehouse.query("SELECT CASE WHEN N'a' COLLATE CATALOG_DEFAULT = N'A' COLLATE CATALOG_DEFAULT "
                        "THEN 1 ELSE 0 END")[0][0] != 1:
@@ -185,7 +185,7 @@ def test_loads_into_one_schema_spelled_in_two_cases_queue_and_the_wait_is_bounde
         connection = warehouse.connect()
         try:
             with pytest.raises(DexCareWarehouseError, match=r"Waited 1 s for the load lock") as err:
-                load_reports(connection, [report(write_csv(HEADER + "v1,a,t,x\n"))],
+                load_reports(connection, [report(write_csv(HEADER + "v1,a,t,x\n"))], dialect=warehouse.name,
                              options=LoadOptions(schema=schema, lock_timeout_seconds=1))
         finally:
             connection.close()
@@ -208,7 +208,7 @@ def test_a_schema_the_login_may_not_use_is_refused_not_retried(write_csv, wareho
         connection = warehouse.connect()
         try:
             with pytest.raises(DexCareLoadError) as err:
-                load_reports(connection, [report(write_csv(HEADER + "v1,a,t,x\n"))],
+                load_reports(connection, [report(write_csv(HEADER + "v1,a,t,x\n"))], dialect=warehouse.name,
                              options=LoadOptions(schema=schema))
         finally:
             connection.close()
@@ -252,7 +252,7 @@ def test_postgresql_errors_are_retried_only_when_another_try_can_succeed(error, 
     """The same split by cause on PostgreSQL, by SQLSTATE class: a full disk is not a lost connection."""
     import psycopg
     from dexcare.load.csv_stream import open_report
-    from dexcare.load.dialects.postgres import PostgresDialect
+    from dexcare.load.dialects.postgres.dialect import PostgresDialect
 
     with psycopg.connect(pg_uri) as conn:
         dialect = PostgresDialect(conn, LoadOptions(), open_report)

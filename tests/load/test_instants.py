@@ -9,8 +9,8 @@ import datetime as dt
 
 import psycopg
 import pytest
-from dexcare.load.dialects.postgres import PostgresTypes
-from dexcare.load.dialects.postgres_sql import PostgresStatements
+from dexcare.load.dialects.postgres.dialect import PostgresTypes
+from dexcare.load.dialects.postgres.sql import PostgresStatements
 from dexcare.load.instants import FORMS, is_instant
 from dexcare.load.plan import lineage_values, plan_load
 from psycopg import sql

@@ -236,7 +236,8 @@ def test_hostile_schema_name_is_only_ever_a_name(write_csv, warehouse) -> None:
     try:
         connection = warehouse.connect()
         try:
-            load_reports(connection, [report(write_csv(HEADER + "v1,a,t,x\n"))], options=LoadOptions(schema=schema))
+            load_reports(connection, [report(write_csv(HEADER + "v1,a,t,x\n"))], dialect=warehouse.name,
+                         options=LoadOptions(schema=schema))
         finally:
             connection.close()
         assert [r["visit_id"] for r in warehouse.rows(schema, "avr_virtual")] == ["v1"]

@@ -25,7 +25,7 @@ from dexcare.exceptions import (
     DexCareSchemaError,
     DexCareWarehouseError,
 )
-from dexcare.load.dialects.mssql_sql import quote
+from dexcare.load.dialects.mssql.sql import quote
 from dexcare.load.loader import LoadOptions, load_reports
 from sqlfluff.core import FluffConfig, Linter
 
@@ -466,7 +466,7 @@ def test_the_already_loaded_query_parses_as_tsql_reads_the_audit_and_leaves_no_t
     """The operator's question "did an earlier try commit these reports?" on SQL Server: two statements (is
     there a load_audit, then its rows), each valid T-SQL, the ids as parameters, ended by a rollback."""
     from dexcare.load.audit import committed_entries, committed_summary
-    from dexcare.load.dialects.mssql import MsSqlDialect
+    from dexcare.load.dialects.mssql.dialect import MsSqlDialect
 
     conn = RecordingConnection()
     assert MsSqlDialect.audit_rows(conn, "dexcare", ["a"]) == []  # no load_audit yet: nothing committed
@@ -543,7 +543,7 @@ def test_a_key_ending_in_a_space_is_refused_naming_line_and_column(key, write_cs
 
 
 def test_the_session_pins_language_then_dateformat() -> None:
-    from dexcare.load.dialects.mssql import SESSION
+    from dexcare.load.dialects.mssql.dialect import SESSION
 
     settings = [s.strip() for s in SESSION.split(";")]
     # SET LANGUAGE resets the date order, so DATEFORMAT must come after it.
@@ -575,7 +575,7 @@ def test_datetime_columns_convert_in_the_iso_style_whatever_the_language(write_c
     ],
 )
 def test_timestamps_in_postgresql_forms_are_sent_in_the_one_form_sql_server_reads(value, sql_type, sent) -> None:
-    from dexcare.load.dialects.mssql import iso_timestamp
+    from dexcare.load.dialects.mssql.staging import iso_timestamp
 
     assert iso_timestamp(value, sql_type) == sent
 

@@ -7,12 +7,12 @@ import datetime as dt
 import pytest
 from dexcare.exceptions import DexCareSchemaError
 from dexcare.load.audit import AUDIT_FIELDS, audit_entry, summarise, summary_line
-from dexcare.load.dialects.mssql import AUDIT_DDL as MSSQL_AUDIT_DDL
-from dexcare.load.dialects.mssql import MsSqlTypes
-from dexcare.load.dialects.mssql_sql import MsSqlStatements
-from dexcare.load.dialects.postgres import AUDIT_DDL as POSTGRES_AUDIT_DDL
-from dexcare.load.dialects.postgres import PostgresTypes
-from dexcare.load.dialects.postgres_sql import PostgresStatements
+from dexcare.load.dialects.mssql.dialect import AUDIT_DDL as MSSQL_AUDIT_DDL
+from dexcare.load.dialects.mssql.dialect import MsSqlTypes
+from dexcare.load.dialects.mssql.sql import MsSqlStatements
+from dexcare.load.dialects.postgres.dialect import AUDIT_DDL as POSTGRES_AUDIT_DDL
+from dexcare.load.dialects.postgres.dialect import PostgresTypes
+from dexcare.load.dialects.postgres.sql import PostgresStatements
 from dexcare.load.plan import HISTORY_CHANGE, HISTORY_ID, LINEAGE, key_index_name, lineage_values, plan_load
 from psycopg import sql
 

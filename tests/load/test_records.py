@@ -1,6 +1,6 @@
 """The SQL Server path's CSV parser on its own: the same files, the same lines, the same messages as COPY.
 
-SQL Server has no CSV parser a client can feed, so :func:`dexcare.load.csv_stream.records` parses in Python;
+SQL Server has no CSV parser a client can feed, so :func:`dexcare.load.records.records` parses in Python;
 these run it for real on real files (no database needed).
 """
 
@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 from dexcare.exceptions import DexCareCSVError
-from dexcare.load.csv_stream import open_report, read_header, records
+from dexcare.load.csv_stream import open_report, read_header
+from dexcare.load.records import records
 from dexcare.sandbox.generator import write_report_csv
 
 from tests.load.test_malformed import EOLS, MALFORMED, malformed_file

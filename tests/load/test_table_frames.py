@@ -53,7 +53,7 @@ def test_a_window_read_back_from_postgresql_equals_its_file_deduplicated(pg_uri,
         with psycopg.connect(pg_uri) as conn:
             load_reports(conn, [report(first, start="2026-11-01", end="2026-11-03"),
                                 report(second, start="2026-11-04", end="2026-11-06")],
-                         options=LoadOptions(schema=schema))
+                         dialect="postgres", options=LoadOptions(schema=schema))
 
         table = read_table_window("frames_warehouse", report_type="virtual", start_date="2026-11-01",
                                   end_date="2026-11-03", schema=schema)
@@ -71,8 +71,8 @@ def test_a_table_that_was_never_loaded_or_a_bad_window_is_refused(pg_uri):
 
     with scratch_schema(pg_uri, "frames") as schema, psycopg.connect(pg_uri) as conn:
         with pytest.raises(DexCareSchemaError, match=rf"{schema}.avr_retail does not exist"):
-            read_table_window(conn=conn, report_type="retail", start_date="2026-11-01", end_date="2026-11-02",
-                              schema=schema)
+            read_table_window(conn=conn, dialect="postgres", report_type="retail", start_date="2026-11-01",
+                              end_date="2026-11-02", schema=schema)
         with pytest.raises(DexCareValidationError, match="needs a window"):
             read_table_window(conn=conn, report_type="retail", start_date="2026-11-03", end_date="2026-11-02")
 

@@ -146,7 +146,7 @@ def test_a_load_audit_another_role_owns_gets_a_warning_not_a_failed_load(pg_uri,
     import uuid
 
     import psycopg
-    from dexcare.load.dialects.postgres import AUDIT_DDL
+    from dexcare.load.dialects.postgres.dialect import AUDIT_DDL
     from dexcare.load.loader import load_reports
     from psycopg import sql
 
@@ -163,7 +163,8 @@ def test_a_load_audit_another_role_owns_gets_a_warning_not_a_failed_load(pg_uri,
         admin.execute(sql.SQL("GRANT SELECT, INSERT ON {} TO {}").format(sql.Identifier(schema, "load_audit"),
                                                                          sql.Identifier(role)))
         with psycopg.connect(pg_uri, user=role) as conn, caplog.at_level(logging.WARNING):
-            summary = load_reports(conn, [report(write_csv(csv(3, 0)))], options=LoadOptions(schema=schema))
+            summary = load_reports(conn, [report(write_csv(csv(3, 0)))], dialect="postgres",
+                                   options=LoadOptions(schema=schema))
         assert summary["tables"]["avr_virtual"]["volume"]["verdict"] == "no_baseline"
         assert "has no index load_audit_volume and this login does not own the table" in caplog.text
         assert "CREATE INDEX IF NOT EXISTS load_audit_volume ON" in caplog.text

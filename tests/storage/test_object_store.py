@@ -207,7 +207,7 @@ def test_a_changed_object_fails_the_sha256_check_and_loads_nothing(
     body = s3.read(key)
     s3.client().put_object(Bucket=s3.bucket, Key=key, Body=body.replace(b"\n", b"\r\n", 1))
     with psycopg.connect(pg_uri) as conn, pytest.raises(DexCareCSVError, match="sha256"):
-        load_reports(conn, [report], options=LoadOptions(schema=schema))
+        load_reports(conn, [report], dialect="postgres", options=LoadOptions(schema=schema))
     exists = admin.execute("SELECT to_regclass(%s)", [f"{schema}.avr_virtual"]).fetchone()[0]
     assert exists is None
     assert s3.keys(prefix) == [key], "a failed load keeps the file so a cleared task can load it again"
@@ -218,7 +218,7 @@ def test_a_load_whose_object_expired_says_what_happened(s3: SeaweedS3, sandbox, 
     report = downloaded(s3, sandbox, prefix)
     s3.client().delete_object(Bucket=s3.bucket, Key=report["uri"].split(f"{s3.bucket}/", 1)[1])
     with psycopg.connect(pg_uri) as conn, pytest.raises(DexCareReportFileMissingError, match="lifecycle rule"):
-        load_reports(conn, [report], options=LoadOptions(schema=schema))
+        load_reports(conn, [report], dialect="postgres", options=LoadOptions(schema=schema))
 
 
 def test_the_download_operator_follows_the_deployment_setting(

@@ -81,12 +81,12 @@ def due_logical_date(now: dt.datetime, hours: float) -> dt.datetime:
 def table_freshness(conn_id: str, schema: str) -> dict[str, dt.date]:
     """The newest ``window_end`` of a committed load per table, from ``<schema>.load_audit``: one indexed
     aggregate, no report row read."""
-    from dexcare.load.connection import connect
-    from dexcare.load.dialects import dialect_class
+    from dexcare.load.connection import warehouse
 
-    conn = connect(conn_id)
+    target = warehouse(conn_id)
+    conn = target.connect()
     try:
-        audit = dialect_class(conn).quote(schema, "load_audit")
+        audit = target.dialect_class.quote(schema, "load_audit")
         cur = conn.cursor()
         cur.execute(f"SELECT target_table, MAX(window_end) FROM {audit} GROUP BY target_table")  # noqa: S608
         rows = cur.fetchall()

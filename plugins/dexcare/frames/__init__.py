@@ -5,13 +5,12 @@ an optional dependency (the ``airflow-provider-dexcare[pandas]`` extra), importe
 so a deployment without it loses nothing but these calls, and those say which extra to install.
 
 Where it sits, and why there: a frame is read the way the load reads a file (the load's CSV rules, header
-normalisation and messages, from :mod:`dexcare.load.csv_stream` and :mod:`dexcare.load.identifiers`), so this
-package imports the load's reading side, never the other way round. The hook's ``get_df`` and
-``get_df_by_chunks`` import :mod:`dexcare.frames.report` inside the call, which receives the hook as an
-argument and never imports it: hooks -> frames -> load (reading) and wait (:mod:`dexcare.wait.blocking`, the
-wait for a report it requests), with no cycle and no pandas at import time
-(:func:`~dexcare.load.csv_stream.records` imports the load's diagnostics, and through them the PostgreSQL
-dialect's type names, only when a record is broken).
+normalisation and messages, from :mod:`dexcare.load.csv_stream`, :mod:`dexcare.load.records` and
+:mod:`dexcare.load.identifiers`), so this package imports the load's reading side, never the other way round.
+The hook's ``get_df`` and ``get_df_by_chunks`` import :mod:`dexcare.frames.report` inside the call, which
+receives the hook as an argument and never imports it: hooks -> frames -> load (reading) and wait
+(:mod:`dexcare.wait.blocking`, the wait for a report it requests), with no cycle and no pandas at import time
+(:func:`~dexcare.load.records.records` imports the load's shared diagnostics, which import no dialect).
 :mod:`dexcare.frames.warehouse` reads a table through the warehouse connection and the load's dialects; the
 hook never imports it. Column typing (:mod:`dexcare.frames.columns`) is shared by both, so a file and the table
 it was loaded into come out with the same dtypes and can be compared directly.

@@ -1,7 +1,7 @@
 """A DexCare report file, or a report straight from DexCare, as pandas DataFrames of bounded size.
 
 The file is read by the load's own CSV code (:func:`dexcare.load.csv_stream.read_header` and
-:func:`~dexcare.load.csv_stream.records`: BOM, strict UTF-8, ragged rows, open quotes, line endings, each error
+:func:`dexcare.load.records.records`: BOM, strict UTF-8, ragged rows, open quotes, line endings, each error
 naming the line and never a value) and its header normalised by :func:`dexcare.load.identifiers.normalize_headers`,
 so a file the load refuses is refused here with the same message, and the frame's columns are the table's.
 Records stream through in blocks and at most one chunk of rows is held as Python lists, so a report larger than
@@ -30,9 +30,10 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from dexcare.exceptions import DexCareValidationError
 from dexcare.frames import require_pandas
 from dexcare.frames.columns import SAMPLE_ROWS, FrameColumns
-from dexcare.load.csv_stream import read_header, records
+from dexcare.load.csv_stream import read_header
 from dexcare.load.identifiers import normalize_headers, resolve_columns
 from dexcare.load.options import DEFAULT_KEY
+from dexcare.load.records import records
 from dexcare.report import ReportRequest, validate_report_id
 from dexcare.storage import ReportLocation
 from dexcare.wait.blocking import (

@@ -2,7 +2,7 @@
 
 Rows are those of ``<schema>.avr_<type>`` last written by a report whose window lies within
 ``[start_date, end_date]`` (the ``_dexcare_window_*`` lineage columns, :data:`dexcare.load.plan.LINEAGE`),
-ordered by the key. The connection is the load's (:func:`dexcare.load.connection.connect`: a ``postgres`` or
+ordered by the key. The connection is the load's (:func:`dexcare.load.connection.warehouse`: a ``postgres`` or
 ``mssql`` Airflow connection), and so are the catalog lookup and the quoting (the load's dialect for that
 connection), so this reads the table the load writes, in either warehouse, with no SQL of its own beyond one
 SELECT. Text columns get the frame rules of :mod:`dexcare.frames.columns` (a file and its table come out with the
@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING, Any
 from dexcare.exceptions import DexCareSchemaError, DexCareValidationError
 from dexcare.frames import require_pandas
 from dexcare.frames.columns import SAMPLE_ROWS, TIMESTAMP_DTYPE, FrameColumns
-from dexcare.load.connection import connect
+from dexcare.load.connection import warehouse as resolve_warehouse
 from dexcare.load.csv_stream import open_report
-from dexcare.load.dialects import Dialect, dialect_class
+from dexcare.load.dialects import DIALECTS, dialect_for
+from dexcare.load.dialects.base import Dialect
 from dexcare.load.options import DEFAULT_KEY, DEFAULT_SCHEMA, LoadOptions, table_for
 from dexcare.load.plan import LINEAGE
 from dexcare.report import ReportType, parse_iso_date
@@ -52,8 +53,8 @@ def read_table_window(
 ) -> pd.DataFrame:
     """The rows of the report type's table loaded for a window within ``[start_date, end_date]``.
 
-    ``conn`` (a psycopg 3 or pymssql connection, left open) instead of ``warehouse_conn_id``; ``dialect``
-    (``"postgres"``/``"mssql"``) overrides the choice made from the connection's class.
+    ``conn`` (a psycopg 3 or pymssql connection, left open) instead of ``warehouse_conn_id``, with ``dialect``
+    (``"postgres"``/``"mssql"``) saying which; with ``warehouse_conn_id`` the connection's type decides.
     """
     pd = require_pandas("read_table_window")
     rtype = ReportType.parse(report_type)
@@ -66,10 +67,17 @@ def read_table_window(
         )
     if conn is None and not warehouse_conn_id:
         raise DexCareValidationError("Give warehouse_conn_id (a postgres or mssql connection) or conn.")
+    if conn is not None and dialect is None:
+        raise DexCareValidationError(
+            f"read_table_window needs dialect= with conn (one of: {', '.join(DIALECTS)}), naming the warehouse that "
+            "connection speaks to; or give warehouse_conn_id instead, whose connection type decides."
+        )
     owned = conn is None
-    conn = conn if conn is not None else connect(str(warehouse_conn_id))
+    if conn is None:
+        target = resolve_warehouse(str(warehouse_conn_id))
+        dialect, conn = target.dialect, target.connect()
     with closing(conn) if owned else nullcontext(conn):
-        warehouse = dialect_class(conn, dialect)(conn, LoadOptions(schema=schema), open_report)
+        warehouse = dialect_for(dialect)(conn, LoadOptions(schema=schema), open_report)
         return _read(pd, warehouse, schema, table_for(rtype), start, end, list(key_columns), timestamp_columns)
 
 

@@ -2,20 +2,18 @@
 
 The fast path never counts lines: COPY (or the bulk copy) streams the file and the database reports at
 best a record number, which drifts from what an editor shows once a quoted field spans lines. Only after
-something failed do these functions read the file again, or ask the staged rows, to name the physical line.
-Messages name the file, the line and the column, never a value: report rows carry patient data.
+something failed do these functions read the file again to name the physical line; the wording here is the
+same whichever warehouse failed (a dialect's own error path, such as PostgreSQL's reading of a COPY error, is
+in its package and builds its messages from these). Messages name the file, the line and the column, never a
+value: report rows carry patient data.
 """
 
 from __future__ import annotations
 
 import codecs
 import io
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, BinaryIO
-
-import psycopg
-from psycopg import sql
 
 from dexcare import csv_records
 from dexcare.exceptions import (
@@ -26,29 +24,13 @@ from dexcare.exceptions import (
     DexCareWarehouseError,
 )
 from dexcare.load import instants
-from dexcare.load.csv_stream import BLOCK_SIZE, Header, Opener, copy_stream, read_header
-from dexcare.load.dialects.postgres_sql import TEXT
+from dexcare.load.csv_stream import BLOCK_SIZE, Opener
 
-#: COPY's error context: ``COPY t, line 3, column updated_at: "<value>"`` (the value is never kept).
-_COPY_COLUMN = re.compile(r"\bline (\d+), column ([^:\s]+)")
-_LINE = re.compile(r"\bline (\d+)")
-#: Malformed CSV and bad encoding, as opposed to a value that does not fit its column's type.
-_CSV_SQLSTATES = {"22P04", "22021", "22P05"}
-_REASONS = (
-    ("extra data after last expected column", "more fields than the header has columns (ragged row)"),
-    ("missing data for column", "fewer fields than the header has columns (ragged row)"),
-    ("unterminated csv quoted field", "unterminated quoted field (a quote opens and never closes)"),
-    ("invalid byte sequence", "invalid UTF-8 byte sequence"),
-    ("carriage return", "mixed line endings (a bare carriage return in an unquoted field)"),
-    ("newline found in data", "mixed line endings (a bare newline in an unquoted field)"),
-    # PostgreSQL before 18 on a \. line whose line ending differs from the file's
-    ("end-of-copy marker", "a line holding only \\. (unquoted), which PostgreSQL before 18 reads in CSV as an "
-                           "end-of-data marker; quote the field (\"\\.\") or remove the line"),
-)
-RAGGED_MORE = _REASONS[0][1]
-RAGGED_FEWER = _REASONS[1][1]
-UNTERMINATED = _REASONS[2][1]
-INVALID_UTF8 = _REASONS[3][1]
+#: A broken record, in the same words whichever parser found it (Python's, or PostgreSQL's COPY).
+RAGGED_MORE = "more fields than the header has columns (ragged row)"
+RAGGED_FEWER = "fewer fields than the header has columns (ragged row)"
+UNTERMINATED = "unterminated quoted field (a quote opens and never closes)"
+INVALID_UTF8 = "invalid UTF-8 byte sequence"
 
 
 def csv_error(source: str, line: int | None, reason: str) -> DexCareCSVError:
@@ -265,103 +247,3 @@ def find_line(opener: Opener | None, source: str, finder: Any, *args: Any) -> in
             return finder(stream, *args)
     except (OSError, csv_records.Error, UnicodeDecodeError, DexCareLoadError):  # gone meanwhile: the first error stands
         return None
-
-
-# --- PostgreSQL: COPY and cast errors ---------------------------------------------------------------------
-
-
-def copy_error_line(exc: psycopg.Error, header_lines: int = 1) -> int | None:
-    """The file line PostgreSQL's COPY stopped at, if it says.
-
-    PostgreSQL counts physical lines, newlines inside quoted fields included, from the first line it was
-    sent; we sent everything after the header, so the header's lines are added back.
-    """
-    match = _LINE.search(exc.diag.context or "")
-    return int(match.group(1)) + header_lines if match else None
-
-
-def translate_copy_error(exc: psycopg.Error, *, source: str, columns: int, header_lines: int = 1,
-                         reopen: Opener | None = None) -> DexCareCSVError:
-    """A message that names the file, line and problem, and drops the value PostgreSQL quotes back.
-
-    PostgreSQL's line number is a hint only: it counts newlines inside quoted fields or not depending on
-    what it has seen of the file so far. So the file is read once more in Python to find the physical
-    line an editor would show.
-    """
-    primary = (exc.diag.message_primary or "").lower()
-    reason = next((text for needle, text in _REASONS if needle in primary), None)
-    if reason is None:
-        reason = f"PostgreSQL's CSV parser rejected it (SQLSTATE {exc.sqlstate})"
-    if "unterminated" in primary:
-        found = find_line(reopen, source, unclosed_quote_line)
-    elif "byte sequence" in primary:
-        found = find_line(reopen, source, invalid_utf8_line)
-    elif "data" in primary and "column" in primary:
-        found = find_line(reopen, source, ragged_record_line, columns)
-    else:
-        found = None
-    return csv_error(source, found or copy_error_line(exc, header_lines), reason)
-
-
-def _record_of(cursor: psycopg.Cursor, stage: sql.Composable, tid: Any) -> int:
-    """Data record number of a staged row (1 = first after the header): heap order is file order."""
-    row = cursor.execute(sql.SQL("SELECT count(*) FROM {} WHERE ctid <= %s::tid").format(stage), [tid]).fetchone()
-    return int(row[0]) if row else 0
-
-
-def staged_line(cursor: psycopg.Cursor, stage: sql.Composable, tid: Any, source: str, opener: Opener) -> int:
-    """The physical file line where a staged row starts."""
-    record = _record_of(cursor, stage, tid)
-    line = find_line(opener, source, record_line, record)
-    return line if line is not None else record + 1
-
-
-def pg_cast_error(cursor: psycopg.Cursor, stage: sql.Composable, headers: Sequence[str], columns: Sequence[str],
-                  types: Mapping[str, str], exc: psycopg.Error, source: str, opener: Opener) -> DexCareLoadError:
-    """Pin a failed cast to its row and column: the first staged row any typed column rejects."""
-    worst: tuple[int, str, str] | None = None
-    for header, column in zip(headers, columns, strict=True):
-        sql_type = types[column]
-        if sql_type == TEXT:
-            continue
-        try:
-            with cursor.connection.transaction():
-                found = cursor.execute(
-                    sql.SQL(
-                        "SELECT ctid FROM {stage} WHERE {c} <> '' AND NOT pg_input_is_valid({c}, %s) "
-                        "ORDER BY ctid LIMIT 1"
-                    ).format(stage=stage, c=sql.Identifier(column)),
-                    [sql_type],
-                ).fetchone()
-        except psycopg.Error:
-            continue
-        if found is not None:
-            line = staged_line(cursor, stage, found[0], source, opener)
-            if worst is None or line < worst[0]:
-                worst = (line, header, sql_type)
-    if worst is None:
-        return unknown_cast_error(source, f"SQLSTATE {exc.sqlstate}")
-    return cast_error(source, *worst)
-
-
-def pg_copy_error(cursor: psycopg.Cursor, exc: psycopg.Error, header: Header, columns: Sequence[str],
-                  column_types: Mapping[str, str] | None, source: str, opener: Opener) -> DexCareLoadError:
-    """A value COPY could not convert (a COPY straight into a typed table) is a cast error; anything else
-    is a broken CSV. ``column_types`` is ``None`` when the COPY went into an all-text stage."""
-    if column_types is not None and exc.sqlstate not in _CSV_SQLSTATES and _COPY_COLUMN.search(exc.diag.context or ""):
-        # COPY's own line number is unreliable with multi-line fields: stage the file as text and let the
-        # same set-based lookup as the merge path name row and column.
-        stage = sql.Identifier("pg_temp", "_dexcare_diagnose")
-        cursor.execute(
-            sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(
-                stage, sql.SQL(", ").join(sql.SQL("{} text").format(sql.Identifier(c)) for c in columns)
-            )
-        )
-        try:
-            with opener(source) as again:
-                copy_stream(cursor, stage, list(columns), read_header(again, source=source), again)
-        except psycopg.errors.DataError as second:
-            return pg_copy_error(cursor, second, header, columns, None, source, opener)
-        return pg_cast_error(cursor, stage, header.fields, columns, column_types, exc, source, opener)
-    return translate_copy_error(exc, source=source, columns=len(columns), header_lines=header.lines,
-                                reopen=opener)

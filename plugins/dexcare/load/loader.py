@@ -7,7 +7,7 @@ unchanged rows are not rewritten, so a retry after an unknown commit outcome is 
 
 This module is the part both warehouses share: it reads the header, normalises the names, resolves keys and
 versions, plans the table (:mod:`dexcare.load.plan`), verifies the file, and writes the audit record and
-the summary; a :class:`~dexcare.load.dialects.Dialect` does the rest. It needs no Airflow task, scheduler or
+the summary; a :class:`~dexcare.load.dialects.base.Dialect` does the rest. It needs no Airflow task, scheduler or
 metadata database (tests, the benchmark and scripts call it directly), but it does import Airflow: its
 exceptions derive from ``AirflowException``.
 """
@@ -26,7 +26,8 @@ from dexcare.exceptions import DexCareCSVError, DexCareLoadError, DexCareSchemaE
 from dexcare.load import diagnostics, volume
 from dexcare.load.audit import audit_entry, summarise
 from dexcare.load.csv_stream import Opener, open_report, read_header
-from dexcare.load.dialects import Dialect, MergeCounts, dialect_class
+from dexcare.load.dialects import dialect_for
+from dexcare.load.dialects.base import Dialect, MergeCounts
 from dexcare.load.identifiers import normalize_headers, resolve_columns
 from dexcare.load.options import DEFAULT_KEY, DEFAULT_SCHEMA, LoadOptions, ReportFile, table_for
 from dexcare.load.plan import LoadPlan, history_table, lineage_values, plan_load
@@ -234,28 +235,29 @@ def load_reports(
     conn: Any,
     reports: Iterable[ReportFile | Mapping[str, Any]],
     *,
+    dialect: str,
     options: LoadOptions | None = None,
     run_date: dt.date | None = None,
     dag_id: str | None = None,
     run_id: str | None = None,
     opener: Opener = open_report,
-    dialect: str | None = None,
 ) -> dict[str, Any]:
     """Load all ``reports`` in one transaction on ``conn`` and return a JSON-ready summary.
 
-    ``conn`` is a psycopg 3 connection (PostgreSQL) or a pymssql connection (SQL Server); ``dialect``
-    (``"postgres"`` or ``"mssql"``) overrides the choice made from its class. The load owns its
-    transaction so that it can promise all-or-nothing: a PostgreSQL connection must be idle, and on SQL
-    Server the load commits or rolls back whatever the connection's transaction holds, so hand it a
-    connection with no pending work. ``run_date`` stands in for a missing window end (today in UTC by
-    default). ``opener`` opens a report URI for reading, on the fast path and again on the error path.
-    The summary has ``schema``, ``dag_id``, ``run_id``, ``started_at``, ``finished_at``, ``reports`` (one
-    dict per report, the same fields as the ``load_audit`` row) and ``tables`` (totals per table).
+    ``conn`` is a psycopg 3 connection (PostgreSQL) or a pymssql connection (SQL Server), and ``dialect`` says which
+    (``"postgres"`` or ``"mssql"``, :data:`~dexcare.load.dialects.DIALECTS`; an Airflow connection's
+    ``conn_type`` is one too): the caller knows, from the connection it opened, so nothing guesses from the
+    driver's class. The load owns its transaction so that it can promise all-or-nothing: a PostgreSQL connection
+    must be idle, and on SQL Server the load commits or rolls back whatever the connection's transaction holds,
+    so hand it a connection with no pending work. ``run_date`` stands in for a missing window end (today in UTC
+    by default). ``opener`` opens a report URI for reading, on the fast path and again on the error path. The
+    summary has ``schema``, ``dag_id``, ``run_id``, ``started_at``, ``finished_at``, ``reports`` (one dict per
+    report, the same fields as the ``load_audit`` row) and ``tables`` (totals per table).
     """
     options = options or LoadOptions()
     run_date = run_date or dt.datetime.now(dt.UTC).date()
     files = [r if isinstance(r, ReportFile) else ReportFile.from_download(r, run_date=run_date) for r in reports]
-    warehouse = dialect_class(conn, dialect)(conn, options, opener)
+    warehouse = dialect_for(dialect)(conn, options, opener)
     started = dt.datetime.now(dt.UTC)
     run = _Run(warehouse, options, dag_id, run_id, opener, started)
     entries: list[dict[str, Any]] = []

@@ -19,8 +19,7 @@ from airflow.sdk import BaseOperator
 from dexcare import metrics
 from dexcare.exceptions import DexCareCleanUpError, DexCareLoadError
 from dexcare.load.audit import AUDIT_TABLE, committed_entries, committed_summary, summary_line
-from dexcare.load.connection import connect, warehouse_hook
-from dexcare.load.dialects import dialect_class
+from dexcare.load.connection import Warehouse, warehouse
 from dexcare.load.loader import DEFAULT_SCHEMA, LoadOptions, load_reports
 from dexcare.load.volume import configured_min_shares, min_shares
 from dexcare.report import ReportType
@@ -181,16 +180,18 @@ class DexCareLoadReportsOperator(BaseOperator):
         self._lineage_reports: list[Mapping[str, Any]] = reports
         dag = context.get("dag")
         dag_id = getattr(dag, "dag_id", None)
-        self._lineage_hook = hook = warehouse_hook(self.warehouse_conn_id)
+        target = warehouse(self.warehouse_conn_id)  # the dialect is chosen here, once, from the conn_type
+        self._lineage_hook = target.hook
         run_id = context.get("run_id")
         delete = _truthy(self.delete_files)
-        conn = connect(self.warehouse_conn_id, hook)
+        conn = target.connect()
         try:
-            summary = self._committed_earlier(conn, reports, dag_id, run_id) if delete else None
+            summary = self._committed_earlier(target, conn, reports, dag_id, run_id) if delete else None
             if summary is None:
                 summary = load_reports(
                     conn,
                     reports,
+                    dialect=target.dialect,
                     options=self._run_options(),
                     run_date=run_end_date(context),
                     dag_id=dag_id,
@@ -224,8 +225,8 @@ class DexCareLoadReportsOperator(BaseOperator):
             getattr(self, "_lineage_hook", None), self.schema, getattr(self, "_lineage_reports", []),
             getattr(self, "_lineage_summary", None)))
 
-    def _committed_earlier(self, conn: Any, reports: list[Mapping[str, Any]], dag_id: str | None,
-                           run_id: str | None) -> dict[str, Any] | None:
+    def _committed_earlier(self, target: Warehouse, conn: Any, reports: list[Mapping[str, Any]],
+                           dag_id: str | None, run_id: str | None) -> dict[str, Any] | None:
         """The summary of an earlier try's load of exactly these reports, if it committed (``load_audit``
         says so); ``None`` means load them now.
 
@@ -233,7 +234,7 @@ class DexCareLoadReportsOperator(BaseOperator):
         again would fail on them. A load that committed is never repeated; only its clean-up is finished.
         """
         schema = self.schema
-        rows = dialect_class(conn).audit_rows(conn, schema, [str(r.get("report_id")) for r in reports])
+        rows = target.dialect_class.audit_rows(conn, schema, [str(r.get("report_id")) for r in reports])
         entries = committed_entries(reports, rows)
         if entries is None:
             return None

@@ -1,125 +1,49 @@
-"""The two warehouses the load speaks to, behind one interface.
+"""The two warehouses the load speaks to, and which one a connection gets: decided once, here.
 
-:class:`Dialect` is everything that differs between PostgreSQL and SQL Server: quoting, types, locking,
-staging, the dedupe and upsert SQL, and how the driver's errors read. What is the same for both (the header,
-names, keys, drift planning, the guard's rule, the audit record, the summary) lives in
-:mod:`dexcare.load.plan`, :mod:`dexcare.load.audit` and :mod:`dexcare.load.loader`, which drive a dialect
-through one transaction per run.
+The Airflow connection's type picks the dialect through :data:`CONN_TYPES` (as common-sql's hooks pick their
+SQL dialect from the connection): the operator resolves it with the connection (:mod:`dexcare.load.connection`)
+and hands the name to :func:`dexcare.load.loader.load_reports`; nothing guesses from a driver's class. Each
+dialect is the package of that name beside this module (``dialect``: the :class:`~.base.Dialect`; ``sql``: its
+statements; ``staging``: how the file reaches the warehouse; PostgreSQL's ``diagnostics``: its error path),
+imported on first use, so a PostgreSQL load never imports the SQL Server code and the other way round, and
+the DAG file's connection check reads this table without importing any of them.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from contextlib import AbstractContextManager
-from typing import Any, BinaryIO, ClassVar, NamedTuple
+from collections.abc import Mapping
+from importlib import import_module
+from types import MappingProxyType
+from typing import TYPE_CHECKING, cast
 
 from dexcare.exceptions import DexCareLoadError
-from dexcare.load.csv_stream import Header, Opener
-from dexcare.load.options import LoadOptions
-from dexcare.load.plan import LoadPlan, TypeNames
+
+if TYPE_CHECKING:
+    from dexcare.load.dialects.base import Dialect
+
+#: Airflow ``conn_type`` -> the dialect that speaks to it: the one place a warehouse type is named. A dialect's
+#: name is its package beside this module.
+CONN_TYPES: Mapping[str, str] = MappingProxyType({"postgres": "postgres", "postgresql": "postgres", "mssql": "mssql"})
+#: The dialects' names, as ``load_reports(dialect=...)`` takes them.
+DIALECTS = tuple(dict.fromkeys(CONN_TYPES.values()))
 
 
-class MergeCounts(NamedTuple):
-    """What :meth:`Dialect.merge` did to one table."""
-
-    duplicates: int
-    inserted: int
-    updated: int
-    #: Rows appended to the history table (its baseline included); 0 when no history is kept.
-    history: int = 0
-
-
-class Dialect(ABC):
-    """One run's conversation with one warehouse; every method runs inside :meth:`transaction`."""
-
-    #: The warehouse connection types (Airflow ``conn_type``) this dialect serves.
-    conn_types: ClassVar[tuple[str, ...]]
-    types: ClassVar[TypeNames]
-
-    def __init__(self, conn: Any, options: LoadOptions, opener: Opener) -> None:
-        self.conn = conn
-        self.options = options
-        self.opener = opener
-        self.cursor = conn.cursor()
-
-    @staticmethod
-    @abstractmethod
-    def accepts(conn: Any) -> bool:
-        """Whether ``conn`` is this dialect's driver connection."""
-
-    @staticmethod
-    @abstractmethod
-    def quote(*parts: str) -> str:
-        """``schema.table`` (or one name) quoted for this warehouse, for SQL written outside the loader."""
-
-    @abstractmethod
-    def transaction(self) -> AbstractContextManager[None]:
-        """Commit when the block ends normally; roll back on any exception. Refuses a busy connection."""
-
-    @abstractmethod
-    def begin(self) -> None:
-        """Session settings, the run's lock on the schema, the schema itself and the audit table."""
-
-    @abstractmethod
-    def resolve_type(self, name: str, *, where: str) -> str:
-        """The canonical spelling of a configured column type; refuses one the warehouse does not know."""
-
-    @abstractmethod
-    def existing_columns(self, table: str) -> dict[str, str] | None:
-        """Column name -> type of the table in the run's schema, in table order; ``None`` if it does not exist."""
-
-    @abstractmethod
-    def stage(self, plan: LoadPlan, header: Header, stream: BinaryIO, index: int) -> int:
-        """Make the table fit the plan and stream the file's records somewhere the merge can read them.
-
-        Returns the number of data records in the file.
-        """
-
-    @abstractmethod
-    def merge(self, plan: LoadPlan, rows_in_file: int, index: int) -> MergeCounts:
-        """Dedupe the staged file and upsert it; with :attr:`LoadPlan.history`, append every row the upsert
-        wrote to the history table, from the same statements (never by comparing tables afterwards)."""
-
-    @abstractmethod
-    def record_audit(self, entry: dict[str, Any]) -> None:
-        """Insert the report's ``load_audit`` row."""
-
-    @abstractmethod
-    def volume_baseline(self, report_type: str, days: int, limit: int) -> list[int]:
-        """``rows_in_file`` of the latest ``limit`` loads of this report type whose window is ``days`` long,
-        newest first: one query on ``load_audit``'s volume index, inside the load's transaction."""
-
-    @staticmethod
-    @abstractmethod
-    def audit_rows(conn: Any, schema: str, report_ids: Sequence[str]) -> list[dict[str, Any]]:
-        """The ``load_audit`` rows of these reports (every field of :data:`AUDIT_FIELDS`), oldest first; none
-        when the table does not exist yet. Read in a short transaction of its own, outside any load, so a
-        retry can tell that an earlier try's load committed."""
-
-    @abstractmethod
-    def translate(self, exc: BaseException, *, current: str, committing: bool) -> DexCareLoadError | None:
-        """The driver error as ours, without any row value; ``None`` if it is not a driver error."""
-
-
-DIALECTS = ("postgres", "mssql")
-
-
-def dialect_class(conn: Any, name: str | None = None) -> type[Dialect]:
-    """The dialect for a driver connection (psycopg 3 or pymssql), or by name."""
-    from dexcare.load.dialects.mssql import MsSqlDialect
-    from dexcare.load.dialects.postgres import PostgresDialect
-
-    candidates: list[type[Dialect]] = [PostgresDialect, MsSqlDialect]
+def dialect_name(conn_type: str | None, *, conn_id: str | None = None) -> str:
+    """The dialect for an Airflow connection type (a dialect's own name is one too); a type no dialect serves
+    is refused, naming the connection when there is one."""
+    key = (conn_type or "").lower()
+    name = CONN_TYPES.get(key)
     if name is not None:
-        for candidate in candidates:
-            if name in candidate.conn_types:
-                return candidate
-        raise DexCareLoadError(f"Unknown warehouse dialect {name!r}; choose one of: {', '.join(DIALECTS)}.")
-    for candidate in candidates:
-        if candidate.accepts(conn):
-            return candidate
-    raise DexCareLoadError(
-        f"Cannot load through a {type(conn).__module__}.{type(conn).__name__}: give a psycopg 3 connection "
-        "(PostgreSQL) or a pymssql connection (SQL Server)."
-    )
+        return name
+    if conn_id is not None:
+        raise DexCareLoadError(
+            f"Connection {conn_id!r} is of type {key!r}; the warehouse must be a 'postgres' or an 'mssql' "
+            "connection."
+        )
+    raise DexCareLoadError(f"Unknown warehouse dialect {conn_type!r}; choose one of: {', '.join(DIALECTS)}.")
+
+
+def dialect_for(conn_type: str | None) -> type[Dialect]:
+    """The dialect class for an Airflow connection type or a dialect's name (see :func:`dialect_name`)."""
+    module = import_module(f"{__name__}.{dialect_name(conn_type)}.dialect")
+    return cast("type[Dialect]", module.DIALECT)

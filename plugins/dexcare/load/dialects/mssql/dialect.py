@@ -3,14 +3,13 @@
 The run takes ``sp_getapplock`` on its schema, owned by the transaction, so loads on one schema queue and
 the lock goes with the commit or rollback. The file is parsed in Python (SQL Server has no client-fed CSV
 parser like COPY) and sent in batches of :attr:`LoadOptions.batch_rows` with pymssql's ``bulk_copy`` into a
-session temp table on the same connection, so the stage is inside the transaction and the worker's memory
-stays at one batch. Then, set-based: check the casts, delete the rows superseded within the file, update
-the rows that changed, insert the new keys (see :mod:`.mssql_sql` for why not MERGE), audit, commit.
+session temp table on the same connection (:mod:`.staging`), so the stage is inside the transaction and the
+worker's memory stays at one batch. Then, set-based: check the casts, delete the rows superseded within the
+file, update the rows that changed, insert the new keys (see :mod:`.sql` for why not MERGE), audit, commit.
 """
 
 from __future__ import annotations
 
-import codecs
 import json
 import logging
 import re
@@ -21,10 +20,10 @@ from typing import Any, BinaryIO, ClassVar
 from dexcare.exceptions import DexCareLoadError, DexCareSchemaError, DexCareWarehouseError
 from dexcare.load import diagnostics
 from dexcare.load.audit import AUDIT_FIELDS, AUDIT_TABLE, iso
-from dexcare.load.csv_stream import Header, Opener, records
-from dexcare.load.dialects import Dialect, MergeCounts
-from dexcare.load.dialects.mssql_sql import KEY_UNITS, TEXT, MsSqlStatements, is_text, quote, text_units
-from dexcare.load.instants import is_instant
+from dexcare.load.csv_stream import Header
+from dexcare.load.dialects.base import Dialect, MergeCounts
+from dexcare.load.dialects.mssql.sql import KEY_UNITS, TEXT, MsSqlStatements, is_text, quote, text_units
+from dexcare.load.dialects.mssql.staging import bulk_copy
 from dexcare.load.plan import CHANGE_BASELINE, LoadPlan
 
 log = logging.getLogger(__name__)
@@ -284,96 +283,24 @@ def statements_for(plan: LoadPlan, index: int) -> MsSqlStatements:
     return MsSqlStatements(plan, stage=f"#dexcare_stage_{index}", key_types=key_types)
 
 
-#: The ISO 8601 forms PostgreSQL's timestamp types read (``T`` or a space, seconds and fraction optional, an
-#: offset as ``Z``, ``+hh``, ``+hhmm`` or ``+hh:mm``), rewritten to the one form SQL Server reads the same way
-#: whatever the session (``datetimeoffset`` itself refuses ``+0000`` and ``+00``).
-_TIMESTAMP = re.compile(
-    r"(?P<date>\d{4}-\d{2}-\d{2})[Tt ](?P<time>\d{2}:\d{2})(?P<seconds>:\d{2}(?:\.\d+)?)?\s*"
-    r"(?:(?P<z>[Zz])|(?P<sign>[+-])(?P<hh>\d{2})(?::?(?P<mm>\d{2}))?)?"
-)
-_TEMPORAL = ("datetimeoffset", "datetime2", "datetime", "smalldatetime")
-_utf_16_le = codecs.getencoder("utf-16-le")
-
-
-def iso_timestamp(value: str, sql_type: str) -> str:
-    """``value`` in the form SQL Server converts to ``sql_type`` as PostgreSQL would: an offset kept for
-    ``datetimeoffset`` (``Z``, ``+01``, ``+0100`` become ``+00:00``, ``+01:00``), dropped for the types without
-    one (PostgreSQL's ``timestamp`` ignores it too). Anything else is left as it is, for the cast check to
-    name its line."""
-    match = _TIMESTAMP.fullmatch(value.strip())
-    if match is None:
-        return value
-    text = f"{match['date']}T{match['time']}{match['seconds'] or ':00'}"
-    if not sql_type.startswith("datetimeoffset"):
-        return text
-    if match["sign"]:
-        return f"{text}{match['sign']}{match['hh']}:{match['mm'] or '00'}"
-    return f"{text}+00:00" if match["z"] else text
-
-
-def batches(st: MsSqlStatements, header: Header, stream: BinaryIO, *, opener: Opener, block_size: int,
-            batch_rows: int) -> Iterator[list[list[Any]]]:
-    """The file's records as bulk-copy rows (values, then the line the record starts on), ``batch_rows`` at a
-    time. Every record of a batch is checked before the batch is handed out, so a bad record stops the load
-    between two bulk copies, with the connection in a clean state, and the worker holds one batch at most.
-
-    Keys go as text (checked: within their indexable length and, for a text key, not ending in a space); every
-    other value as its UTF-16LE bytes, which FreeTDS's bulk copy does not trim (see :mod:`.mssql_sql`); a value
-    for a bounded ``nvarchar(n)`` column is checked against ``n`` here, so it fails naming its line and column."""
-    plan, source = st.plan, st.plan.source
-    checks = [(plan.columns.index(k), text_units(t) or 0, plan.header_of(k), t, is_text(plan.types[k]))
-              for k, t in st.key_types.items()]
-    bounded = [(plan.columns.index(c), units, plan.header_of(c), plan.types[c]) for c in plan.values
-               if (units := text_units(plan.types[c])) is not None]
-    temporal = [(plan.columns.index(c), plan.types[c]) for c in plan.values
-                if plan.types[c].startswith(_TEMPORAL)]
-    # An undeclared version is ordered as instants: each value must name one (checked here, where the line is).
-    version = plan.columns.index(plan.version) if plan.version is not None and plan.version_instant else None
-    batch: list[list[Any]] = []
-    for line, record in records(header, stream, source=source, columns=len(plan.columns), opener=opener,
-                                block_size=block_size):
-        if temporal:
-            for position, sql_type in temporal:
-                if record[position]:
-                    record[position] = iso_timestamp(record[position], sql_type)
-        # An empty field is NULL; any value but a key goes as its UTF-16LE bytes (the keys are put back as
-        # text below). The codec's own function: ``str.encode`` looks the codec up by name on every call,
-        # which was most of this loop's time on a million rows.
-        row: list[Any] = [_utf_16_le(value)[0] if value else None for value in record]
-        for position, units, name, sql_type, text in checks:
-            key = row[position] = record[position] or None
-            if key is None:
-                raise diagnostics.empty_key_error(source, line, plan.keys)
-            if text and key.endswith(" "):
-                raise diagnostics.key_trailing_space_error(source, line, name)
-            # NVARCHAR counts UTF-16 code units: a character outside the BMP takes two.
-            if len(key) > units // 2 and (len(key) > units or len(key.encode("utf-16-le")) > 2 * units):
-                raise diagnostics.key_too_long_error(source, line, name, units, sql_type)
-        for position, units, name, sql_type in bounded:
-            if row[position] is not None and len(row[position]) > 2 * units:
-                raise diagnostics.value_too_long_error(source, line, name, sql_type)
-        if version is not None and record[version] and not is_instant(record[version]):
-            raise diagnostics.version_error(source, line, plan.header_of(plan.columns[version]))
-        row.append(line)
-        batch.append(row)
-        if len(batch) >= batch_rows:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 class MsSqlDialect(Dialect):
-    conn_types = ("mssql",)
     types = MsSqlTypes()
 
     @staticmethod
-    def accepts(conn: Any) -> bool:
-        try:
-            import pymssql
-        except ImportError:  # pragma: no cover - a dependency; only a broken install lacks it
-            return False
-        return isinstance(conn, pymssql.Connection)
+    def hook(conn_id: str, connection: Any) -> Any:
+        """MsSqlHook passes ``str(port)`` through, so a connection without a port would ask FreeTDS for port
+        "None": it gets SQL Server's default, 1433, instead."""
+        from airflow.providers.microsoft.mssql.hooks.mssql import MsSqlHook
+
+        hook = MsSqlHook(mssql_conn_id=conn_id, connection=connection)
+        if hook.connection.port is None:
+            hook.connection.port = 1433
+        return hook
+
+    @staticmethod
+    def connect(hook: Any) -> Any:
+        """pymssql, with the FreeTDS its wheel bundles (no system ODBC driver)."""
+        return hook.get_conn()
 
     quote = staticmethod(quote)
 
@@ -470,7 +397,8 @@ class MsSqlDialect(Dialect):
         if plan.create:
             self.cursor.execute(st.create_table())
         self.cursor.execute(st.create_stage())
-        return self._bulk_copy(st, header, stream)
+        return bulk_copy(self.conn, st, header, stream, opener=self.opener, block_size=self.options.block_size,
+                         batch_rows=self.options.batch_rows)
 
     def _change_schemas(self, st: MsSqlStatements) -> int:
         """New columns and the history table, just before the statements that need them; returns the
@@ -488,16 +416,6 @@ class MsSqlDialect(Dialect):
             return 0
         self.cursor.execute(st.copy_to_history(CHANGE_BASELINE))  # the state its history starts from
         return max(self.cursor.rowcount, 0)
-
-    def _bulk_copy(self, st: MsSqlStatements, header: Header, stream: BinaryIO) -> int:
-        sent = 0
-        for batch in batches(st, header, stream, opener=self.opener, block_size=self.options.block_size,
-                             batch_rows=self.options.batch_rows):
-            # The raw '#name' (ours, letters, digits and '_'): pymssql looks a temp table's columns up in tempdb
-            # only when the name starts with '#', and that lookup is what makes it send text as NVARCHAR.
-            self.conn.bulk_copy(st.stage, batch, batch_size=len(batch))
-            sent += len(batch)
-        return sent
 
     # --- Dedupe and upsert --------------------------------------------------------------------------------
 
@@ -643,3 +561,6 @@ def _flat_args(exc: BaseException) -> list[Any]:
     for arg in exc.args:
         out.extend(arg if isinstance(arg, tuple) else (arg,))
     return out
+
+
+DIALECT = MsSqlDialect

@@ -21,9 +21,11 @@ from psycopg.rows import dict_row
 from dexcare.exceptions import DexCareLoadError, DexCareSchemaError
 from dexcare.load import diagnostics
 from dexcare.load.audit import AUDIT_FIELDS, AUDIT_TABLE
-from dexcare.load.csv_stream import Header, copy_stream
-from dexcare.load.dialects import Dialect, MergeCounts
-from dexcare.load.dialects.postgres_sql import TEXT, PostgresStatements
+from dexcare.load.csv_stream import Header
+from dexcare.load.dialects.base import Dialect, MergeCounts
+from dexcare.load.dialects.postgres.diagnostics import pg_cast_error, pg_copy_error, staged_line
+from dexcare.load.dialects.postgres.sql import TEXT, PostgresStatements
+from dexcare.load.dialects.postgres.staging import copy_stream
 from dexcare.load.plan import CHANGE_BASELINE, CHANGE_INSERT, LINEAGE, LoadPlan, key_index_name
 
 log = logging.getLogger(__name__)
@@ -93,13 +95,33 @@ def _lock_key(schema: str) -> int:
 
 
 class PostgresDialect(Dialect):
-    conn_types = ("postgres", "postgresql")
     types = PostgresTypes()
     cursor: psycopg.Cursor
 
     @staticmethod
-    def accepts(conn: Any) -> bool:
-        return isinstance(conn, psycopg.Connection)
+    def hook(conn_id: str, connection: Any) -> Any:
+        from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+        return PostgresHook(postgres_conn_id=conn_id, connection=connection)
+
+    @staticmethod
+    def connect(hook: Any) -> psycopg.Connection:
+        """PostgresHook 7 returns a psycopg 3 connection when psycopg 3 and SQLAlchemy 2 are installed;
+        otherwise we connect ourselves from the same connection fields."""
+        conn = hook.get_conn()
+        if isinstance(conn, psycopg.Connection):
+            return conn
+        conn.close()
+        airflow_conn = hook.connection
+        extra = {k: v for k, v in airflow_conn.extra_dejson.items() if k not in ("cursor", "iam", "sslcert_path")}
+        return psycopg.connect(
+            host=airflow_conn.host or None,
+            port=airflow_conn.port or None,
+            user=airflow_conn.login or None,
+            password=airflow_conn.password or None,
+            dbname=airflow_conn.schema or None,
+            **extra,
+        )
 
     @staticmethod
     def quote(*parts: str) -> str:
@@ -216,7 +238,7 @@ class PostgresDialect(Dialect):
                 )
         except psycopg.errors.DataError as exc:
             # Class 22: ragged row, open quote, bad byte, or (new table) a value of the wrong type.
-            raise diagnostics.pg_copy_error(
+            raise pg_copy_error(
                 self.cursor, exc, header, plan.columns, plan.types if plan.create else None, plan.source,
                 self.opener,
             ) from None
@@ -239,7 +261,7 @@ class PostgresDialect(Dialect):
         if row is None:
             return
         column = next(k for k, found in zip(keys, row[1:], strict=True) if found)
-        line = diagnostics.staged_line(self.cursor, stage, row[0], plan.source, self.opener)
+        line = staged_line(self.cursor, stage, row[0], plan.source, self.opener)
         raise diagnostics.key_trailing_space_error(plan.source, line, plan.header_of(column))
 
     def _create_table(self, plan: LoadPlan) -> None:
@@ -324,7 +346,7 @@ class PostgresDialect(Dialect):
             row = cursor.execute(st.has_empty_key()).fetchone()
             if row and row[0]:
                 found = cursor.execute(st.first_empty_key()).fetchone()
-                line = diagnostics.staged_line(cursor, st.stage, found[0], plan.source, self.opener) if found else "?"
+                line = staged_line(cursor, st.stage, found[0], plan.source, self.opener) if found else "?"
                 raise diagnostics.empty_key_error(plan.source, line, plan.keys)
             # The planner knows nothing of a fresh temp table; without statistics it guesses a million
             # duplicate keys and picks a merge join that sorts the whole stage (3x slower).
@@ -370,11 +392,11 @@ class PostgresDialect(Dialect):
             if found is None:
                 raise diagnostics.version_error(plan.source, "?", header) from None
         if found is not None:
-            line = diagnostics.staged_line(self.cursor, st.stage, found[0], plan.source, self.opener)
+            line = staged_line(self.cursor, st.stage, found[0], plan.source, self.opener)
             raise diagnostics.version_error(plan.source, line, header)
 
     def _cast_error(self, plan: LoadPlan, st: PostgresStatements, exc: psycopg.Error) -> DexCareLoadError:
-        return diagnostics.pg_cast_error(self.cursor, st.stage, plan.headers, plan.columns, st.types, exc,
+        return pg_cast_error(self.cursor, st.stage, plan.headers, plan.columns, st.types, exc,
                                          plan.source, self.opener)
 
     def _inserted_so_far(self, table: sql.Composable) -> int:
@@ -469,3 +491,6 @@ class PostgresDialect(Dialect):
             return diagnostics.load_refused_error("PostgreSQL", current,
                                                   f"SQLSTATE {exc.sqlstate}, {type(exc).__name__}{primary}")
         return None
+
+
+DIALECT = PostgresDialect
