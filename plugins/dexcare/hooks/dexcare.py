@@ -26,7 +26,7 @@ from airflow.providers.http.hooks.http import HttpHook
 
 from dexcare import messages
 from dexcare.compat import connection_form_before_3_2
-from dexcare.csv_records import CsvRecordCounter, CsvShapeError
+from dexcare.csv_records import DEFAULT_KEY, CsvRecordCounter, CsvShapeError
 from dexcare.exceptions import (
     DexCareAuthError,
     DexCareConnectionError,
@@ -45,7 +45,6 @@ from dexcare.hooks.responses import (
     proxy_refused,
 )
 from dexcare.hooks.transport import DexCareTransport
-from dexcare.load.identifiers import DEFAULT_KEY
 from dexcare.report import REPORTS_PATH, DownloadResult, ReportRequest, ReportStatus, validate_report_id
 from dexcare.retry import RetryPolicy, call_with_retries
 from dexcare.storage import ReportLocation

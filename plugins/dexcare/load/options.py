@@ -11,9 +11,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from dexcare.csv_records import DEFAULT_KEY, normalize_identifier
 from dexcare.exceptions import DexCareLoadError, DexCareSchemaError
 from dexcare.load.csv_stream import BLOCK_SIZE
-from dexcare.load.identifiers import DEFAULT_KEY, normalize_identifier
 from dexcare.load.volume import DEFAULT_MIN_SHARE, accepted_types, min_shares
 from dexcare.report import DEFAULT_LOOKBACK_DAYS, ReportType, parse_iso_date, validate_report_id
 

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from dexcare import metrics
+from dexcare.csv_records import DEFAULT_KEY
 from dexcare.exceptions import DexCareDownloadReportError, DexCareValidationError
-from dexcare.load.identifiers import DEFAULT_KEY
 from dexcare.report import ReportRequest, ReportStatus, ReportType, validate_report_id
 from dexcare.storage import ReportLocation, file_location, report_file_name, run_directory
 from dexcare.task_support import is_literal, refuse_task_dates_as_window, resolve_request, upstream_task_id
