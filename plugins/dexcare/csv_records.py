@@ -13,9 +13,10 @@ it, so the download, the load's header reader and both loaders refuse the same f
 * Line endings are LF or CRLF. A bare CR (old Mac style, ``\\r`` alone) ends a record for PostgreSQL's and
   Python's CSV parsers but not for the counter, so a CR-only file would read as one long header and load no
   row; it is refused (:data:`CR_ONLY`) where the first record is looked for.
-* The first record is a DexCare header only if the configured key columns are in it (same normalisation as
-  the load). Until then its fields may be a patient's name and birth date (a headerless file, another
-  report), so no message quotes them (:func:`unrecognised_header`).
+* The first record is a DexCare header only if the configured key columns are in it (:func:`missing_key`,
+  default :data:`DEFAULT_KEY`; names normalised by :func:`normalize_identifier`, as the load names its
+  columns). Until then its fields may be a patient's name and birth date (a headerless file, another report),
+  so no message quotes them (:func:`unrecognised_header`).
 * Fields may be as large as PostgreSQL accepts (:func:`reader`).
 """
 
@@ -23,10 +24,10 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Any
-
-from dexcare.load.identifiers import missing_key
 
 #: A header larger than this is not a header: most likely a quote that never closes.
 MAX_HEADER_BYTES = 1 << 20
@@ -114,6 +115,57 @@ def header_fields(raw: bytes) -> list[str]:
     (``UnicodeDecodeError`` otherwise), split by the ``csv`` module's quoting rules."""
     text = raw.removeprefix(BOM).removesuffix(b"\r").decode("utf-8")
     return next(reader(io.StringIO(text, newline="")), [])
+
+
+# --- column names and the key that tells a header from a row ----------------------------------------------
+# DexCare spells the same field ``visitId`` in one report and ``Visit ID`` in another; both must land in
+# ``visit_id`` so keys and columns line up across report types and over time, whether the download checks a
+# header, the load names its columns or a DataFrame is built.
+
+#: PostgreSQL truncates identifiers longer than NAMEDATALEN - 1 bytes; we truncate first, so we can see
+#: (and refuse) the collisions truncation would otherwise create behind our back. SQL Server allows 128
+#: characters, but the same limit applies there: the same report gets the same column names in either
+#: warehouse.
+MAX_IDENTIFIER_BYTES = 63
+#: The dedupe key when none is configured for a report type; also what tells a DexCare header from a row.
+DEFAULT_KEY = ("visit_id",)
+
+_ACRONYM_BOUNDARY = re.compile(r"([A-Z]+)([A-Z][a-z])")
+_CAMEL_BOUNDARY = re.compile(r"([a-z0-9])([A-Z])")
+_NOT_WORD = re.compile(r"[^\w]+")
+
+
+def _truncate_utf8(text: str, limit: int = MAX_IDENTIFIER_BYTES) -> str:
+    """Cut to ``limit`` bytes without splitting a character, as PostgreSQL would otherwise do bytewise."""
+    raw = text.encode("utf-8")
+    if len(raw) <= limit:
+        return text
+    return raw[:limit].decode("utf-8", errors="ignore")
+
+
+def normalize_identifier(header: str) -> str:
+    """Lower snake_case of one header; ``""`` when nothing usable is left (the caller rejects it).
+
+    Letters outside ASCII are kept (NFC, lower-cased) so a French or German header stays readable;
+    anything that is not a letter, digit or underscore becomes a single ``_``, which is what makes a
+    header such as ``x"; DROP TABLE y; --`` inert even before quoting.
+    """
+    text = unicodedata.normalize("NFC", header.replace("\ufeff", "")).strip()
+    text = _ACRONYM_BOUNDARY.sub(r"\1_\2", text)
+    text = _CAMEL_BOUNDARY.sub(r"\1_\2", text)
+    text = _NOT_WORD.sub("_", text.lower()).strip("_")
+    text = re.sub(r"_+", "_", text)
+    return _truncate_utf8(text).rstrip("_")
+
+
+def missing_key(headers: Sequence[str], keys: Iterable[str]) -> str | None:
+    """The first of ``keys`` (configured names) that no header normalises to; ``None`` when all are there.
+
+    This is how a DexCare header is told from a patient's record (a headerless file, another report): until
+    it answers ``None``, no header may be echoed, so it never raises a message that quotes one.
+    """
+    names = {normalize_identifier(header) for header in headers}
+    return next((key for key in keys if normalize_identifier(key) not in names), None)
 
 
 def unrecognised_header(fields: Sequence[str], keys: Sequence[str]) -> str | None:

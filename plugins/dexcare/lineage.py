@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -31,6 +31,8 @@ from dexcare.report import REPORTS_PATH
 
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
+
+    from dexcare.handoff import ReportHandoff
 
 #: Key of our run facet: the DexCare reports (id, type, window) a task worked on.
 RUN_FACET = "dexcare"
@@ -235,24 +237,25 @@ class _Outputs:
         return out
 
 
-def load_lineage(hook: Any, schema: str, reports: list[Mapping[str, Any]],
+def load_lineage(hook: Any, schema: str, reports: Sequence[ReportHandoff],
                  summary: Mapping[str, Any] | None) -> OperatorLineage:
     """The reports the load read and the tables it wrote.
 
     ``summary`` is what :func:`dexcare.load.loader.load_reports` returned; ``None`` when the load failed, and
-    then nothing was written: the datasets are named (from the download results) without schema or counts.
+    then nothing was written: the datasets are named (from the hand-off records) without schema or counts.
     """
     from dexcare.load.options import table_for
-    from dexcare.report import ReportType
 
     inputs = _Inputs()
     outputs = _Outputs(*warehouse_naming(hook), schema) if hook is not None else None
     if summary is None:
         for report in reports:
-            inputs.add(report.get("endpoint"), str(report["report_type"]), report.get("header"), None, None)
+            rtype = report.loadable_type()
+            inputs.add(report.endpoint, rtype.value, report.header, None, None)
             if outputs is not None:
-                outputs.add(table_for(ReportType.parse(report["report_type"])), None, None, {})
-        return _lineage(inputs.datasets(), outputs.datasets() if outputs else [], _run_facets(reports))
+                outputs.add(table_for(rtype), None, None, {})
+        return _lineage(inputs.datasets(), outputs.datasets() if outputs else [],
+                        _run_facets(report.to_xcom() for report in reports))
     for entry in summary["reports"]:
         source = inputs.add(entry.get("endpoint"), entry["report_type"], entry.get("header"), entry["rows_in_file"],
                             entry.get("bytes"))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -138,17 +138,3 @@ class ReportRequest:
             return "DexCare's default window"
         return f"{self.start_date.isoformat()}..{self.end_date.isoformat() if self.end_date else ''}"
 
-
-@dataclass(frozen=True)
-class DownloadResult:
-    """Where the CSV went and what it holds; ``rows`` counts data records (quoted newlines included), and
-    ``header`` is the CSV's header fields (``None`` if the file has no readable header)."""
-
-    path: str
-    bytes: int
-    sha256: str
-    rows: int
-    header: list[str] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)

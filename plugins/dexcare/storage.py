@@ -411,7 +411,7 @@ class CleanUp:
             return False, None
 
 
-def clean_up_run(uris: Iterable[str], dag_id: str | None, run_id: str | None) -> CleanUp:
+def clean_up_run(files: Iterable[ReportLocation | str], dag_id: str | None, run_id: str | None) -> CleanUp:
     """After a committed load: delete its files and whatever else of the run the provider left beside them.
 
     In the run's own directory (:func:`run_directory`, ``<dag_id>/<run_id>/``) everything goes but the reports
@@ -421,16 +421,17 @@ def clean_up_run(uris: Iterable[str], dag_id: str | None, run_id: str | None) ->
     theirs, and the directory stays. "Everything else" is the partials of killed downloads, incomplete
     multipart uploads, and earlier reports of a run that was cleared from ``start_report`` (a failed load
     keeps its file for diagnosis; the new try's report has a new id, so a new name). Nothing raises: each
-    failure is collected, so one unreachable file does not keep the others.
+    failure is collected, so one unreachable file does not keep the others. ``files`` are the loaded files'
+    locations (the load's hand-off records parsed them: :mod:`dexcare.handoff`) or their URIs.
     """
     done = CleanUp()
-    files = [ReportLocation.parse(uri) for uri in dict.fromkeys(uris)]
-    for location in files:
+    loaded = [ReportLocation.parse(file) for file in files]
+    for location in dict.fromkeys(loaded):
         ok, deleted = done.attempt(location.display, location.delete)
         if ok:
             (done.deleted if deleted else done.already_gone).append(location.display)
     directories: dict[ReportLocation, set[str]] = {}
-    for location in files:
+    for location in loaded:
         directories.setdefault(location.parent, set()).add(location.name)
     for directory, names in directories.items():
         own = directory.is_run_directory(dag_id, run_id)

@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from dexcare.csv_records import MAX_IDENTIFIER_BYTES, normalize_identifier
 from dexcare.exceptions import DexCareSchemaError
-from dexcare.load.identifiers import (
-    MAX_IDENTIFIER_BYTES,
-    normalize_headers,
-    normalize_identifier,
-    resolve_columns,
-)
+from dexcare.load.identifiers import normalize_headers, resolve_columns
 from dexcare.report import ReportType
 from dexcare.sandbox.generator import COLUMNS
 

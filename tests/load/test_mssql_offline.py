@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -465,6 +466,7 @@ def test_a_type_that_is_not_plain_sql_server_is_refused(configured, write_csv) -
 def test_the_already_loaded_query_parses_as_tsql_reads_the_audit_and_leaves_no_transaction(write_csv, tsql) -> None:
     """The operator's question "did an earlier try commit these reports?" on SQL Server: two statements (is
     there a load_audit, then its rows), each valid T-SQL, the ids as parameters, ended by a rollback."""
+    from dexcare.handoff import ReportHandoff
     from dexcare.load.audit import committed_entries, committed_summary
     from dexcare.load.dialects.mssql.dialect import MsSqlDialect
 
@@ -481,8 +483,9 @@ def test_the_already_loaded_query_parses_as_tsql_reads_the_audit_and_leaves_no_t
     assert loaded["report_id"] in conn.statements[1] and other in conn.statements[1]
     assert [r["report_id"] for r in rows] == [loaded["report_id"]]
     assert rows[0]["new_columns"] == summary["reports"][0]["new_columns"]  # a list again, from its JSON text
-    entries = committed_entries([loaded], rows)
-    assert entries is not None and committed_entries([loaded, {"report_id": other}], rows) is None
+    record = ReportHandoff.from_xcom(loaded)
+    entries = committed_entries([record], rows)
+    assert entries is not None and committed_entries([record, replace(record, report_id=other)], rows) is None
     again = committed_summary("dexcare", None, None, entries)
     # The volume verdict was the load's own, made against the baseline of that moment: not re-judged.
     assert again["already_loaded"] is True and again["tables"] == {

@@ -230,3 +230,25 @@ def test_volume_settings_are_checked_when_the_dag_is_parsed() -> None:
     for value in ("{{ params.accept_volume }}", True, ["retail"]):
         DexCareLoadReportsOperator(task_id="load", reports=[], accept_volume=value,
                                    volume_min_share="{{ params.volume_min_share }}")
+
+
+@postgres_only
+def test_the_load_and_its_clean_up_parse_each_uri_once(warehouse_conn, write_csv, schema, monkeypatch) -> None:
+    """The hand-off record is read once: the load opens, and the clean-up deletes, through the location it
+    parsed (dexcare.handoff), rather than each parsing the URI again."""
+    from dexcare.storage import ReportLocation
+
+    parsed: list[str] = []
+    real = ReportLocation.parse.__func__
+
+    def parse(cls, where, *args, **kwargs):
+        if not isinstance(where, ReportLocation):
+            parsed.append(str(where))
+        return real(cls, where, *args, **kwargs)
+
+    monkeypatch.setattr(ReportLocation, "parse", classmethod(parse))
+    reports = [report(write_csv("visitId,visitStatus\nv1,a\n")), report(write_csv("Visit ID,Status\nr1,x\n"), "retail")]
+    context = {"dag": SimpleNamespace(dag_id="d"), "run_id": "r", "data_interval_end": None}
+    DexCareLoadReportsOperator(task_id="load", reports=reports, schema=schema, delete_files=True).execute(context)
+    assert not any(Path(r["uri"]).exists() for r in reports)  # loaded and deleted
+    assert sorted(parsed) == sorted(r["uri"] for r in reports)

@@ -17,8 +17,8 @@ from dexcare.sandbox.generator import COLUMNS, ReportType
 
 from tests.task_runtime import Runtime
 
-CONTRACT = {"uri", "bytes", "sha256", "rows", "header", "endpoint", "report_id", "report_type", "start_date",
-            "end_date"}
+CONTRACT = {"version", "uri", "bytes", "sha256", "rows", "header", "endpoint", "report_id", "report_type",
+            "start_date", "end_date"}
 
 
 def started(rt: Runtime, wait: float = 0.6) -> str:
@@ -36,6 +36,7 @@ def test_returns_the_contract_and_writes_a_private_file(dexcare_conn_id, sandbox
     report_id = started(rt)
     result = rt.run(DexCareDownloadReportOperator(task_id="download", report_id=report_id, request_task_id="start"))
     assert set(result) == CONTRACT
+    assert result["version"] == 1  # the hand-off's XCom form (dexcare.handoff); the only key added to it
     assert result["report_id"] == report_id
     assert (result["report_type"], result["start_date"], result["end_date"]) == ("virtual", "2026-11-01", "2026-11-02")
     uri = urlparse(result["uri"])

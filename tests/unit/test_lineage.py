@@ -15,6 +15,7 @@ from airflow.providers.microsoft.mssql.hooks.mssql import MsSqlHook
 from airflow.providers.openlineage.sqlparser import SQLParser
 from airflow.providers.postgres.hooks.postgres import PostgresHook
 from dexcare import lineage
+from dexcare.handoff import ReportHandoff
 from openlineage.client.serde import Serde
 
 REPORT_ID = "3f2b8c1e-4d5a-4b6c-9e7f-0a1b2c3d4e5f"
@@ -128,7 +129,7 @@ def test_the_load_gives_schema_after_drift_column_lineage_and_rows_written(monke
 
 def test_a_failed_load_names_its_datasets_without_claiming_any_write(monkeypatch) -> None:
     monkeypatch.setenv("AIRFLOW_CONN_WH", json.dumps({"conn_type": "postgres", "host": "db", "schema": "wh"}))
-    result = lineage.load_lineage(PostgresHook("wh"), "dexcare", [DOWNLOAD], None)
+    result = lineage.load_lineage(PostgresHook("wh"), "dexcare", [ReportHandoff.from_xcom(DOWNLOAD)], None)
     (read,) = [as_json(d) for d in result.inputs]
     assert [f["name"] for f in read["facets"]["schema"]["fields"]] == DOWNLOAD["header"]
     assert read["inputFacets"] == {}

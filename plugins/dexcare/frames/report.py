@@ -27,12 +27,12 @@ from itertools import chain, islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from dexcare.csv_records import DEFAULT_KEY
 from dexcare.exceptions import DexCareValidationError
 from dexcare.frames import require_pandas
 from dexcare.frames.columns import SAMPLE_ROWS, FrameColumns
 from dexcare.load.csv_stream import read_header
 from dexcare.load.identifiers import normalize_headers, resolve_columns
-from dexcare.load.options import DEFAULT_KEY
 from dexcare.load.records import records
 from dexcare.report import ReportRequest, validate_report_id
 from dexcare.storage import ReportLocation

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from contextlib import closing, nullcontext
 from typing import TYPE_CHECKING, Any
 
+from dexcare.csv_records import DEFAULT_KEY
 from dexcare.exceptions import DexCareSchemaError, DexCareValidationError
 from dexcare.frames import require_pandas
 from dexcare.frames.columns import SAMPLE_ROWS, TIMESTAMP_DTYPE, FrameColumns
@@ -24,7 +25,7 @@ from dexcare.load.connection import warehouse as resolve_warehouse
 from dexcare.load.csv_stream import open_report
 from dexcare.load.dialects import DIALECTS, dialect_for
 from dexcare.load.dialects.base import Dialect
-from dexcare.load.options import DEFAULT_KEY, DEFAULT_SCHEMA, LoadOptions, table_for
+from dexcare.load.options import DEFAULT_SCHEMA, LoadOptions, table_for
 from dexcare.load.plan import LINEAGE
 from dexcare.report import ReportType, parse_iso_date
 

@@ -25,7 +25,7 @@ from airflow.providers.common.compat.connection import get_async_connection
 from airflow.providers.http.hooks.http import HttpHook
 
 from dexcare.compat import connection_form_before_3_2
-from dexcare.csv_records import CsvRecordCounter, CsvShapeError
+from dexcare.csv_records import DEFAULT_KEY, CsvRecordCounter, CsvShapeError
 from dexcare.exceptions import (
     DexCareAuthError,
     DexCareConnectionError,
@@ -36,6 +36,7 @@ from dexcare.exceptions import (
     DexCareTimeoutError,
     DexCareValidationError,
 )
+from dexcare.handoff import ReportHandoff
 from dexcare.hooks.responses import (
     error_for_response,
     parse_json_body,
@@ -45,8 +46,7 @@ from dexcare.hooks.responses import (
 )
 from dexcare.hooks.retry import RetryPolicy, call_with_retries
 from dexcare.hooks.transport import DexCareTransport
-from dexcare.load.identifiers import DEFAULT_KEY
-from dexcare.report import REPORTS_PATH, DownloadResult, ReportRequest, ReportStatus, validate_report_id
+from dexcare.report import REPORTS_PATH, ReportRequest, ReportStatus, validate_report_id
 from dexcare.storage import ReportLocation
 
 if TYPE_CHECKING:
@@ -199,8 +199,11 @@ class DexCareHook(HttpHook):
         destination: str | os.PathLike | ObjectStoragePath | ReportLocation,
         *,
         key_columns: Sequence[str] = DEFAULT_KEY,
-    ) -> DownloadResult:
-        """Stream the report's CSV to ``destination`` and return its size, sha256, row count and header.
+        request: ReportRequest | None = None,
+    ) -> ReportHandoff:
+        """Stream the report's CSV to ``destination`` and return the hand-off record: where the file is, its
+        size, sha256, row count and header, and (given the ``request`` it answers) which report it is, ready
+        for the load.
 
         The body is written in 1 MiB chunks through :meth:`ReportLocation.write`, which makes the file appear
         only once it is complete and checked against Content-Length: a report of any size needs constant
@@ -213,13 +216,15 @@ class DexCareHook(HttpHook):
         location = ReportLocation.parse(destination)
         what = f"the download of report {report_id}"
 
-        def once() -> DownloadResult:
+        def once() -> tuple[int, str, int, list[str] | None]:
             with self._send(
                 "GET", f"{REPORTS_PATH}/{report_id}/data", what=what, report_id=report_id, stream=True
             ) as response:
                 return _stream_body(response, location, what, key_columns)
 
-        result = self._retrying(once, f"Downloading report {report_id}")
+        size, sha256, rows, header = self._retrying(once, f"Downloading report {report_id}")
+        result = ReportHandoff.downloaded(location, report_id, bytes=size, sha256=sha256, rows=rows, header=header,
+                                          request=request, endpoint=self.transport.base_url)
         self.log.info(
             "Downloaded DexCare report %s: %d bytes, sha256 %s", report_id, result.bytes, result.sha256
         )
@@ -365,10 +370,11 @@ class DexCareAsyncSession:
 
 def _stream_body(
     response: requests.Response, location: ReportLocation, what: str, key_columns: Sequence[str]
-) -> DownloadResult:
+) -> tuple[int, str, int, list[str] | None]:
     """Copy the body into ``location``, hashing and counting records (and checking the header) on the way; an
     error anywhere inside the ``write()`` block (a cut connection, a short body, a body that is not a DexCare
-    CSV) leaves nothing at the destination."""
+    CSV) leaves nothing at the destination. Returns the bytes written, their sha256, the data records and the
+    header fields."""
     expected = _content_length(response)
     digest = hashlib.sha256()
     records = CsvRecordCounter(key_columns)
@@ -408,8 +414,7 @@ def _stream_body(
             raise DexCareIncompleteDownloadError(
                 f"{what.capitalize()} ended after {written} of {expected} announced bytes."
             )
-    return DownloadResult(path=location.display, bytes=written, sha256=digest.hexdigest(), rows=records.data_rows,
-                          header=records.header)
+    return written, digest.hexdigest(), records.data_rows, records.header
 
 
 def _unreachable(

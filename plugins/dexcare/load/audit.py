@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dexcare.load import volume
+
+if TYPE_CHECKING:
+    from dexcare.handoff import ReportHandoff
 
 AUDIT_TABLE = "load_audit"
 
@@ -123,7 +126,7 @@ def summary_line(schema: str, table: str, totals: dict[str, Any]) -> str:
     )
 
 
-def committed_entries(reports: Sequence[Mapping[str, Any]], rows: Sequence[Mapping[str, Any]]
+def committed_entries(reports: Sequence[ReportHandoff], rows: Sequence[Mapping[str, Any]]
                       ) -> list[dict[str, Any]] | None:
     """The audit rows that show every one of ``reports`` already committed, one per report (its newest), or
     ``None`` if any is missing.
@@ -133,8 +136,8 @@ def committed_entries(reports: Sequence[Mapping[str, Any]], rows: Sequence[Mappi
     """
     entries = []
     for report in reports:
-        sha256 = (report.get("sha256") or "").lower()
-        matches = [row for row in rows if row["report_id"] == str(report.get("report_id"))
+        sha256 = (report.sha256 or "").lower()
+        matches = [row for row in rows if row["report_id"] == report.report_id
                    and (not sha256 or (row["file_sha256"] or "").lower() == sha256)]
         if not matches:
             return None

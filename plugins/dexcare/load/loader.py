@@ -17,23 +17,24 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from dexcare.csv_records import CsvRecordCounter, unrecognised_header
 from dexcare.exceptions import DexCareCSVError, DexCareLoadError, DexCareSchemaError
+from dexcare.handoff import ReportHandoff
 from dexcare.load import diagnostics, volume
 from dexcare.load.audit import audit_entry, summarise
 from dexcare.load.csv_stream import Opener, open_report, read_header
 from dexcare.load.dialects import dialect_for
 from dexcare.load.dialects.base import Dialect, MergeCounts
 from dexcare.load.identifiers import normalize_headers, resolve_columns
-from dexcare.load.options import DEFAULT_KEY, DEFAULT_SCHEMA, LoadOptions, ReportFile, table_for
+from dexcare.load.options import DEFAULT_SCHEMA, LoadOptions, table_for
 from dexcare.load.plan import LoadPlan, history_table, lineage_values, plan_load
 from dexcare.report import ReportType
 
-__all__ = ["DEFAULT_KEY", "DEFAULT_SCHEMA", "LoadOptions", "ReportFile", "load_reports", "table_for"]
+__all__ = ["DEFAULT_SCHEMA", "LoadOptions", "load_reports", "table_for"]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,8 @@ class _Run:
     run_id: str | None
     opener: Opener
     loaded_at: dt.datetime
+    #: Stands in for a report's missing window end (:meth:`ReportHandoff.window`).
+    run_date: dt.date
     type_cache: dict[str, str] = field(default_factory=dict)
     #: (report type, window days) already said to have no baseline in this run: the log says it once.
     no_baseline_said: set[tuple[str, int]] = field(default_factory=set)
@@ -81,7 +84,7 @@ class _Run:
             resolved[column] = self.type_cache[name]
         return resolved
 
-    def load_one(self, report: ReportFile, index: int) -> dict[str, Any]:
+    def load_one(self, report: ReportHandoff, index: int) -> dict[str, Any]:
         started = dt.datetime.now(dt.UTC)
         source = report.uri
         hasher = hashlib.sha256() if self.options.verify_sha256 and report.sha256 else None
@@ -112,21 +115,23 @@ class _Run:
             raise diagnostics.row_count_error(source, counted=counted, staged=rows_in_file, by=by, opener=self.opener)
         judged = self.judge_volume(report, plan.table, rows_in_file)
         counts = self.dialect.merge(plan, rows_in_file, index)
+        window_start, window_end = report.window(self.run_date)
         entry = audit_entry(
             dag_id=self.dag_id, run_id=self.run_id, report_id=report.report_id,
-            report_type=report.report_type.value, table=plan.table, uri=report.uri, sha256=report.sha256,
-            window_start=report.window_start, window_end=report.window_end, rows_in_file=rows_in_file,
+            report_type=report.loadable_type().value, table=plan.table, uri=report.uri, sha256=report.sha256,
+            window_start=window_start, window_end=window_end, rows_in_file=rows_in_file,
             duplicates=counts.duplicates, inserted=counts.inserted, updated=counts.updated,
             new_columns=plan.new_columns, started_at=started,
         )
         self.dialect.record_audit(entry)
         return {**entry, **described(plan, report, counts), "volume": judged.as_dict()}
 
-    def judge_volume(self, report: ReportFile, table: str, rows: int) -> volume.Volume:
+    def judge_volume(self, report: ReportHandoff, table: str, rows: int) -> volume.Volume:
         """The volume guard, before the merge: an empty report against a non-empty baseline stops the run
         here, so the rollback leaves every table as it was (:mod:`dexcare.load.volume`)."""
-        rtype = report.report_type
-        days = (report.window_end - report.window_start).days
+        rtype = report.loadable_type()
+        window_start, window_end = report.window(self.run_date)
+        days = (window_end - window_start).days
         judged = volume.judge(rows, self.dialect.volume_baseline(rtype.value, days, volume.BASELINE_LOADS),
                               min_share=self.options.min_share_for(rtype),
                               accepted=self.options.accepts_volume(rtype))
@@ -144,8 +149,9 @@ class _Run:
             log.info("%s", volume.no_baseline_line(rtype.value, days, judged.baseline_loads))
         return judged
 
-    def plan(self, report: ReportFile, headers: list[str]) -> LoadPlan:
-        source, rtype = report.uri, report.report_type
+    def plan(self, report: ReportHandoff, headers: list[str]) -> LoadPlan:
+        source, rtype = report.uri, report.loadable_type()
+        window_start, window_end = report.window(self.run_date)
         wanted = self.options.keys_for(rtype)
         # First: until the key columns are found, the "header" may be a patient's record, and the errors
         # below (and the summary, lineage, logs) echo header names.
@@ -172,7 +178,7 @@ class _Run:
             existing=self.dialect.existing_columns(table),
             types=self.dialect.types,
             lineage=lineage_values(report_id=report.report_id, report_type=rtype.value,
-                                   window_start=report.window_start, window_end=report.window_end,
+                                   window_start=window_start, window_end=window_end,
                                    loaded_at=self.loaded_at),
             history=history,
             history_existing=self.dialect.existing_columns(history_table(table)) if history else None,
@@ -193,7 +199,19 @@ class _Run:
         return plan
 
 
-def _matches(hasher: Any, report: ReportFile) -> bool:
+def _record_opener(files: Sequence[ReportHandoff]) -> Opener:
+    """Open a report by its URI through the location its record already parsed: the first read and every
+    re-read of the error path (which the dialect asks for by URI) use that one parse."""
+    locations = {report.uri: report.location for report in files}
+
+    def open_(uri: str) -> BinaryIO:
+        location = locations.get(uri)
+        return location.open() if location is not None else open_report(uri)
+
+    return open_
+
+
+def _matches(hasher: Any, report: ReportHandoff) -> bool:
     return hasher.hexdigest() == (report.sha256 or "").lower()
 
 
@@ -207,14 +225,14 @@ def _drained(stream: Any) -> bool:
     return True
 
 
-def _changed_since_download(report: ReportFile) -> DexCareCSVError:
+def _changed_since_download(report: ReportHandoff) -> DexCareCSVError:
     return DexCareCSVError(
         f"{report.uri}: sha256 of the file is not the one recorded at download ({report.sha256}); "
         "the file changed or was truncated since: download the report again."
     )
 
 
-def described(plan: LoadPlan, report: ReportFile, counts: MergeCounts) -> dict[str, Any]:
+def described(plan: LoadPlan, report: ReportHandoff, counts: MergeCounts) -> dict[str, Any]:
     """What the summary says of a load beyond its audit row: the shape of what was read and written, for
     OpenLineage (:mod:`dexcare.lineage`) and downstream tasks. Names and counts only, never a value."""
     out: dict[str, Any] = {
@@ -233,14 +251,14 @@ def described(plan: LoadPlan, report: ReportFile, counts: MergeCounts) -> dict[s
 
 def load_reports(
     conn: Any,
-    reports: Iterable[ReportFile | Mapping[str, Any]],
+    reports: Iterable[ReportHandoff | Mapping[str, Any]],
     *,
     dialect: str,
     options: LoadOptions | None = None,
     run_date: dt.date | None = None,
     dag_id: str | None = None,
     run_id: str | None = None,
-    opener: Opener = open_report,
+    opener: Opener | None = None,
 ) -> dict[str, Any]:
     """Load all ``reports`` in one transaction on ``conn`` and return a JSON-ready summary.
 
@@ -249,17 +267,22 @@ def load_reports(
     ``conn_type`` is one too): the caller knows, from the connection it opened, so nothing guesses from the
     driver's class. The load owns its transaction so that it can promise all-or-nothing: a PostgreSQL connection
     must be idle, and on SQL Server the load commits or rolls back whatever the connection's transaction holds,
-    so hand it a connection with no pending work. ``run_date`` stands in for a missing window end (today in UTC
-    by default). ``opener`` opens a report URI for reading, on the fast path and again on the error path. The
-    summary has ``schema``, ``dag_id``, ``run_id``, ``started_at``, ``finished_at``, ``reports`` (one dict per
-    report, the same fields as the ``load_audit`` row) and ``tables`` (totals per table).
+    so hand it a connection with no pending work. ``reports`` are hand-off records (:mod:`dexcare.handoff`) or
+    their XCom form, the download's result. ``run_date`` stands in for a missing window end (today in UTC by
+    default). ``opener`` opens a report URI for reading, on the fast path and again on the error path; by
+    default each report is opened through the location its record parsed. The summary has ``schema``,
+    ``dag_id``, ``run_id``, ``started_at``, ``finished_at``, ``reports`` (one dict per report, the same fields as
+    the ``load_audit`` row) and ``tables`` (totals per table).
     """
     options = options or LoadOptions()
     run_date = run_date or dt.datetime.now(dt.UTC).date()
-    files = [r if isinstance(r, ReportFile) else ReportFile.from_download(r, run_date=run_date) for r in reports]
+    files = [r if isinstance(r, ReportHandoff) else ReportHandoff.from_xcom(r) for r in reports]
+    for report in files:
+        report.loadable_type()  # before the transaction: a record that cannot be loaded changes nothing
+    opener = opener or _record_opener(files)
     warehouse = dialect_for(dialect)(conn, options, opener)
     started = dt.datetime.now(dt.UTC)
-    run = _Run(warehouse, options, dag_id, run_id, opener, started)
+    run = _Run(warehouse, options, dag_id, run_id, opener, started, run_date)
     entries: list[dict[str, Any]] = []
     current = "(setup)"
     committing = False

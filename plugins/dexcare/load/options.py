@@ -1,4 +1,4 @@
-"""What to load and how: the download results and the per-report-type settings, checked up front.
+"""How to load: the per-report-type settings, checked up front (what to load is :mod:`dexcare.handoff`).
 
 Kept apart from the loader so the operator can validate its arguments at DAG parse time without
 touching the database.
@@ -6,16 +6,15 @@ touching the database.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from dexcare.exceptions import DexCareLoadError, DexCareSchemaError
+from dexcare.csv_records import DEFAULT_KEY, normalize_identifier
+from dexcare.exceptions import DexCareSchemaError
 from dexcare.load.csv_stream import BLOCK_SIZE
-from dexcare.load.identifiers import DEFAULT_KEY, normalize_identifier
 from dexcare.load.volume import DEFAULT_MIN_SHARE, accepted_types, min_shares
-from dexcare.report import DEFAULT_LOOKBACK_DAYS, ReportType, parse_iso_date, validate_report_id
+from dexcare.report import ReportType
 
 DEFAULT_SCHEMA = "dexcare"
 
@@ -23,43 +22,6 @@ DEFAULT_SCHEMA = "dexcare"
 def table_for(report_type: ReportType) -> str:
     """One table per report type: their columns differ, and a key is only unique within a type."""
     return f"avr_{report_type.value}"
-
-
-@dataclass(frozen=True)
-class ReportFile:
-    """One downloaded report, as the download operator hands it over through XCom."""
-
-    uri: str
-    report_type: ReportType
-    report_id: str
-    window_start: dt.date
-    window_end: dt.date
-    sha256: str | None = None
-    rows: int | None = None
-    #: Size of the file and the DexCare endpoint it came from, as the download recorded them (for lineage).
-    bytes: int | None = None
-    endpoint: str | None = None
-
-    @classmethod
-    def from_download(cls, result: Mapping[str, Any], *, run_date: dt.date) -> ReportFile:
-        """Accept the download result dict; a missing window means DexCare's default 10 days up to the run."""
-        try:
-            uri = str(result["uri"])
-            report_type = ReportType.parse(result["report_type"])
-            report_id = validate_report_id(result["report_id"])
-        except KeyError as exc:
-            raise DexCareLoadError(
-                f"Download result is missing {exc.args[0]!r}; expected uri, report_type and report_id "
-                f"(got keys: {', '.join(sorted(map(str, result)))})."
-            ) from None
-        end = parse_iso_date(result.get("end_date"), "end_date") or run_date
-        start = parse_iso_date(result.get("start_date"), "start_date") or end - dt.timedelta(
-            days=DEFAULT_LOOKBACK_DAYS
-        )
-        rows, size = result.get("rows"), result.get("bytes")
-        return cls(uri, report_type, report_id, start, end, result.get("sha256") or None,
-                   int(rows) if rows is not None else None, int(size) if size is not None else None,
-                   result.get("endpoint") or None)
 
 
 def _by_type(mapping: Mapping[str, Any] | None, what: str) -> dict[ReportType, Any]:

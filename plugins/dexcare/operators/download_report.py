@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from dexcare import metrics
+from dexcare.csv_records import DEFAULT_KEY
 from dexcare.exceptions import DexCareDownloadReportError, DexCareValidationError
-from dexcare.load.identifiers import DEFAULT_KEY
 from dexcare.operators.base import REPORT_WINDOW_FIELDS, ReportWindowMixin
 from dexcare.report import ReportRequest, ReportStatus, ReportType, validate_report_id
 from dexcare.storage import ReportLocation, file_location, report_file_name, run_directory
@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 class DexCareDownloadReportOperator(ReportWindowMixin, BaseOperator):
     """Stream a SUCCEEDED report's CSV to ``destination`` and return what the load step needs.
 
-    Returns ``{"uri", "bytes", "sha256", "rows", "header", "endpoint", "report_id", "report_type", "start_date",
+    Returns the XCom form of the hand-off record (:meth:`dexcare.handoff.ReportHandoff.to_xcom`): ``{"version",
+    "uri", "bytes", "sha256", "rows", "header", "endpoint", "report_id", "report_type", "start_date",
     "end_date"}``: ``header`` is the CSV's header fields and ``endpoint`` the DexCare base URL, which the load's
     OpenLineage facets name the report by (:mod:`dexcare.lineage`).
 
@@ -121,21 +122,19 @@ class DexCareDownloadReportOperator(ReportWindowMixin, BaseOperator):
             )
         target = self._target(context, report_id, request)
         began = time.monotonic()
-        result = hook.download_report(report_id, target, key_columns=self._keys(request.report_type))
+        result = hook.download_report(report_id, target, key_columns=self._keys(request.report_type), request=request)
         metrics.downloaded(request.report_type.value, result.bytes, time.monotonic() - began)
-        facts.update(
-            uri=target.uri, bytes=result.bytes, sha256=result.sha256, rows=result.rows, header=result.header
-        )
+        self._lineage_facts = handed_over = result.to_xcom()
         self.log.info(
             "Report %s (%s) is at %s: %d rows, %d bytes, sha256 %s.",
             report_id,
             request.report_type.value,
-            facts["uri"],
+            result.uri,
             result.rows,
             result.bytes,
             result.sha256,
         )
-        return facts
+        return handed_over
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage | None:
         """The report read (its header and size are in the result already: no extra request)."""

@@ -18,6 +18,7 @@ from airflow.sdk import BaseOperator
 
 from dexcare import metrics
 from dexcare.exceptions import DexCareCleanUpError, DexCareLoadError
+from dexcare.handoff import ReportHandoff
 from dexcare.load.audit import AUDIT_TABLE, committed_entries, committed_summary, summary_line
 from dexcare.load.connection import Warehouse, warehouse
 from dexcare.load.loader import DEFAULT_SCHEMA, LoadOptions, load_reports
@@ -56,8 +57,9 @@ class DexCareLoadReportsOperator(BaseOperator):
     The warehouse is PostgreSQL or SQL Server, chosen by the connection's type (``postgres`` or ``mssql``).
 
     :param reports: download results (templated), typically ``download.output`` or the XComArg of a
-        mapped download task: dicts with ``uri``, ``report_type``, ``report_id``, ``start_date``,
-        ``end_date`` and optionally ``sha256`` (verified while streaming) and ``rows``.
+        mapped download task: the XCom form of :class:`dexcare.handoff.ReportHandoff`, dicts with ``uri``,
+        ``report_type``, ``report_id``, ``start_date``, ``end_date`` and optionally ``sha256`` (verified while
+        streaming) and ``rows``; each is read once, and the load and the clean-up use that one record.
     :param warehouse_conn_id: the warehouse connection: a ``postgres`` or an ``mssql`` connection.
     :param postgres_conn_id: deprecated name of ``warehouse_conn_id``.
     :param schema: target schema, created if missing; holds the tables and ``load_audit``.
@@ -174,10 +176,10 @@ class DexCareLoadReportsOperator(BaseOperator):
         return dataclasses.replace(options, volume_min_share=shares)
 
     def execute(self, context: Context) -> dict[str, Any]:
-        reports = _flatten(self.reports)
+        reports = [ReportHandoff.from_xcom(report) for report in _flatten(self.reports)]
         if not reports:
             raise DexCareLoadError("No reports to load: the download step returned nothing.")
-        self._lineage_reports: list[Mapping[str, Any]] = reports
+        self._lineage_reports: list[ReportHandoff] = reports
         dag = context.get("dag")
         dag_id = getattr(dag, "dag_id", None)
         target = warehouse(self.warehouse_conn_id)  # the dialect is chosen here, once, from the conn_type
@@ -225,7 +227,7 @@ class DexCareLoadReportsOperator(BaseOperator):
             getattr(self, "_lineage_hook", None), self.schema, getattr(self, "_lineage_reports", []),
             getattr(self, "_lineage_summary", None)))
 
-    def _committed_earlier(self, target: Warehouse, conn: Any, reports: list[Mapping[str, Any]],
+    def _committed_earlier(self, target: Warehouse, conn: Any, reports: list[ReportHandoff],
                            dag_id: str | None, run_id: str | None) -> dict[str, Any] | None:
         """The summary of an earlier try's load of exactly these reports, if it committed (``load_audit``
         says so); ``None`` means load them now.
@@ -234,7 +236,7 @@ class DexCareLoadReportsOperator(BaseOperator):
         again would fail on them. A load that committed is never repeated; only its clean-up is finished.
         """
         schema = self.schema
-        rows = target.dialect_class.audit_rows(conn, schema, [str(r.get("report_id")) for r in reports])
+        rows = target.dialect_class.audit_rows(conn, schema, [r.report_id for r in reports])
         entries = committed_entries(reports, rows)
         if entries is None:
             return None
@@ -246,14 +248,14 @@ class DexCareLoadReportsOperator(BaseOperator):
         )
         return summary
 
-    def _delete_files(self, reports: list[Mapping[str, Any]], dag_id: str | None, run_id: str | None) -> None:
+    def _delete_files(self, reports: list[ReportHandoff], dag_id: str | None, run_id: str | None) -> None:
         """After the commit, on every storage. A file already gone is reported, not counted as deleted.
 
         A failure does not undo or repeat the committed load: it fails the task with what was left and what to
         do, and the next try finds the reports in ``load_audit`` (:meth:`_committed_earlier`) and only finishes
         the clean-up.
         """
-        done = clean_up_run([str(report["uri"]) for report in reports], dag_id, run_id)
+        done = clean_up_run([report.location for report in reports], dag_id, run_id)
         self.log.info(
             "Deleted %d of %d downloaded file(s) after the committed load.", len(done.deleted), len(reports)
         )
@@ -265,7 +267,7 @@ class DexCareLoadReportsOperator(BaseOperator):
         if done.already_gone:
             self.log.warning("Already gone before the clean-up: %s", ", ".join(done.already_gone))
         if done.failed:
-            ids = ", ".join(str(report.get("report_id")) for report in reports)
+            ids = ", ".join(report.report_id for report in reports)
             raise DexCareCleanUpError(
                 f"The load committed (the warehouse holds report(s) {ids}; {self.schema}.{AUDIT_TABLE} records "
                 f"them), but the clean-up could not delete: {'; '.join(done.failed)}. These files hold patient "
