@@ -31,7 +31,7 @@ COMPAT_DESELECT := \
 	tests/dag/test_daily_dag_lineage.py::test_a_failed_load_names_what_it_was_about_and_claims_no_write \
 	tests/dag/test_daily_dag_lineage.py::test_the_package_works_without_the_openlineage_provider
 
-.PHONY: test test-newest test-older test-mssql lint sandbox bench demo clean constraints compose-smoke
+.PHONY: help test test-newest test-older test-fast test-mssql lint sandbox bench demo clean constraints compose-smoke
 
 # $(call install,<venv>,<constraints file>)
 define install
@@ -61,6 +61,8 @@ endef
 $(foreach v,$(OLDER_AIRFLOW),$(eval $(call older,$(v))))
 
 ## test: lint, the whole test suite on the newest Airflow, then the Airflow-facing tests on each older minor
+## test-newest: lint, then the whole test suite on the newest Airflow (the first half of `make test`)
+## test-older: the Airflow-facing tests (COMPAT_TESTS) on each older minor in turn (the second half)
 test: test-newest test-older
 
 test-newest: $(STAMP)
@@ -75,12 +77,18 @@ test-older:
 	@$(MAKE) --no-print-directory -j $(words $(OLDER_STAMPS)) $(OLDER_STAMPS)
 	@$(MAKE) --no-print-directory $(foreach v,$(OLDER_AIRFLOW),test-airflow-$(call minor,$(v)))
 
+## test-fast: the loop while editing: every test but the e2e, compose and slow ones, on the newest Airflow,
+##   stopping at the first failure (no lint; PYTEST_ARGS adds pytest options, e.g. PYTEST_ARGS="tests/hooks")
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not e2e and not compose and not slow" -x $(PYTEST_ARGS)
+
 ## test-mssql: the load scenarios (and the operator, the DAG and the demo) against a real SQL Server named by
 ## DEXCARE_TEST_MSSQL_URI=mssql://user:password@host:1433/database (e.g. the compose `mssql` profile)
 test-mssql: $(STAMP)
 	@test -n "$$DEXCARE_TEST_MSSQL_URI" || { echo "Set DEXCARE_TEST_MSSQL_URI=mssql://user:password@host:1433/database (see README: SQL Server)"; exit 2; }
 	$(BIN)/pytest tests/load -m mssql -rs $(PYTEST_ARGS)
 
+## lint: ruff on everything, mypy on plugins/ and dags/ (pyproject.toml [tool.mypy]), on the newest Airflow
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
@@ -97,6 +105,7 @@ sandbox: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/load_benchmark.py --rows $${ROWS:-1000000}
 
+## clean: remove every venv this Makefile made and the pytest and ruff caches
 clean:
 	rm -rf $(VENV) $(foreach v,$(OLDER_AIRFLOW),$(call older_venv,$(v))) .pytest_cache .ruff_cache
 
@@ -109,3 +118,9 @@ demo: $(STAMP)
 COMPOSE ?= docker compose
 compose-smoke: $(STAMP)
 	$(BIN)/python scripts/compose_smoke.py --compose "$(COMPOSE)" $(SMOKE_ARGS)
+
+## help: this list: each target and what it does, from the `## target: description` comment above it
+help:
+	@awk 'sub(/^## /, "") { if (match($$0, /^[A-Za-z0-9_.<>-]+: /)) { name = substr($$0, 1, RLENGTH - 2); \
+	  text = substr($$0, RLENGTH + 1) } else { name = ""; text = $$0; sub(/^ +/, "", text) }; \
+	  printf "  %-22s %s\n", name, text }' $(firstword $(MAKEFILE_LIST))

@@ -8,7 +8,7 @@ wheel (PostgreSQL 16, starts in about a second, also as root), shared by the ses
 
 Markers are given by where a test lives and what it uses (``pytest_collection_modifyitems``), so a test
 added under ``tests/e2e`` or ``tests/compose`` is marked without anyone remembering to: ``e2e``,
-``compose``, ``slow`` and ``postgres`` (see pyproject.toml). The fast loop is
+``compose``, ``slow`` and ``postgres`` (see pyproject.toml). The fast loop (``make test-fast``) is
 ``pytest -m "not e2e and not compose and not slow"``.
 """
 
