@@ -18,18 +18,18 @@ minor = $(basename $(1))
 older_venv = .venv-$(call minor,$(1))
 older_constraints = constraints/airflow-$(call minor,$(1)).txt
 older_stamp = $(call stamp,$(call older_venv,$(1)),$(call older_constraints,$(1)))
-COMPAT_TESTS := tests/hook tests/operators tests/sensors tests/triggers tests/dags tests/dag tests/test_provider.py \
-	tests/test_compat.py
+COMPAT_TESTS := tests/hooks tests/test_csv_records.py tests/frames/test_report.py tests/frames/test_benchmark_smoke.py \
+	tests/operators tests/sensors tests/triggers tests/dags tests/test_provider.py tests/test_compat.py
 # Left out there (about 100 s a version): daily-DAG runs that take the same Airflow path as one that stays and
 # test the loader's or the lineage code's own logic (visit history, a broken facet, a failed load's lineage,
 # the package without the OpenLineage provider); and (about 150 s a version) the eleven `dags test` runs of
 # settings that plan refuses: plan's own checks run in-process on every version (test_daily_dag_integrity.py).
 COMPAT_DESELECT := \
-	tests/dag/test_daily_dag_refuses_settings.py \
-	tests/dag/test_daily_dag_runs.py::test_three_days_keep_each_visits_history_and_reruns_add_none \
-	tests/dag/test_daily_dag_lineage.py::test_a_facet_that_cannot_be_built_is_logged_and_dropped \
-	tests/dag/test_daily_dag_lineage.py::test_a_failed_load_names_what_it_was_about_and_claims_no_write \
-	tests/dag/test_daily_dag_lineage.py::test_the_package_works_without_the_openlineage_provider
+	tests/dags/test_daily_dag_refuses_settings.py \
+	tests/dags/test_daily_dag_runs.py::test_three_days_keep_each_visits_history_and_reruns_add_none \
+	tests/dags/test_daily_dag_lineage.py::test_a_facet_that_cannot_be_built_is_logged_and_dropped \
+	tests/dags/test_daily_dag_lineage.py::test_a_failed_load_names_what_it_was_about_and_claims_no_write \
+	tests/dags/test_daily_dag_lineage.py::test_the_package_works_without_the_openlineage_provider
 
 .PHONY: help test test-newest test-older test-fast test-mssql lint sandbox bench demo clean constraints compose-smoke
 

@@ -172,7 +172,7 @@ def run_case(case: str, uri: str, path: str, end: dt.date, version: str | None =
     elif case.startswith("mssql_"):
         import pymssql
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the live suite's URI handling
-        from tests.load.warehouses import MsSqlWarehouse
+        from tests.support.warehouse import MsSqlWarehouse
 
         target = MsSqlWarehouse(uri)
         if case == "mssql_first_load":

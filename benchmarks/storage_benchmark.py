@@ -97,7 +97,7 @@ def main() -> None:
     from dexcare.sandbox.generator import visits_per_day_for
     from dexcare.sandbox.process import SandboxProcess
 
-    from tests.object_store import SeaweedS3
+    from tests.support.object_store import SeaweedS3
 
     workdir = Path(tempfile.mkdtemp(prefix="dexcare-storage-bench-"))
     os.chmod(workdir, 0o700)

@@ -24,7 +24,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.helpers import SANDBOX_TOKEN, set_connection
+from tests.support.helpers import SANDBOX_TOKEN, set_connection
 
 _AIRFLOW_HOME = tempfile.mkdtemp(prefix="dexcare-test-airflow-home-")
 os.environ["AIRFLOW_HOME"] = _AIRFLOW_HOME
@@ -37,7 +37,7 @@ os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
 MARKED_DIRECTORIES = {"tests/e2e/": ("e2e", "slow"), "tests/compose/": ("compose",)}
 #: Tests that take more than a few seconds each (a real ``airflow`` command, the demo, the benchmark).
 SLOW_FILES = (
-    "tests/dag/test_daily_dag_runs.py",
+    "tests/dags/test_daily_dag_runs.py",
     "tests/dags/test_dags_test.py",
     "tests/load/test_load_dag.py",
     "tests/load/test_benchmark_smoke.py",
@@ -97,7 +97,7 @@ def slow_sandbox(monkeypatch):
 @pytest.fixture
 def forward_proxy(tmp_path):
     """A real forward proxy (proxy.py) on a free loopback port that records every request it relays."""
-    from tests.forward_proxy import ForwardProxy
+    from tests.support.forward_proxy import ForwardProxy
 
     workdir = tmp_path / "forward-proxy"
     workdir.mkdir()

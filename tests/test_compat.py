@@ -20,9 +20,9 @@ from dexcare.operators.start_report import DexCareStartReportOperator
 from dexcare.sensors.report import STATE_KEY, DexCareReportSensor
 from packaging.version import Version
 
-from tests.airflow_compat import DagBag, import_string
-from tests.helpers import run_trigger
-from tests.task_runtime import Runtime
+from tests.support.airflow_compat import DagBag, import_string
+from tests.support.helpers import run_trigger
+from tests.support.task_runtime import Runtime
 
 DAGS = Path(__file__).resolve().parents[1] / "dags"
 

@@ -8,8 +8,8 @@ import subprocess
 import pytest
 from dexcare.get_provider_info import get_provider_info
 
-from tests.airflow_cli import AIRFLOW, airflow_env, migrate
-from tests.helpers import SANDBOX_TOKEN
+from tests.support.airflow_cli import AIRFLOW, airflow_env, migrate
+from tests.support.helpers import SANDBOX_TOKEN
 
 
 @pytest.fixture(scope="module")

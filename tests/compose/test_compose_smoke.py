@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from scripts import compose_smoke as smoke
-from tests.sandbox.helpers import Api
+from tests.support.sandbox_api import Api
 
 
 def test_arguments_split_the_compose_command_like_a_shell(monkeypatch: pytest.MonkeyPatch) -> None:

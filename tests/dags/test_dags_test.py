@@ -18,8 +18,8 @@ from urllib.parse import urlparse
 import pytest
 from dexcare.compat import HAS_TASK_STATE_STORE
 
-from tests.airflow_cli import AIRFLOW, airflow_env, lines_showing, migrate
-from tests.helpers import SANDBOX_TOKEN, dexcare_connection
+from tests.support.airflow_cli import AIRFLOW, airflow_env, lines_showing, migrate
+from tests.support.helpers import SANDBOX_TOKEN, dexcare_connection
 
 DAG_FILE = Path(__file__).with_name("dexcare_e2e_dag.py")
 

@@ -12,7 +12,7 @@ from dexcare.sandbox import SandboxServer
 from psycopg import sql
 
 from tests.e2e.stack import DEXCARE_KEY, VISITS_PER_DAY
-from tests.warehouse import scratch_schema
+from tests.support.warehouse import scratch_schema
 
 
 @pytest.fixture(scope="module")

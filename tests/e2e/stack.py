@@ -29,11 +29,11 @@ import psutil
 import psycopg
 from psycopg import sql
 
-from tests.airflow_cli import AIRFLOW, postgres_connection
-from tests.airflow_cli import airflow_env as base_airflow_env
-from tests.helpers import dexcare_connection
-from tests.processes import free_port, signal_group, stop_group, wait_for
-from tests.warehouse import audit_rows as warehouse_audit_rows
+from tests.support.airflow_cli import AIRFLOW, postgres_connection
+from tests.support.airflow_cli import airflow_env as base_airflow_env
+from tests.support.helpers import dexcare_connection
+from tests.support.processes import free_port, signal_group, stop_group, wait_for
+from tests.support.warehouse import audit_rows as warehouse_audit_rows
 
 REPO = Path(__file__).resolve().parents[2]
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")

@@ -39,9 +39,9 @@ from tests.e2e.stack import (
     trigger_run,
     visit_ids,
 )
-from tests.helpers import posts
-from tests.object_store import WEED, SeaweedS3
-from tests.warehouse import scratch_schema
+from tests.support.helpers import posts
+from tests.support.object_store import WEED, SeaweedS3
+from tests.support.warehouse import scratch_schema
 
 TIMINGS: dict[str, float] = {}
 S3_CONN_ID = "dexcare_s3"

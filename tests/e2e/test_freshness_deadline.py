@@ -2,7 +2,7 @@
 
 The scheduler notices the missed Deadline Alert, the triggerer runs ``dexcare.daily.paging.page_missed_deadline``, and
 the SMTP provider's notifier sends the page to a real SMTP server on loopback, configured only through the
-deployment's environment. Deadline Alerts exist from Airflow 3.1; 3.0's watchdog is tested in tests/dag.
+deployment's environment. Deadline Alerts exist from Airflow 3.1; 3.0's watchdog is tested in tests/dags.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from dexcare.compat import DEADLINE_ALERTS_SINCE, HAS_DEADLINE_ALERTS
 from dexcare.sandbox import SandboxServer
 
 from tests.e2e.stack import DAG_ID, DEXCARE_KEY, AirflowStack, deployment_env, running, trigger_run
-from tests.processes import wait_for
-from tests.smtp_server import LoopbackSMTP
+from tests.support.processes import wait_for
+from tests.support.smtp_server import LoopbackSMTP
 
 pytestmark = pytest.mark.skipif(
     not HAS_DEADLINE_ALERTS, reason=f"Deadline Alerts exist from Airflow {DEADLINE_ALERTS_SINCE}"

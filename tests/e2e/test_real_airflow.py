@@ -1,6 +1,6 @@
 """The daily DAG on real Airflow processes: api-server, scheduler, dag-processor and triggerer, each separate.
 
-``airflow dags test`` (tests/dag) runs triggers inline, in one process. What users depend on needs the real
+``airflow dags test`` (tests/dags) runs triggers inline, in one process. What users depend on needs the real
 split: the scheduler schedules the DAG the dag-processor parsed, the sensor really defers and a *separate*
 triggerer process imports and runs ``DexCareReportStatusTrigger``, a run started through the REST API (what the
 UI's trigger button calls) and a backfill both complete, and a triggerer that dies while reports are pending
@@ -43,7 +43,7 @@ from tests.e2e.stack import (
     trigger_run,
     visit_ids,
 )
-from tests.processes import wait_for
+from tests.support.processes import wait_for
 
 TIMINGS: dict[str, float] = {}
 # RACE_NOTE: Airflow 3.3.2's scheduler fails a resumed sensor ("finished with state success, but the task

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from dexcare.load.loader import LoadOptions, load_reports
 
-from tests.load.warehouses import MSSQL_URI_VARIABLE, MsSqlWarehouse, PostgresWarehouse, Warehouse, mssql_uri
+from tests.support.warehouse import MSSQL_URI_VARIABLE, MsSqlWarehouse, PostgresWarehouse, Warehouse, mssql_uri
 
 END = dt.date(2026, 11, 20)
 

@@ -3,7 +3,7 @@
 The sandbox serves a crafted body (``SandboxServer.serve_body``) with the real API's framing; the download and
 the load run as a worker runs them. What is checked each time: the run fails before anything is written, the
 message names the file, line and problem, and no field of the report reaches a log record, an exception text,
-XCom or a lineage facet. The SQL Server path's side of the same files is in test_mssql_offline.py.
+XCom or a lineage facet. The SQL Server path's side of the same files is in dialects/mssql/test_offline.py.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from dexcare.operators.download_report import DexCareDownloadReportOperator
 from dexcare.operators.load_reports import DexCareLoadReportsOperator
 from dexcare.operators.start_report import DexCareStartReportOperator
 
-from tests.helpers import logged
 from tests.load.conftest import postgres_only, report
-from tests.task_runtime import Runtime
+from tests.support.helpers import logged
+from tests.support.task_runtime import Runtime
 
 #: Values that stand for patient data: none may appear anywhere but in the file and the warehouse.
 PATIENT = ("Jane Roe", "1980-02-03", "SECRET-STATUS-55")
@@ -203,7 +203,7 @@ def test_a_headerless_file_fails_the_load_without_quoting_it(warehouse_conn, war
 def test_both_dialects_take_a_field_larger_than_the_csv_modules_default_limit(warehouse_conn, warehouse, schema,
                                                                               write_csv) -> None:
     """PostgreSQL takes fields up to 1 GB; the SQL Server path (offline: the recording connection) the same."""
-    from tests.load.recording import RecordingConnection
+    from tests.support.mssql_recording import RecordingConnection
 
     big = "n" * 300_000
     path = write_csv(HEADER + f"v1,a,{big}\nv2,b,c\n".encode())

@@ -2,7 +2,7 @@
 rules would change (issue 19), run against PostgreSQL in every run and against SQL Server in ``make test-mssql``.
 
 The offline proof of the same items (what the bulk copy is handed, the statements, the retry classes) is in
-test_mssql_offline.py; only these runs show what a real SQL Server does with them.
+dialects/mssql/test_offline.py; only these runs show what a real SQL Server does with them.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from tests.airflow_cli import AIRFLOW, airflow_env, migrate
+from tests.support.airflow_cli import AIRFLOW, airflow_env, migrate
 
 DAG_FILE = Path(__file__).with_name("load_dag.py")
 

@@ -26,7 +26,7 @@ FIRST = b'v1,a,"multi{eol}line"{eol}'
 
 
 #: (rest of the file after FIRST, line named in the message, reason in the message); also run through the
-#: SQL Server path's Python parser alone, offline, in test_records.py.
+#: SQL Server path's Python parser alone, offline, in dialects/mssql/test_staging.py.
 MALFORMED = pytest.mark.parametrize(
     ("rest", "line", "reason"),
     [

@@ -142,7 +142,7 @@ def test_a_cleared_load_whose_files_were_deleted_only_finishes_the_clean_up(
 ) -> None:
     """On-call clears load_reports after its committed load deleted the files (or after its clean-up failed):
     the new try finds the reports in load_audit, loads nothing again, and returns the earlier load's summary."""
-    from tests.helpers import logged
+    from tests.support.helpers import logged
 
     reports = [report(write_csv("visitId,visitStatus\nv1,a\nv1,b\nv2,c\n")),
                report(write_csv("Visit ID,Status\nr1,x\n"), "retail")]

@@ -1,5 +1,5 @@
 """The volume guard against real loads: the baseline is what earlier loads of small generated reports left in
-``load_audit`` on the embedded PostgreSQL (SQL Server's query is checked offline in test_mssql_offline.py)."""
+``load_audit`` on the embedded PostgreSQL (SQL Server's query is checked offline in dialects/mssql/test_offline.py)."""
 
 from __future__ import annotations
 

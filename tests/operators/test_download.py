@@ -15,7 +15,7 @@ from dexcare.operators.download_report import DexCareDownloadReportError, DexCar
 from dexcare.operators.start_report import DexCareStartReportOperator
 from dexcare.sandbox.generator import COLUMNS, ReportType
 
-from tests.task_runtime import Runtime
+from tests.support.task_runtime import Runtime
 
 CONTRACT = {"version", "uri", "bytes", "sha256", "rows", "header", "endpoint", "report_id", "report_type",
             "start_date", "end_date"}

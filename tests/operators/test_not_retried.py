@@ -2,7 +2,7 @@
 
 A wrong key answers 403 on every try, so Airflow's retries (three, with backoff, in the daily DAG) only page the
 on-call engineer later. Each task runs one try through Airflow's own task runner with retries=3
-(``tests.airflow_task_runner``) against the sandbox: the answer must be FAILED, not UP_FOR_RETRY.
+(``tests.support.airflow_task_runner``) against the sandbox: the answer must be FAILED, not UP_FOR_RETRY.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from dexcare.operators.report_status import DexCareReportStatusOperator
 from dexcare.operators.start_report import DexCareStartReportOperator
 from dexcare.sensors.report import DexCareReportSensor
 
-from tests.airflow_task_runner import run_one_try
-from tests.helpers import run_trigger, set_connection
-from tests.task_runtime import FakeStateStore, Runtime
+from tests.support.airflow_task_runner import run_one_try
+from tests.support.helpers import run_trigger, set_connection
+from tests.support.task_runtime import FakeStateStore, Runtime
 
 REPORT_ID = str(uuid.uuid4())
 

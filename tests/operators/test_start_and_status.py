@@ -12,8 +12,8 @@ from dexcare.exceptions import DexCareNotFoundError, DexCareValidationError
 from dexcare.operators.report_status import DexCareReportStatusOperator
 from dexcare.operators.start_report import STATE_KEY, DexCareStartReportOperator
 
-from tests.helpers import logged, posts
-from tests.task_runtime import Runtime
+from tests.support.helpers import logged, posts
+from tests.support.task_runtime import Runtime
 
 
 def start_op(**kwargs) -> DexCareStartReportOperator:

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from dexcare.sandbox import SandboxServer
 
-from tests.helpers import SANDBOX_TOKEN
-from tests.sandbox.helpers import Api
+from tests.support.helpers import SANDBOX_TOKEN
+from tests.support.sandbox_api import Api
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ import aiohttp
 import pytest
 from dexcare.report import REPORTS_PATH
 
-from tests.helpers import SANDBOX_TOKEN
-from tests.sandbox.helpers import Api
+from tests.support.helpers import SANDBOX_TOKEN
+from tests.support.sandbox_api import Api
 
 HEADERS = {"Authorization": f"dc-token {SANDBOX_TOKEN}"}
 

@@ -18,8 +18,8 @@ import pytest
 from dexcare.sandbox import visits_per_day_for
 from dexcare.sandbox.__main__ import build_parser, main, resolve_token
 
-from tests.helpers import SANDBOX_TOKEN
-from tests.sandbox.helpers import Api
+from tests.support.helpers import SANDBOX_TOKEN
+from tests.support.sandbox_api import Api
 
 LINE = re.compile(r"^DexCare sandbox listening on (http://127\.0\.0\.1:(\d+))$")
 

@@ -11,8 +11,8 @@ import requests
 from dexcare.report import REPORTS_PATH
 from dexcare.sandbox import FAULTS_PATH, Fault, FaultKind, parse_fault_spec
 
-from tests.helpers import SANDBOX_TOKEN
-from tests.sandbox.helpers import Api
+from tests.support.helpers import SANDBOX_TOKEN
+from tests.support.sandbox_api import Api
 
 WINDOW = {"type": "virtual", "startDate": "2026-11-01", "endDate": "2026-11-05"}
 

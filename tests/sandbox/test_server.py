@@ -13,8 +13,8 @@ import requests
 from dexcare.report import DEFAULT_LOOKBACK_DAYS, REPORTS_PATH, ReportStatus, ReportType
 from dexcare.sandbox import FAULTS_PATH, SandboxServer, iter_report_csv
 
-from tests.helpers import SANDBOX_TOKEN
-from tests.sandbox.helpers import Api
+from tests.support.helpers import SANDBOX_TOKEN
+from tests.support.sandbox_api import Api
 
 AUTH_FAILED = {"message": "Authorization failed: bad service token"}
 UNKNOWN_ID = "3f2b8c1e-4d5a-4b6c-9e7f-0a1b2c3d4e5f"

@@ -19,10 +19,10 @@ from dexcare.compat import HAS_TASK_STATE_STORE, TaskDeferred
 from dexcare.sensors.report import DexCareReportSensor
 from dexcare.wait.state import STATE_KEY
 
-from tests.airflow_compat import deserialize, import_string, serialize
-from tests.helpers import logged, posts, run_trigger
 from tests.sensors.test_report_sensor import sensor, start
-from tests.task_runtime import Runtime
+from tests.support.airflow_compat import deserialize, import_string, serialize
+from tests.support.helpers import logged, posts, run_trigger
+from tests.support.task_runtime import Runtime
 
 RACE = "apache/airflow#71580"
 MITIGATION = "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL=1"

@@ -19,8 +19,8 @@ from dexcare.operators.start_report import DexCareStartReportOperator
 from dexcare.sensors.report import DexCareReportSensor
 from dexcare.triggers.report_status import CLASSPATH
 
-from tests.helpers import logged, posts
-from tests.task_runtime import Runtime
+from tests.support.helpers import logged, posts
+from tests.support.task_runtime import Runtime
 
 DAILY_DAG = Path(__file__).resolve().parents[2] / "dags" / "dexcare_all_visits_report.py"
 FAST = {"poll_interval": 0.05, "failed_grace_period": 0.4, "deferrable": True}

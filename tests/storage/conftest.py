@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.object_store import WEED, SeaweedS3
+from tests.support.object_store import WEED, SeaweedS3
 
 S3_CONN_ID = "dexcare_s3"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.object_store import WEED
+from tests.support.object_store import WEED
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "storage_benchmark.py"
 

@@ -1,6 +1,6 @@
 """Nothing of a patient stays behind on disk: a download killed mid-stream, a run cleared from start_report.
 
-The tries run as separate ``python`` processes (tests/storage/task_try.py) against the sandbox, as a worker runs
+The tries run as separate ``python`` processes (tests/support/task_try.py) against the sandbox, as a worker runs
 them: a SIGKILL runs no ``except`` block, so only a real killed process shows what it leaves. The load is the
 operator with ``delete_files`` on, against the embedded PostgreSQL.
 """
@@ -21,12 +21,12 @@ from dexcare.report import ReportStatus
 from dexcare.sandbox import SandboxServer
 from dexcare.storage import PARTIAL_FILE, report_file_name, safe_name
 
-from tests.airflow_cli import postgres_connection
-from tests.helpers import SANDBOX_TOKEN, fast_hook, set_connection
-from tests.processes import wait_for
-from tests.storage.task_try import DAG_ID, RUN_ID, finished, kill_mid_stream, spawn
-from tests.task_runtime import Runtime
-from tests.warehouse import audit_rows, scratch_schema
+from tests.support.airflow_cli import postgres_connection
+from tests.support.helpers import SANDBOX_TOKEN, fast_hook, set_connection
+from tests.support.processes import wait_for
+from tests.support.task_runtime import Runtime
+from tests.support.task_try import DAG_ID, RUN_ID, finished, kill_mid_stream, spawn
+from tests.support.warehouse import audit_rows, scratch_schema
 
 START, END = "2026-11-01", "2026-11-04"
 

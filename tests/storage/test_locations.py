@@ -268,8 +268,8 @@ def test_a_download_to_a_refused_destination_writes_nothing_and_quotes_no_secret
     from dexcare.operators.download_report import DexCareDownloadReportOperator
     from dexcare.operators.start_report import DexCareStartReportOperator
 
-    from tests.helpers import logged
-    from tests.task_runtime import Runtime
+    from tests.support.helpers import logged
+    from tests.support.task_runtime import Runtime
 
     monkeypatch.chdir(tmp_path)
     rt = Runtime()

@@ -1,6 +1,6 @@
 """Report files in a real S3-compatible server: written all-or-nothing with flat memory, read, verified, deleted.
 
-The server is SeaweedFS on loopback (tests/object_store.py), reached through apache-airflow-providers-amazon's
+The server is SeaweedFS on loopback (tests/support/object_store.py), reached through apache-airflow-providers-amazon's
 ``ObjectStoragePath`` with an ``aws`` connection, as a deployment reaches S3. DexCare is the sandbox.
 """
 
@@ -27,11 +27,11 @@ from dexcare.sandbox.process import SandboxProcess
 from dexcare.storage import PART_BYTES, ReportLocation
 from psycopg import sql
 
-from tests.airflow_cli import postgres_connection
-from tests.helpers import fast_hook, set_connection
-from tests.object_store import SeaweedS3
 from tests.storage.conftest import S3_CONN_ID
-from tests.warehouse import scratch_schema
+from tests.support.airflow_cli import postgres_connection
+from tests.support.helpers import fast_hook, set_connection
+from tests.support.object_store import SeaweedS3
+from tests.support.warehouse import scratch_schema
 
 TOKEN = "dc-storage-test-key-0b7e"
 
@@ -228,7 +228,7 @@ def test_the_download_operator_follows_the_deployment_setting(
     from dexcare.operators.download_report import DexCareDownloadReportOperator
     from dexcare.operators.start_report import DexCareStartReportOperator
 
-    from tests.task_runtime import Runtime
+    from tests.support.task_runtime import Runtime
 
     monkeypatch.setenv("AIRFLOW__DEXCARE__REPORT_STORAGE", f"s3://{S3_CONN_ID}@{s3.bucket}/{prefix}")
     rt = Runtime()
@@ -247,7 +247,7 @@ def test_the_download_operator_follows_the_deployment_setting(
 
 
 def load_context() -> dict:
-    from tests.storage.task_try import DAG_ID, RUN_ID
+    from tests.support.task_try import DAG_ID, RUN_ID
 
     return {"dag": SimpleNamespace(dag_id=DAG_ID), "run_id": RUN_ID, "data_interval_end": dt.datetime(2026, 11, 4)}
 
@@ -261,8 +261,8 @@ def test_a_killed_upload_is_aborted_by_the_retry_and_the_load_leaves_nothing_of_
     from dexcare.operators.download_report import DexCareDownloadReportOperator
     from dexcare.storage import report_file_name, safe_name
 
-    from tests.storage.task_try import DAG_ID, RUN_ID, kill_mid_stream, spawn
-    from tests.task_runtime import Runtime
+    from tests.support.task_runtime import Runtime
+    from tests.support.task_try import DAG_ID, RUN_ID, kill_mid_stream, spawn
 
     monkeypatch.setenv("AIRFLOW__DEXCARE__REPORT_STORAGE", f"s3://{S3_CONN_ID}@{s3.bucket}/{prefix}")
     run_prefix = f"{prefix}{DAG_ID}/{safe_name(RUN_ID)}/"

@@ -19,8 +19,8 @@ from dexcare.triggers.report_status import (
     validate_event,
 )
 
-from tests.airflow_compat import import_string
-from tests.helpers import logged, posts, run_trigger
+from tests.support.airflow_compat import import_string
+from tests.support.helpers import logged, posts, run_trigger
 
 FAST = {"poll_interval": 0.05, "backoff_initial": 0.01, "backoff_max": 0.05}
 
@@ -223,7 +223,7 @@ async def test_429_retry_after_is_honoured(dexcare_conn_id, sandbox):
 
 
 async def test_403_ends_the_wait_at_once_naming_the_key(sandbox, monkeypatch):
-    from tests.helpers import set_connection
+    from tests.support.helpers import set_connection
 
     set_connection(monkeypatch, "dexcare_default", sandbox.url, "wrong-key-123")
     event = await run_trigger(make(str(uuid.uuid4())))
