@@ -63,8 +63,7 @@ $(foreach v,$(OLDER_AIRFLOW),$(eval $(call older,$(v))))
 ## test: lint, the whole test suite on the newest Airflow, then the Airflow-facing tests on each older minor
 test: test-newest test-older
 
-test-newest: $(STAMP)
-	$(BIN)/ruff check .
+test-newest: lint
 	@echo "== Airflow $(NEWEST_AIRFLOW): the whole suite"
 	$(BIN)/pytest $(PYTEST_ARGS)
 
@@ -81,8 +80,10 @@ test-mssql: $(STAMP)
 	@test -n "$$DEXCARE_TEST_MSSQL_URI" || { echo "Set DEXCARE_TEST_MSSQL_URI=mssql://user:password@host:1433/database (see README: SQL Server)"; exit 2; }
 	$(BIN)/pytest tests/load -m mssql -rs $(PYTEST_ARGS)
 
+## lint: ruff on everything, mypy on plugins/ and dags/ (pyproject.toml [tool.mypy]), on the newest Airflow
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 ## constraints: re-make constraints.txt and every constraints/airflow-<minor>.txt (after a dependency change)
 constraints:
