@@ -65,8 +65,7 @@ $(foreach v,$(OLDER_AIRFLOW),$(eval $(call older,$(v))))
 ## test-older: the Airflow-facing tests (COMPAT_TESTS) on each older minor in turn (the second half)
 test: test-newest test-older
 
-test-newest: $(STAMP)
-	$(BIN)/ruff check .
+test-newest: lint
 	@echo "== Airflow $(NEWEST_AIRFLOW): the whole suite"
 	$(BIN)/pytest $(PYTEST_ARGS)
 
@@ -91,6 +90,7 @@ test-mssql: $(STAMP)
 ## lint: ruff on everything, mypy on plugins/ and dags/ (pyproject.toml [tool.mypy]), on the newest Airflow
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 ## constraints: re-make constraints.txt and every constraints/airflow-<minor>.txt (after a dependency change)
 constraints:

@@ -209,5 +209,8 @@ def stats_client() -> Any:
             module_level(factory=stats_utils.get_stats_factory(),
                          export_legacy_names=conf.getboolean("metrics", "legacy_names_on", fallback=True))
     elif type.__getattribute__(client, "factory") is None:  # Airflow 3.2
-        client.initialize(factory=stats_utils.get_stats_factory(client))
+        # Typed against the installed (newest) Airflow, whose signatures differ: these are 3.2's.
+        initialize: Any = client.initialize
+        get_stats_factory: Any = stats_utils.get_stats_factory
+        initialize(factory=get_stats_factory(client))
     return client

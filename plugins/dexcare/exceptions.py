@@ -46,7 +46,9 @@ class DexCareAPIError(DexCareError):
         retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
-        self.status_code = status_code
+        # DexCare's own status (any int, 599 included); AirflowException declares the name as the HTTPStatus its
+        # API would answer with, so it is set on the instance rather than re-typed.
+        self.__dict__["status_code"] = status_code
         self.server_message = server_message
         self.retry_after = retry_after
 

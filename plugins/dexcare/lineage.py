@@ -140,12 +140,12 @@ class _Inputs:
 
     def datasets(self) -> list[Any]:
         from openlineage.client.event_v2 import InputDataset
-        from openlineage.client.facet_v2 import input_statistics_input_dataset
+        from openlineage.client.facet_v2 import InputDatasetFacet, input_statistics_input_dataset
 
         out = []
         for (namespace, name), found in self._found.items():
             facets = {"schema": _schema(found["header"])} if found["header"] else {}
-            statistics = {}
+            statistics: dict[str, InputDatasetFacet] = {}
             if found["rows"] is not None or found["bytes"] is not None:
                 statistics["inputStatistics"] = input_statistics_input_dataset.InputStatisticsInputDatasetFacet(
                     rowCount=found["rows"], size=found["bytes"])
@@ -219,7 +219,11 @@ class _Outputs:
 
     def datasets(self) -> list[Any]:
         from openlineage.client.event_v2 import OutputDataset
-        from openlineage.client.facet_v2 import column_lineage_dataset, output_statistics_output_dataset
+        from openlineage.client.facet_v2 import (
+            OutputDatasetFacet,
+            column_lineage_dataset,
+            output_statistics_output_dataset,
+        )
 
         out = []
         for table, found in self._found.items():
@@ -228,7 +232,7 @@ class _Outputs:
                 facets["schema"] = _schema(found["columns"])
             if found["lineage"]:
                 facets["columnLineage"] = column_lineage_dataset.ColumnLineageDatasetFacet(fields=found["lineage"])
-            statistics = {}
+            statistics: dict[str, OutputDatasetFacet] = {}
             if found["written"] is not None:
                 statistics["outputStatistics"] = output_statistics_output_dataset.OutputStatisticsOutputDatasetFacet(
                     rowCount=found["written"])

@@ -37,6 +37,7 @@ combination before any report is requested.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -46,7 +47,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
 from dexcare.exceptions import DexCareReportFileMissingError, DexCareStorageError
@@ -109,9 +110,9 @@ class ReportLocation:
         protocol = getattr(where, "protocol", None)
         if protocol is not None:  # an ObjectStoragePath (or another UPath) already parsed
             if protocol in _LOCAL_PROTOCOLS:
-                return cls(local=Path(where.path))
+                return cls(local=Path(cast("ObjectStoragePath", where).path))
             _check_remote_text(str(where), source)
-            return cls(remote=where)
+            return cls(remote=cast("ObjectStoragePath", where))
         if isinstance(where, os.PathLike):
             return cls(local=Path(where).expanduser().absolute())
         text = str(where).strip()
@@ -449,7 +450,7 @@ def clean_up_run(files: Iterable[ReportLocation | str], dag_id: str | None, run_
             if _removable(name, names, own=own):
                 target = directory.child(name)
                 ok, _ = done.attempt(f"the incomplete upload of {target.display}",
-                                     lambda t=target, u=upload_id: t.abort_upload(u))
+                                     functools.partial(target.abort_upload, upload_id))
                 if ok:
                     done.leftovers.append(f"{target.display} (incomplete upload)")
         if own and not done.failed and len(done.kept) == kept:
@@ -543,10 +544,10 @@ def _local_path(text: str, scheme: str, source: str) -> Path:
             f"names host {parts.netloc.rpartition('@')[2]!r}: a file:// URI is a path on the worker's own "
             "filesystem, written file:///path (three slashes), e.g. file:///mnt/shared/dexcare/",
         )
-    path = unquote(parts.path)
-    if not path.startswith("/"):
+    unquoted = unquote(parts.path)
+    if not unquoted.startswith("/"):
         raise _refused(text, source, "is not an absolute file:// URI: write file:///absolute/path")
-    return Path(path)
+    return Path(unquoted)
 
 
 def _bucket_and_key(remote: Any) -> tuple[str, str]:

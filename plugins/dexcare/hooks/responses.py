@@ -127,7 +127,7 @@ def parse_report_id(data: dict[str, Any]) -> str:
 def parse_status(data: dict[str, Any], report_id: str) -> ReportStatus:
     raw = data.get("status")
     try:
-        return ReportStatus(raw)
+        return ReportStatus(raw if isinstance(raw, str) else repr(raw))
     except ValueError:
         allowed = ", ".join(s.value for s in ReportStatus)
         raise DexCareUnknownStatusError(

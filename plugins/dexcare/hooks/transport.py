@@ -28,7 +28,6 @@ import ssl
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import requests
@@ -280,7 +279,7 @@ def _proxy_for(conn_id: str, url: str, proxies: Any, trust_env: bool) -> str | N
             f"Connection {conn_id!r}: extra 'proxies' must be a proxy URL or a mapping like "
             '{"https": "http://proxy.example:3128"}.'
         )
-    resolved = requests.utils.resolve_proxies(SimpleNamespace(url=url), dict(proxies), trust_env)
+    resolved = requests.utils.resolve_proxies(requests.Request(url=url), dict(proxies), trust_env)
     proxy = requests.utils.select_proxy(url, resolved)
     if not proxy:
         return None

@@ -229,9 +229,8 @@ def _iter_rows(
             b = h.digest()
             x = b.hex()
             # uuid5 by hand (version nibble 5, RFC 4122 variant): uuid.UUID() per row costs more than the row.
-            vid = f"{x[:8]}-{x[8:12]}-5{x[13:16]}-{_VARIANT[x[16]]}{x[17:20]}-{x[20:32]}"
-            if as_bytes:
-                vid = vid.encode()
+            text = f"{x[:8]}-{x[8:12]}-5{x[13:16]}-{_VARIANT[x[16]]}{x[17:20]}-{x[20:32]}"
+            vid: str | bytes = text.encode() if as_bytes else text
             while pending and pending[0][0] <= pos:
                 yield heappop(pending)[2]
             if (b[18] << 8 | b[19]) < dup_threshold:
