@@ -144,7 +144,7 @@ with DAG(
 
     @task_group
     def fetch(report_type: str, report_start_date: str, report_end_date: str, destination: str) -> Any:
-        window = {
+        window: dict[str, Any] = {
             "report_type": report_type,
             "report_start_date": report_start_date,
             "report_end_date": report_end_date,

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from airflow import __version__ as AIRFLOW_VERSION
 from packaging.version import Version
@@ -214,3 +214,14 @@ def stats_client() -> Any:
         get_stats_factory: Any = stats_utils.get_stats_factory
         initialize(factory=get_stats_factory(client))
     return client
+
+
+class TaskLog(Protocol):
+    """What this package asks of a logger. A task's ``self.log`` is the task SDK's structlog logger, a hook's
+    or a notebook's the standard library's: code that logs for any of them takes either."""
+
+    def debug(self, msg: str, /, *args: Any, exc_info: bool = ...) -> Any: ...
+
+    def info(self, msg: str, /, *args: Any) -> Any: ...
+
+    def warning(self, msg: str, /, *args: Any) -> Any: ...

@@ -22,7 +22,6 @@ The load's staging tables and ``load_audit`` are never reported; the history tab
 from __future__ import annotations
 
 import functools
-import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -32,13 +31,14 @@ from dexcare.report import REPORTS_PATH
 if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
 
+    from dexcare.compat import TaskLog
     from dexcare.handoff import ReportHandoff
 
 #: Key of our run facet: the DexCare reports (id, type, window) a task worked on.
 RUN_FACET = "dexcare"
 
 
-def guarded(log: logging.Logger | logging.LoggerAdapter, task: str,
+def guarded(log: TaskLog, task: str,
             build: Callable[[], OperatorLineage | None]) -> OperatorLineage | None:
     """``build()``, or ``None`` (the task's event goes without our facets) with one warning if it fails.
 

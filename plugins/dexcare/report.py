@@ -24,7 +24,7 @@ class ReportType(StrEnum):
     PROVIDER_BOOKING = "provider_booking"
 
     @classmethod
-    def parse(cls, value: str | ReportType) -> ReportType:
+    def parse(cls, value: str | ReportType | None) -> ReportType:
         try:
             return cls(str(value).strip().lower())
         except ValueError:
@@ -94,7 +94,7 @@ class ReportRequest:
     @classmethod
     def build(
         cls,
-        report_type: str | ReportType,
+        report_type: str | ReportType | None,
         start_date: str | dt.date | None = None,
         end_date: str | dt.date | None = None,
     ) -> ReportRequest:

@@ -394,7 +394,7 @@ async def page_missed_deadline(context: Mapping[str, Any], hours: float) -> None
 # --- reading a callback's context ----------------------------------------------------------------------------
 
 
-def _run_fields(context: Mapping[str, Any]) -> dict[str, str]:
+def _run_fields(context: Mapping[str, Any]) -> dict[str, Any]:
     """dag_id, logical date and run id from a task callback's context or a deadline's (whose dag_run is JSON)."""
     run = context.get("dag_run")
     get: Callable[[str], Any] = run.get if isinstance(run, Mapping) else (lambda name: getattr(run, name, None))

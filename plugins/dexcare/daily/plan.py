@@ -56,8 +56,8 @@ def plan_reports(context: Mapping[str, Any], executor: str | None = None) -> lis
         plan.append(
             {
                 "report_type": request.report_type.value,
-                "report_start_date": request.start_date.isoformat(),
-                "report_end_date": request.end_date.isoformat(),
+                "report_start_date": start_date.isoformat(),  # build() checked them and kept them as they are
+                "report_end_date": end_date.isoformat(),
                 "destination": destination,
             }
         )

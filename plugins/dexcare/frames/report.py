@@ -77,14 +77,14 @@ def iter_report_frames(
     timestamp_columns: Sequence[str] | None = None,
 ) -> Iterator[pd.DataFrame]:
     """The file as DataFrames of at most ``chunksize`` rows; they concatenate to :func:`read_report`'s frame."""
-    pd = require_pandas("iter_report_frames")
+    pandas = require_pandas("iter_report_frames")
     chunksize = _check_chunksize(chunksize)
     report = ReportLocation.parse(location)
     source = report.uri
 
     def chunks() -> Iterator[pd.DataFrame]:
         with report.open() as stream:
-            yield from _frames(pd, stream, source, lambda _source: report.open(), chunksize,
+            yield from _frames(pandas, stream, source, lambda _source: report.open(), chunksize,
                                list(key_columns), timestamp_columns)
 
     return chunks()
@@ -114,7 +114,7 @@ def report_chunks(
     so an iterator never consumed costs nothing."""
     wait = BlockingWait.build(poll_interval=poll_interval, timeout=timeout,
                               failed_grace_period=failed_grace_period, max_resubmits=max_resubmits)
-    pd = require_pandas("DexCareHook.get_df")
+    pandas = require_pandas("DexCareHook.get_df")
     chunksize = _check_chunksize(chunksize)
     request = _which_report(report_id, report_type, start_date, end_date)
     keys = list(key_columns)
@@ -126,7 +126,7 @@ def report_chunks(
             found = wait.wait(hook, found, request, hook.log)
         assert found is not None
         with _private_download(hook, found, temp_dir) as path, path.open("rb") as stream:
-            yield from _frames(pd, stream, f"DexCare report {found}", lambda _source: path.open("rb"),
+            yield from _frames(pandas, stream, f"DexCare report {found}", lambda _source: path.open("rb"),
                                chunksize, keys, timestamp_columns)
 
     return chunks()

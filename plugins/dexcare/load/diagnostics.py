@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import codecs
 import io
-from collections.abc import Sequence
-from typing import Any, BinaryIO
+from collections.abc import Callable, Sequence
+from typing import Any, BinaryIO, TypeVar
 
 from dexcare import csv_records
 from dexcare.exceptions import (
@@ -32,6 +32,8 @@ RAGGED_FEWER = "fewer fields than the header has columns (ragged row)"
 UNTERMINATED = "unterminated quoted field (a quote opens and never closes)"
 INVALID_UTF8 = "invalid UTF-8 byte sequence"
 
+
+T = TypeVar("T")
 
 def csv_error(source: str, line: int | None, reason: str) -> DexCareCSVError:
     where = f"line {line}" if line is not None else "somewhere in the file"
@@ -238,7 +240,7 @@ def record_line(stream: BinaryIO, record: int) -> int | None:
     return start
 
 
-def find_line(opener: Opener | None, source: str, finder: Any, *args: Any) -> int | None:
+def find_line(opener: Opener | None, source: str, finder: Callable[..., T | None], *args: Any) -> T | None:
     """Run a line finder over a fresh read of the file; ``None`` if the file cannot be read again."""
     if opener is None:
         return None

@@ -107,7 +107,7 @@ class _Run:
                 raise
         if hasher is not None and report.sha256 and not _matches(hasher, report):
             raise _changed_since_download(report)
-        counted = report.rows if counter is None else counter.data_rows
+        counted = counter.data_rows if counter is not None else report.rows or 0  # no counter: the download's
         if counted != rows_in_file:
             # Before the merge and the commit: a row the warehouse did not take (PostgreSQL < 18 ends a CSV
             # COPY at a line holding only \.) would otherwise be a visit missing from a green run.
@@ -135,7 +135,8 @@ class _Run:
         judged = volume.judge(rows, self.dialect.volume_baseline(rtype.value, days, volume.BASELINE_LOADS),
                               min_share=self.options.min_share_for(rtype),
                               accepted=self.options.accepts_volume(rtype))
-        where = {"table": table, "report_type": rtype.value, "report_id": report.report_id, "days": days}
+        where: dict[str, Any] = {"table": table, "report_type": rtype.value, "report_id": report.report_id,
+                                 "days": days}
         if judged.verdict == volume.EMPTY:
             raise volume.empty_error(judged, **where)
         if judged.verdict == volume.WARN:

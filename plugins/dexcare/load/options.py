@@ -76,7 +76,7 @@ class LoadOptions:
     history: Sequence[str] = ()
     #: The volume guard's warning threshold, a share of the baseline median: one for every report type, or per
     #: type (``{"virtual": 0.3, "*": 0.5}``); default 0.5 (:mod:`dexcare.load.volume`).
-    volume_min_share: float | Mapping[str, Any] | None = None
+    volume_min_share: float | str | Mapping[str, Any] | None = None
     #: Let this run load what the volume guard would refuse: ``True`` or report types (``["virtual"]``).
     accept_volume: bool | Sequence[str] = False
 

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     import datetime as dt
 
     from airflow.providers.openlineage.extractors import OperatorLineage
-    from airflow.sdk import Context
+    from airflow.sdk import Context, XComArg
 
 
 class DexCareDownloadReportOperator(ReportWindowMixin, BaseOperator):
@@ -64,7 +64,7 @@ class DexCareDownloadReportOperator(ReportWindowMixin, BaseOperator):
     def __init__(
         self,
         *,
-        report_id: str,
+        report_id: str | XComArg,
         destination: str | None = None,
         report_type: str | None = None,
         report_start_date: str | dt.date | None = None,
@@ -123,7 +123,7 @@ class DexCareDownloadReportOperator(ReportWindowMixin, BaseOperator):
         target = self._target(context, report_id, request)
         began = time.monotonic()
         result = hook.download_report(report_id, target, key_columns=self._keys(request.report_type), request=request)
-        metrics.downloaded(request.report_type.value, result.bytes, time.monotonic() - began)
+        metrics.downloaded(request.report_type.value, result.bytes or 0, time.monotonic() - began)
         self._lineage_facts = handed_over = result.to_xcom()
         self.log.info(
             "Report %s (%s) is at %s: %d rows, %d bytes, sha256 %s.",
@@ -158,7 +158,7 @@ class DexCareDownloadReportOperator(ReportWindowMixin, BaseOperator):
         if isinstance(keys, Mapping):
             from dexcare.load.options import LoadOptions
 
-            return LoadOptions(key_columns=keys).keys_for(report_type)
+            return list(LoadOptions(key_columns=keys).keys_for(report_type))
         return [keys] if isinstance(keys, str) else list(keys)
 
     def _target(self, context: Context, report_id: str, request: ReportRequest) -> ReportLocation:

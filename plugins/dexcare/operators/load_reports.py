@@ -102,7 +102,7 @@ class DexCareLoadReportsOperator(BaseOperator):
         warehouse_conn_id: str = "dexcare_warehouse",
         postgres_conn_id: str | None = None,
         schema: str = DEFAULT_SCHEMA,
-        key_columns: Mapping[str, Sequence[str] | str] | None = None,
+        key_columns: Mapping[str, Sequence[str] | str] | str | None = None,
         version_columns: Mapping[str, str] | None = None,
         column_types: Mapping[str, Mapping[str, str]] | None = None,
         work_mem: str | None = "256MB",

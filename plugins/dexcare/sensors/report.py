@@ -25,7 +25,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.providers.common.compat.sdk import conf
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
@@ -52,7 +52,7 @@ from dexcare.wait.tracking import Verdict
 if TYPE_CHECKING:
     import datetime as dt
 
-    from airflow.sdk import Context
+    from airflow.sdk import Context, XComArg
 
     from dexcare.hooks.dexcare import DexCareHook
 
@@ -108,7 +108,7 @@ class DexCareReportSensor(ReportWindowMixin, BaseSensorOperator):
     def __init__(
         self,
         *,
-        report_id: str,
+        report_id: str | XComArg,
         dexcare_conn_id: str = "dexcare_default",
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poll_interval: float | str | None = None,
@@ -321,7 +321,7 @@ class DexCareReportSensor(ReportWindowMixin, BaseSensorOperator):
         )
         self._push(context)
 
-    def _defer(self) -> None:
+    def _defer(self) -> NoReturn:
         wait = self._wait
         assert wait is not None
         trigger = DexCareReportStatusTrigger(

@@ -10,7 +10,6 @@ again up to ``max_resubmits`` times, with the same type and window, as the senso
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -21,6 +20,7 @@ from dexcare.wait.settings import WaitSettings
 from dexcare.wait.tracking import ReportTracker, Verdict
 
 if TYPE_CHECKING:
+    from dexcare.compat import TaskLog
     from dexcare.hooks.dexcare import DexCareHook
     from dexcare.report import ReportRequest
 
@@ -44,7 +44,7 @@ class BlockingWait:
         """Refuses a bad setting before any report is requested."""
         return cls(**{name: WaitSettings.check(name, value) for name, value in values.items()})
 
-    def wait(self, hook: DexCareHook, report_id: str, request: ReportRequest | None, log: logging.Logger) -> str:
+    def wait(self, hook: DexCareHook, report_id: str, request: ReportRequest | None, log: TaskLog) -> str:
         """Block until ``report_id`` (or a resubmission of ``request``) SUCCEEDS; returns the id that did."""
         started = time.time()
         deadline = started + self.timeout

@@ -27,9 +27,9 @@ from dexcare.wait import messages
 from dexcare.wait.tracking import ReportTracker, Verdict
 
 if TYPE_CHECKING:
-    import logging
-
     from airflow.sdk import Context
+
+    from dexcare.compat import TaskLog
 
 #: Task state store key; renaming it breaks the wait of tasks retried across an upgrade.
 STATE_KEY = "dexcare_wait"
@@ -98,7 +98,7 @@ class WaitState:
 
     @classmethod
     def begin(
-        cls, context: Context, origin: str, *, timeout: float, grace_period: float, log: logging.Logger
+        cls, context: Context, origin: str, *, timeout: float, grace_period: float, log: TaskLog
     ) -> WaitState:
         """Pick up where an earlier reschedule or try of this task left off, or start a fresh wait.
 

@@ -152,9 +152,10 @@ class PostgresDialect(Dialect):
         refused to anyone else, so a table another role made only gets a warning saying what its owner runs."""
         audit = sql.Identifier(self.options.schema, AUDIT_TABLE)
         index = sql.Identifier(self.options.schema, "load_audit_volume")
-        exists, owned = self.cursor.execute(
+        found = self.cursor.execute(
             "SELECT to_regclass(%s) IS NOT NULL, pg_has_role(c.relowner, 'USAGE') FROM pg_class c WHERE c.oid = "
             "to_regclass(%s)", [index.as_string(self.conn), audit.as_string(self.conn)]).fetchone()
+        exists, owned = found if found is not None else (False, False)  # no row: load_audit is not there
         statement = sql.SQL(AUDIT_VOLUME_INDEX).format(table=audit)
         if exists:
             return
@@ -321,7 +322,7 @@ class PostgresDialect(Dialect):
             if plan.history.create:
                 cursor.execute(sql.SQL("CREATE TABLE {} ({})").format(statements.history, sql.SQL(", ").join(
                     sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(t)) for c, t in plan.history.table_columns)))
-            elif plan.history.adds:
+            elif plan.history.adds and statements.history is not None:
                 self._add_columns(statements.history, plan.history.adds)
         baseline = 0
         if plan.history is not None and plan.history.baseline:  # before anything changes: the state it starts from

@@ -132,7 +132,7 @@ class PostgresStatements:
 
     def _losers_query(self) -> sql.Composed:
         """Rows superseded within the file: all but the newest (by version) or last row of each key."""
-        order = []
+        order: list[sql.Composable] = []
         if self.plan.version:
             version = self.plan.version
             # An undeclared version orders as the instant it names, not as text; empty (NULL) loses.
@@ -215,7 +215,7 @@ class PostgresStatements:
         About twice as fast as :meth:`update_then_insert` (which joins twice). It reports only the total of
         rows written; the caller splits it with the transaction's own insert counter.
         """
-        matched = sql.SQL("")
+        matched: sql.Composable = sql.SQL("")
         if self.plan.values:
             matched = sql.SQL("WHEN MATCHED AND {guard} AND {changed} THEN UPDATE SET {sets}, {lsets} ").format(
                 guard=self._guard(),
@@ -236,6 +236,9 @@ class PostgresStatements:
         CTE appends those to the history, in the same statement (MERGE cannot return rows before 17)."""
         history = self.plan.history
         comma = sql.SQL(", ")
+        returning: sql.Composable
+        inserted: sql.Composable
+        update: sql.Composable
         if history is not None:
             returning = comma.join(sql.Identifier("t", c) for c in history.columns)
             inserted = comma.join(sql.Identifier(c) for c in history.columns)
@@ -260,7 +263,7 @@ class PostgresStatements:
             "INSERT INTO {target} ({cols}, {lcols}) SELECT {svals}, {lvals} FROM src s "
             "WHERE NOT EXISTS (SELECT FROM {target} t WHERE {match}) RETURNING {returning}"
         ).format(target=self.target, match=self._match(), returning=inserted, **self._insert_lists())
-        append = sql.SQL("")
+        append: sql.Composable = sql.SQL("")
         if history is not None:
             columns = comma.join(sql.Identifier(c) for c in history.columns)
             sources = [(sql.SQL("ins"), CHANGE_INSERT)]

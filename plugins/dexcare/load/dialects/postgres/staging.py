@@ -31,7 +31,7 @@ def copy_stream(
 
     ``force_null`` columns read a quoted empty field as NULL too (typed columns: "" is no timestamp).
     """
-    options = sql.SQL("FORMAT csv, ENCODING 'UTF8'")
+    options: sql.Composable = sql.SQL("FORMAT csv, ENCODING 'UTF8'")
     if force_null:
         options = sql.SQL("{}, FORCE_NULL ({})").format(
             options, sql.SQL(", ").join(sql.Identifier(c) for c in force_null)
