@@ -250,6 +250,12 @@ class CsvRecordCounter:
         return self._newlines + (1 if self._pending else 0)
 
     @property
+    def checked(self) -> bool:
+        """The first record has been seen (and checked): from here on :meth:`feed` only counts and never raises,
+        so it may run beside the code that writes what it was fed."""
+        return self._head_done
+
+    @property
     def data_rows(self) -> int:
         """Records after the header line."""
         return max(self.records - 1, 0)

@@ -55,7 +55,9 @@ if TYPE_CHECKING:
     import pandas as pd
     from airflow.sdk import ObjectStoragePath
 
-DOWNLOAD_CHUNK_BYTES = 1 << 20
+#: Each of the download's three stages holds one chunk: 512 KiB received faster here than 1 MiB or 256 KiB
+#: (benchmarks/load_benchmark.py, download case) and keeps the download's own memory near 1.5 MiB.
+DOWNLOAD_CHUNK_BYTES = 1 << 19
 
 
 @connection_form_before_3_2
@@ -384,21 +386,30 @@ def _stream_body(
         out.write(chunk)
         digest.update(chunk)
 
-    # Writing and hashing release the GIL: one thread does them for a chunk while this one receives and counts
-    # the next, so the download runs at the pace of the slower half rather than of the sum. One chunk in
-    # flight (memory stays flat, the hash sees the chunks in order); the pool is left, and the last write
-    # done, before ``write()`` keeps or removes the file.
-    with location.write() as out, ThreadPoolExecutor(1, thread_name_prefix="dexcare-download") as keeper:
+    # Three stages run side by side, one chunk each: this thread receives (the socket read releases the GIL), a
+    # helper counts the previous chunk's records (C code that holds the GIL, but overlaps the receive), another
+    # writes and hashes it (both release the GIL). The download then runs at the pace of its slowest stage rather
+    # than of their sum. Until the header has been checked, counting comes first and inline: a refused header is
+    # never written. Memory stays flat (one chunk in each stage); the hash sees the chunks in order; the pool is
+    # left, and the last write and count done, before ``write()`` keeps or removes the file.
+    with location.write() as out, ThreadPoolExecutor(2, thread_name_prefix="dexcare-download") as stages:
         try:
             kept: Future[None] | None = None
+            counted: Future[None] | None = None
             for chunk in response.iter_content(chunk_size=DOWNLOAD_CHUNK_BYTES):
-                records.feed(chunk)  # first: a refused header is never written
+                if records.checked:
+                    if counted is not None:
+                        counted.result()
+                    counted = stages.submit(records.feed, chunk)
+                else:
+                    records.feed(chunk)
                 if kept is not None:
                     kept.result()  # a write's error (a full disk) surfaces here, as it did inline
-                kept = keeper.submit(keep, chunk)
+                kept = stages.submit(keep, chunk)
                 written += len(chunk)
-            if kept is not None:
-                kept.result()
+            for stage in (counted, kept):
+                if stage is not None:
+                    stage.result()
             records.finish()
         except CsvShapeError as exc:
             raise DexCareResponseError(
