@@ -92,6 +92,9 @@ WIRING = (
     "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT",
 )
 CONNECTION_ENV = ("AIRFLOW_CONN_DEXCARE_DEFAULT", "AIRFLOW_CONN_DEXCARE_WAREHOUSE")
+#: Seconds a component gets between SIGTERM and SIGKILL: the compose stack's stop_grace_period (a triggerer took
+#: up to 16 s to stop there, and a whole stop takes 15-20 s here).
+STOP_GRACE = 30
 ENV_PORT = "LOCAL_AIRFLOW_PORT"
 ENV_STATE = "LOCAL_AIRFLOW_STATE"
 ENV_PASSWORD = "LOCAL_AIRFLOW_PASSWORD"  # noqa: S105 - the variable's name
@@ -199,7 +202,7 @@ class LocalAirflow:
         self.startup_seconds = 0.0
         #: Seconds each start-up step took.
         self.timings: dict[str, float] = {}
-        #: Processes that had to be killed: they did not stop within 20 s of SIGTERM.
+        #: Processes that had to be killed: they did not stop within STOP_GRACE seconds of SIGTERM.
         self.killed: list[str] = []
         #: Components ``supervise`` restarted, by name, and the processes that exited.
         self.restarts: dict[str, int] = {}
@@ -287,8 +290,8 @@ class LocalAirflow:
             self.timings[step] = round(time.monotonic() - begun, 1)
 
     def close(self) -> list[str]:
-        """Stop every process group (SIGTERM, then SIGKILL after 20 s), then PostgreSQL; return the survivors,
-        which should be none. Safe to call twice and after a failed start."""
+        """Stop every process group (SIGTERM, then SIGKILL after STOP_GRACE seconds), then PostgreSQL; return the
+        survivors, which should be none. Safe to call twice and after a failed start."""
         if self._client is not None:
             self._client.close()
             self._client = None
@@ -296,7 +299,7 @@ class LocalAirflow:
         for process in running:
             process.remember_children()
             _signal_group(process.proc, signal.SIGTERM)
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + STOP_GRACE
         for process in running:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
@@ -326,6 +329,10 @@ class LocalAirflow:
             with contextlib.suppress(psutil.Error):
                 alive.append(f"pid {pid}: {' '.join(psutil.Process(pid).cmdline())[:160]}")
         return alive
+
+    @property
+    def started_anything(self) -> bool:
+        return bool(self.processes or self.exited or self._postmaster)
 
     def pids(self) -> set[int]:
         """Every process this stack started, their descendants and the postmaster, that is alive now."""
@@ -727,7 +734,7 @@ def _on_signal(signum: int, _frame: FrameType | None) -> None:
 
 
 def _while_stopping(_signum: int, _frame: FrameType | None) -> None:
-    print("Still stopping; please wait (it takes up to 30 s).", flush=True)
+    print(f"Still stopping; please wait (at most {STOP_GRACE + 15} s).", flush=True)
 
 
 def _reset(state_dir: Path) -> None:
@@ -827,8 +834,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("Still running after the stop (kill them by hand):\n  " + "\n  ".join(survivors), file=sys.stderr)
         return 1
     if airflow.killed:
-        print(f"Killed after 20 s (they did not stop on SIGTERM): {', '.join(airflow.killed)}", flush=True)
-    print("Stopped; nothing left running.", flush=True)
+        print(f"Killed after {STOP_GRACE} s (they did not stop on SIGTERM): {', '.join(airflow.killed)}", flush=True)
+    if airflow.started_anything:
+        print("Stopped; nothing left running.", flush=True)
     return code
 
 
