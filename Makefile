@@ -31,7 +31,7 @@ COMPAT_DESELECT := \
 	tests/dags/test_daily_dag_lineage.py::test_a_failed_load_names_what_it_was_about_and_claims_no_write \
 	tests/dags/test_daily_dag_lineage.py::test_the_package_works_without_the_openlineage_provider
 
-.PHONY: help test test-newest test-older test-fast test-mssql lint sandbox bench demo clean constraints compose-smoke
+.PHONY: help test test-newest test-older test-fast test-mssql lint sandbox bench demo airflow clean constraints compose-smoke
 
 # $(call install,<venv>,<constraints file>)
 define install
@@ -112,6 +112,11 @@ clean:
 ## demo: the whole job end to end (sandbox + embedded PostgreSQL, two consecutive days through Airflow)
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py $(DEMO_ARGS)
+
+## airflow: a local Airflow on http://127.0.0.1:8080 (login admin / admin): api-server, scheduler, dag-processor,
+##   triggerer, DexCare sandbox, embedded PostgreSQL; Ctrl-C stops it all (AIRFLOW_ARGS="--reset", "--unpause")
+airflow: $(STAMP)
+	$(BIN)/python scripts/local_airflow.py $(AIRFLOW_ARGS)
 
 ## compose-smoke: docker-compose.airflow.yml on a real Docker engine: build, up, a DAG run, checks, down -v
 ##   (not part of `make test`; never pulls; e.g. COMPOSE="../shared/docker/offline-engine.sh compose")
