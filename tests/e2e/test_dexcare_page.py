@@ -1,11 +1,12 @@
 """The DexCare page on a real api-server, seen in headless Chromium, and who it refuses.
 
-A stack (api-server, scheduler, dag-processor, triggerer) runs the daily DAG a few days back: two days load,
-one fails (a key column the retail report does not have), and today's run is left waiting on a report DexCare
-keeps RUNNING. Five earlier loads of the virtual report with many more rows are in ``load_audit`` first, so the
-volume guard warns on a day that loads. Chromium then opens ``/dexcare/`` with the session cookie a login leaves
-and the test reads what is rendered: each cell's words, the freshness line and the waiting report. The screenshot
-is kept with the test's output (and copied to docs/dexcare-page.png for the README when DEXCARE_UPDATE_DOCS=1).
+A stack (api-server, scheduler, dag-processor, triggerer) runs the daily DAG a few days back: two days load (a
+backfill), one fails beside them (a key column the retail report does not have), and today's run is left waiting
+on reports DexCare keeps RUNNING. An old provider-booking load and five earlier loads of the virtual report with
+many more rows are in ``load_audit`` first, so the volume guard warns on the days that load. Chromium then opens
+``/dexcare/`` with the session cookie a login leaves and the test reads what is rendered: each cell's words, the
+freshness line and the waiting reports. The screenshot is kept in test-artifacts/ (and copied to
+docs/dexcare-page.png for the README when DEXCARE_UPDATE_DOCS=1).
 """
 
 from __future__ import annotations
@@ -82,49 +83,64 @@ def run_day(stack: AirflowStack, day: dt.date, run_conf: dict[str, Any], want: s
     return watch.run_id
 
 
-def seed_earlier_loads(pg_uri: str, schema: str) -> None:
-    """Five earlier one-day-window loads of the virtual report with many rows: the volume guard's baseline."""
+def seed_earlier_loads(pg_uri: str, schema: str, tmp: Path) -> None:
+    """The warehouse before the runs: an old provider-booking load (which creates load_audit, through the real
+    loader), and five earlier one-day-window loads of the virtual report with many rows (the volume guard's
+    baseline)."""
+    from dexcare.load.loader import LoadOptions, load_reports
+
+    from tests.load.conftest import report
+
+    csv = tmp / "old.csv"
+    csv.write_text("visitId,visitStatus\nv-old,done\n")
     now = dt.datetime.now(dt.UTC)
     with psycopg.connect(pg_uri) as conn:
+        load_reports(conn, [report(csv, "provider_booking", end=days_ago(25), start=days_ago(26))],
+                     options=LoadOptions(schema=schema), dag_id=DAG_ID, run_id="earlier")
         for n in range(20, 15, -1):
             conn.execute(
                 sql.SQL("INSERT INTO {} (dag_id, run_id, report_id, report_type, target_table, file_uri, window_start,"
                         " window_end, rows_in_file, duplicates_in_file, inserted, updated, unchanged, started_at,"
                         " finished_at) VALUES (%s, %s, %s, 'virtual', 'avr_virtual', 'file:///seed.csv', %s, %s, %s,"
                         " 0, %s, 0, 0, %s, %s)").format(sql.Identifier(schema, "load_audit")),
-                [DAG_ID, f"seeded__{n}", f"seed-{n}", days_ago(n + 1), days_ago(n), SEEDED_ROWS, SEEDED_ROWS, now,
-                 now],
+                [DAG_ID, "earlier", f"seed-{n}", days_ago(n + 1), days_ago(n), SEEDED_ROWS, SEEDED_ROWS, now, now],
             )
 
 
-def backfill_run(stack: AirflowStack) -> dict[str, Any] | None:
-    runs = stack.api("GET", f"/dags/{DAG_ID}/dagRuns", params={"run_type": "backfill", "limit": 5})["dag_runs"]
-    return runs[0] if runs and runs[0]["state"] in ("success", "failed") else None
+def backfill_runs(stack: AirflowStack) -> list[dict[str, Any]]:
+    stack.assert_running()
+    return stack.api("GET", f"/dags/{DAG_ID}/dagRuns", params={"run_type": "backfill", "limit": 5})["dag_runs"]
 
 
 @pytest.fixture(scope="module")
 def history(stack: AirflowStack, sandbox: SandboxServer, pg_uri: str, page_schema: str,
             tmp_path_factory: pytest.TempPathFactory) -> dict[int, str]:
-    """Days 4 and 3 ago load, 2 ago fails, today waits; returns the run ids by how many days ago.
-
-    The failed day is a backfill, which the DAG's max_active_runs does not hold back, so it runs beside day 4.
-    """
+    """Days 4 and 3 ago load (a backfill: the DAG's max_active_runs does not hold its runs back), 2 ago fails
+    (a run beside it), today waits; returns the run ids by how many days ago."""
     tmp = tmp_path_factory.mktemp("page-runs")
+    seed_earlier_loads(pg_uri, page_schema, tmp)
     # Done before the sensor's first check: no deferral, so no scheduler race (RACE_NOTE in test_real_airflow).
     sandbox.queue_seconds, sandbox.run_seconds = 0.05, 0.1
     started = time.monotonic()
-    first = trigger_run(stack, f"{days_ago(4).isoformat()}T00:00:00Z", conf(page_schema, tmp))
-    failing = conf(page_schema, tmp, key_columns={"retail": ["no_such_column"]})
-    day2 = f"{days_ago(2).isoformat()}T00:00:00Z"
-    stack.api("POST", "/backfills", json={"dag_id": DAG_ID, "from_date": day2, "to_date": day2,
-                                          "dag_run_conf": failing, "max_active_runs": 1})
-    runs = {4: first.run_id}
-    assert first.wait(stack, timeout=150)["state"] == "success", first.failure_detail(stack)
-    seed_earlier_loads(pg_uri, page_schema)
-    runs[3] = run_day(stack, days_ago(3), conf(page_schema, tmp), "success")
-    failed = wait_for("the backfill of the failing day to end", lambda: backfill_run(stack), timeout=150)
-    assert failed["state"] == "failed", failed
-    runs[2] = failed["dag_run_id"]
+    stack.api("POST", "/backfills", json={
+        "dag_id": DAG_ID, "from_date": f"{days_ago(4).isoformat()}T00:00:00Z",
+        "to_date": f"{days_ago(3).isoformat()}T00:00:00Z", "dag_run_conf": conf(page_schema, tmp),
+        "max_active_runs": 2})
+    failing = trigger_run(stack, f"{days_ago(2).isoformat()}T00:00:00Z",
+                          conf(page_schema, tmp, key_columns={"retail": ["no_such_column"]}))
+    assert failing.wait(stack, timeout=150)["state"] == "failed", failing.failure_detail(stack)
+    TIMINGS["failing run"] = round(time.monotonic() - started, 1)
+
+    def backfilled() -> list[dict[str, Any]] | None:
+        runs = backfill_runs(stack)
+        return runs if len(runs) == 2 and all(r["state"] in ("success", "failed") for r in runs) else None
+
+    done = wait_for("the two backfilled days to finish", backfilled, timeout=150, interval=1)
+    assert {r["state"] for r in done} == {"success"}, done
+    runs = {(dt.datetime.now(dt.UTC).date() - dt.date.fromisoformat(r["logical_date"][:10])).days: r["dag_run_id"]
+            for r in done}
+    runs[2] = failing.run_id
+    TIMINGS["backfill"] = round(time.monotonic() - started, 1)
     sandbox.queue_seconds, sandbox.run_seconds = 0.05, 3600.0
     waiting = trigger_run(stack, f"{days_ago(0).isoformat()}T00:00:00Z", conf(page_schema, tmp))
     runs[0] = waiting.run_id
@@ -170,15 +186,17 @@ def test_the_page_shows_each_day_and_the_waiting_reports(stack: AirflowStack, hi
     for table in ("avr_virtual", "avr_retail", "avr_provider_booking"):
         assert f"{page_schema}.{table}" in text
     day = {n: days_ago(n).isoformat() for n in range(0, 31)}
-    # Two days loaded: five visits a day in a two-day window; the first load inserts all ten, the next one
-    # inserts its new day's five and finds the overlapping day's five unchanged or updated.
-    first, second = shown[("avr_virtual", day[4])], shown[("avr_virtual", day[3])]
-    assert first.split()[3:] == ["LOADED", "10", "inserted", "0", "updated", "0", "unchanged", "run"], first
-    counts = re.search(r"LOADED 5 inserted (\d+) updated (\d+) unchanged", second)
-    assert counts is not None and int(counts[1]) + int(counts[2]) == 5, second
+    # Two days loaded, in either order (a backfill runs them side by side): five visits a day in two-day windows,
+    # so one load inserts ten and the other five, finding the shared day's five unchanged or updated.
+    loaded = [shown[("avr_virtual", day[n])] for n in (4, 3)]
+    found = [re.search(r"LOADED (\d+) inserted (\d+) updated (\d+) unchanged", text) for text in loaded]
+    assert all(found), loaded
+    assert sorted(int(m[1]) for m in found if m) == [5, 10], loaded
+    assert all(sum(int(m[i]) for i in (1, 2, 3)) in (10, 15) for m in found if m), loaded
     assert state(shown[("avr_retail", day[4])]) == "LOADED"
-    # The earlier loads had 400 rows each: the guard warned on the second day's 10.
-    assert "volume warn: 10 rows (median of recent loads 400)" in second, second
+    # The earlier loads had 400 rows each: the guard warned on both days' 10.
+    for cell_text in loaded:
+        assert "volume warn: 10 rows (median of recent loads 400)" in cell_text, cell_text
     assert "LOADED 400 inserted" in shown[("avr_virtual", day[18])]
     assert "volume" not in shown[("avr_retail", day[3])]  # no baseline of its own: no verdict to show
     # The day before the first window's end is in that window: covered, not missing.
@@ -190,7 +208,8 @@ def test_the_page_shows_each_day_and_the_waiting_reports(stack: AirflowStack, hi
     # Today: waiting on DexCare; yesterday: nothing tried it, and today's window is not committed either.
     assert state(shown[("avr_virtual", day[0])]) == "RUNNING"
     assert state(shown[("avr_virtual", day[1])]) == "MISSING"
-    assert {state(shown[("avr_provider_booking", day[n])]) for n in range(30)} == {"MISSING"}
+    assert {state(shown[("avr_provider_booking", day[n])]) for n in range(24)} == {"MISSING"}
+    assert state(shown[("avr_provider_booking", day[25])]) == "LOADED"
     assert f"Newest loaded window: {day[4]} to {day[3]} (ends 3 days before today" in text
     # The waiting reports: both report types of today's run, with the status the sensor saw.
     rows = re.findall(r"^(\S+)\t(virtual|retail)\t(.+?)\t(.+?)\t(.+?)\trun · log$", text, re.M)
