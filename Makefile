@@ -19,7 +19,7 @@ older_venv = .venv-$(call minor,$(1))
 older_constraints = constraints/airflow-$(call minor,$(1)).txt
 older_stamp = $(call stamp,$(call older_venv,$(1)),$(call older_constraints,$(1)))
 COMPAT_TESTS := tests/hook tests/operators tests/sensors tests/triggers tests/dags tests/dag tests/test_provider.py \
-	tests/test_compat.py
+	tests/test_compat.py tests/ui/test_plugin.py
 # Left out there (about 100 s a version): daily-DAG runs that take the same Airflow path as one that stays and
 # test the loader's or the lineage code's own logic (visit history, a broken facet, a failed load's lineage,
 # the package without the OpenLineage provider); and (about 150 s a version) the eleven `dags test` runs of
@@ -31,7 +31,7 @@ COMPAT_DESELECT := \
 	tests/dag/test_daily_dag_lineage.py::test_a_failed_load_names_what_it_was_about_and_claims_no_write \
 	tests/dag/test_daily_dag_lineage.py::test_the_package_works_without_the_openlineage_provider
 
-.PHONY: test test-newest test-older test-mssql lint sandbox bench demo clean constraints compose-smoke
+.PHONY: test test-newest test-older test-mssql lint sandbox bench demo clean constraints compose-smoke chromium
 
 # $(call install,<venv>,<constraints file>)
 define install
@@ -63,7 +63,7 @@ $(foreach v,$(OLDER_AIRFLOW),$(eval $(call older,$(v))))
 ## test: lint, the whole test suite on the newest Airflow, then the Airflow-facing tests on each older minor
 test: test-newest test-older
 
-test-newest: $(STAMP)
+test-newest: $(STAMP) chromium
 	$(BIN)/ruff check .
 	@echo "== Airflow $(NEWEST_AIRFLOW): the whole suite"
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -74,6 +74,13 @@ OLDER_STAMPS := $(foreach v,$(OLDER_AIRFLOW),$(call older_stamp,$(v)))
 test-older:
 	@$(MAKE) --no-print-directory -j $(words $(OLDER_STAMPS)) $(OLDER_STAMPS)
 	@$(MAKE) --no-print-directory $(foreach v,$(OLDER_AIRFLOW),test-airflow-$(call minor,$(v)))
+
+## chromium: Debian's chromium package, the browser of the DexCare page test (tests/e2e/test_dexcare_page.py),
+## installed when missing (apt-get; through sudo unless root)
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+chromium:
+	@command -v chromium >/dev/null || { echo "Installing Debian's chromium (the DexCare page test's browser)"; \
+	  $(SUDO) apt-get install -y chromium || { $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; }; }
 
 ## test-mssql: the load scenarios (and the operator, the DAG and the demo) against a real SQL Server named by
 ## DEXCARE_TEST_MSSQL_URI=mssql://user:password@host:1433/database (e.g. the compose `mssql` profile)

@@ -1,12 +1,12 @@
 """The DexCare page on a real api-server, seen in headless Chromium, and who it refuses.
 
 A stack (api-server, scheduler, dag-processor, triggerer) runs the daily DAG a few days back: two days load (a
-backfill), one fails beside them (a key column the retail report does not have), and today's run is left waiting
-on reports DexCare keeps RUNNING. An old provider-booking load and five earlier loads of the virtual report with
-many more rows are in ``load_audit`` first, so the volume guard warns on the days that load. Chromium then opens
-``/dexcare/`` with the session cookie a login leaves and the test reads what is rendered: each cell's words, the
-freshness line and the waiting reports. The screenshot is kept in test-artifacts/ (and copied to
-docs/dexcare-page.png for the README when DEXCARE_UPDATE_DOCS=1).
+backfill), one fails beside them (it fetches only retail, with a key column the report does not have), and
+today's run is left waiting on reports DexCare keeps RUNNING. An old provider-booking load and five earlier loads
+of the virtual report with many more rows are in ``load_audit`` first, so the volume guard warns on the days
+that load. Chromium then opens ``/dexcare/`` with the session cookie a login leaves and the test reads what is
+rendered: each cell's words, the freshness line and the waiting reports. The screenshot is kept in
+test-artifacts/ (and copied to docs/dexcare-page.png for the README when DEXCARE_UPDATE_DOCS=1).
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ def history(stack: AirflowStack, sandbox: SandboxServer, pg_uri: str, page_schem
         "to_date": f"{days_ago(3).isoformat()}T00:00:00Z", "dag_run_conf": conf(page_schema, tmp),
         "max_active_runs": 2})
     failing = trigger_run(stack, f"{days_ago(2).isoformat()}T00:00:00Z",
-                          conf(page_schema, tmp, key_columns={"retail": ["no_such_column"]}))
+                          conf(page_schema, tmp, report_types=["retail"], key_columns={"retail": ["no_such_column"]}))
     assert failing.wait(stack, timeout=150)["state"] == "failed", failing.failure_detail(stack)
     TIMINGS["failing run"] = round(time.monotonic() - started, 1)
 
@@ -201,10 +201,9 @@ def test_the_page_shows_each_day_and_the_waiting_reports(stack: AirflowStack, hi
     assert "volume" not in shown[("avr_retail", day[3])]  # no baseline of its own: no verdict to show
     # The day before the first window's end is in that window: covered, not missing.
     assert shown[("avr_virtual", day[5])].split()[3:] == ["COVERED", "in", "window", day[5], "to", day[4], "run"]
-    # The failed day: both tables (the retail download failed; the load never ran), linked to the failed log.
-    for table in ("avr_virtual", "avr_retail"):
-        assert shown[(table, day[2])].split()[3:] == ["FAILED", "at", "fetch.download_report", "run"], shown[
-            (table, day[2])]
+    # The failed day: its run fetched only retail, whose download refused the report; virtual was not tried.
+    assert shown[("avr_retail", day[2])].split()[3:] == ["FAILED", "at", "fetch.download_report", "run"]
+    assert shown[("avr_virtual", day[2])].split()[3:] == ["MISSING"]
     # Today: waiting on DexCare; yesterday: nothing tried it, and today's window is not committed either.
     assert state(shown[("avr_virtual", day[0])]) == "RUNNING"
     assert state(shown[("avr_virtual", day[1])]) == "MISSING"

@@ -6,10 +6,11 @@ page on every Airflow 3 version.
 
 from __future__ import annotations
 
-from dexcare.ui.auth import dag_reader
-from dexcare.ui.runs import DAG_ID
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
+
+from dexcare.ui.auth import dag_reader
+from dexcare.ui.runs import DAG_ID
 
 
 def create_app() -> FastAPI:

@@ -48,6 +48,7 @@ def settings() -> tuple[str, str]:
 def read_warehouse(conn_id: str, schema: str, since: dt.date) -> list[Load]:
     """The period's loads through the Airflow connection (``postgres`` or ``mssql``), looked up server-side."""
     from airflow.models.connection import Connection
+
     from dexcare.load.connection import connect, warehouse_type
     from dexcare.ui.audit import read_loads
 

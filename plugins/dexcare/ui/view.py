@@ -11,11 +11,12 @@ from functools import cache
 from pathlib import Path
 from urllib.parse import quote, urlparse
 
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
 from dexcare.ui.audit import Load
 from dexcare.ui.calendar import COVERED, FAILED, LOADED, MISSING, RUNNING, Cell
 from dexcare.ui.data import PageData
 from dexcare.ui.runs import DAG_ID, TaskRef
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 TEMPLATES = Path(__file__).with_name("templates")
 LEGEND = (
