@@ -249,3 +249,20 @@ def test_anonymous_and_users_who_may_not_read_the_dag_are_refused(stack: Airflow
     assert forged.status_code in (401, 403)
     allowed = httpx.get(f"{stack.url}/dexcare/", cookies={"_token": token(stack, "reader")}, timeout=30)
     assert allowed.status_code == 200 and "DexCare loads" in allowed.text
+
+
+def test_the_navigation_entry_shows_the_page_inside_airflows_ui(stack: AirflowStack, history: dict[str, Any]) -> None:
+    """Airflow 3.1+: the plugin's external view is a page of the UI (``/plugin/dexcare``) framing ``/dexcare/``."""
+    (plugin,) = [p for p in stack.api("GET", "/plugins")["plugins"] if p["name"] == "dexcare"]
+    assert [(v["name"], v["href"], v["url_route"]) for v in plugin["external_views"]] == [
+        ("DexCare loads", "dexcare/", "dexcare")]
+    with Chromium() as chromium, chromium.page(stack.url, {"_token": token(stack, "reader")}) as page:
+        page.goto(f"{stack.url}/plugin/dexcare")
+        framed = (
+            "(() => { const f = document.querySelector('iframe');"
+            " return f && f.contentDocument && f.contentDocument.body ? f.contentDocument.body.innerText : ''; })()"
+        )
+        text = wait_for("the UI to frame the DexCare page", lambda: page.evaluate(framed) or None, timeout=60)
+        nav = page.text()
+    assert f"DexCare loads: {DAG_ID}" in text and "Reports waited on now" in text
+    assert "Dags" in nav and "Browse" in nav  # the UI's own navigation around the frame (the entry is under Browse)
