@@ -65,6 +65,22 @@ def get_provider_info() -> dict[str, Any]:
                         "example": '{"virtual": 0.3, "*": 0.5}',
                         "default": "0.5",
                     },
+                    "page_warehouse_conn_id": {
+                        "description": "The warehouse connection the DexCare page (/dexcare/ on the api-server) "
+                        "reads load_audit through: the daily DAG's warehouse_conn_id.\n",
+                        "version_added": "0.2.0",
+                        "type": "string",
+                        "example": "dexcare_warehouse",
+                        "default": "dexcare_warehouse",
+                    },
+                    "page_schema": {
+                        "description": "The schema whose load_audit the DexCare page shows: the daily DAG's "
+                        "schema param.\n",
+                        "version_added": "0.2.0",
+                        "type": "string",
+                        "example": "dexcare",
+                        "default": "dexcare",
+                    },
                 },
             }
         },
