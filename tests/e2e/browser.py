@@ -22,7 +22,7 @@ from typing import Any
 
 from websockets.sync.client import ClientConnection, connect
 
-from tests.processes import stop_group, wait_for
+from tests.support.processes import stop_group, wait_for
 
 FLAGS = (
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

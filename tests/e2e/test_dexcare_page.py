@@ -29,8 +29,8 @@ from psycopg import sql
 
 from tests.e2e.browser import Chromium
 from tests.e2e.stack import DAG_ID, REPO, AirflowStack, deployment_env, running, trigger_run
-from tests.processes import wait_for
-from tests.warehouse import scratch_schema
+from tests.support.processes import wait_for
+from tests.support.warehouse import scratch_schema
 
 TIMINGS: dict[str, float] = {}
 USERS = {"admin": "admin", "reader": "viewer", "outsider": ""}

@@ -33,7 +33,7 @@ import psycopg
 import pytest
 
 from scripts.local_airflow import DAG_ID, LocalAirflow, Options
-from tests.processes import wait_for
+from tests.support.processes import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 VENV = Path(sys.executable).parent.parent

@@ -15,8 +15,8 @@ from psycopg import sql
 from sqlfluff.core import FluffConfig, Linter
 
 from tests.load.conftest import END, report
-from tests.load.recording import RecordingConnection, RecordingCursor
-from tests.warehouse import scratch_schema
+from tests.support.mssql_recording import RecordingConnection, RecordingCursor
+from tests.support.warehouse import scratch_schema
 
 HEADER = "visitId,visitStatus,updatedAt\n"
 OLD, FIRST, AGAIN = (f"00000000-0000-4000-8000-00000000000{n}" for n in (1, 2, 3))

@@ -57,9 +57,9 @@ class Load:
 
 def audit_table(conn_type: str, schema: str) -> str:
     """``<schema>.load_audit`` quoted for the warehouse: the page's only use of a dialect."""
-    from dexcare.load.dialects import dialect_class
+    from dexcare.load.dialects import dialect_for
 
-    return dialect_class(None, conn_type).quote(schema, AUDIT_TABLE)
+    return dialect_for(conn_type).quote(schema, AUDIT_TABLE)
 
 
 def read_loads(conn: Any, conn_type: str, schema: str, since: dt.date) -> list[Load]:

@@ -34,7 +34,9 @@ def _reader_from_cookie(dag_id: str, entities: list[Any]) -> Any:
     from airflow.api_fastapi.app import get_auth_manager
     from airflow.api_fastapi.auth.managers.base_auth_manager import COOKIE_NAME_JWT_TOKEN
     from airflow.api_fastapi.auth.managers.models.resource_details import DagDetails
-    from airflow.api_fastapi.core_api.security import get_user
+    from airflow.api_fastapi.core_api import security
+
+    get_user: Any = security.get_user  # 3.0's takes the token; the installed newest Airflow's, the request
 
     async def inner(request: Request) -> None:
         scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")

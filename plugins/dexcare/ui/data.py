@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 from dexcare.ui.audit import Load
 from dexcare.ui.calendar import DAYS, TableCalendar
@@ -49,22 +48,14 @@ def read_warehouse(conn_id: str, schema: str, since: dt.date) -> list[Load]:
     """The period's loads through the Airflow connection (``postgres`` or ``mssql``), looked up server-side."""
     from airflow.models.connection import Connection
 
-    from dexcare.load.connection import connect, warehouse_type
+    from dexcare.load.connection import warehouse_type
+    from dexcare.load.dialects import dialect_for
     from dexcare.ui.audit import read_loads
 
     connection = Connection.get_connection_from_secrets(conn_id)
     kind = warehouse_type(conn_id, connection)
-    if kind == "mssql":
-        from airflow.providers.microsoft.mssql.hooks.mssql import MsSqlHook
-
-        hook: Any = MsSqlHook(mssql_conn_id=conn_id, connection=connection)
-        if hook.connection.port is None:
-            hook.connection.port = 1433
-    else:
-        from airflow.providers.postgres.hooks.postgres import PostgresHook
-
-        hook = PostgresHook(postgres_conn_id=conn_id, connection=connection)
-    conn = connect(conn_id, hook)
+    dialect = dialect_for(kind)
+    conn = dialect.connect(dialect.hook(conn_id, connection))
     try:
         return read_loads(conn, kind, schema, since)
     finally:

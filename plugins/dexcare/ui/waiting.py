@@ -46,9 +46,10 @@ def read_waiting(dag_id: str = DAG_ID) -> list[Waiting]:
     from sqlalchemy import select
 
     with create_session() as session:
+        columns: list[Any] = [TaskInstance.run_id, TaskInstance.map_index, TaskInstance.state,
+                              TaskInstance.trigger_id, TaskInstance.start_date, TaskInstance.rendered_map_index]
         sensors = session.execute(
-            select(TaskInstance.run_id, TaskInstance.map_index, TaskInstance.state, TaskInstance.trigger_id,
-                   TaskInstance.start_date, TaskInstance.rendered_map_index)
+            select(*columns)
             .join(DagRun, (DagRun.dag_id == TaskInstance.dag_id) & (DagRun.run_id == TaskInstance.run_id))
             .where(TaskInstance.dag_id == dag_id, TaskInstance.task_id == WAIT, TaskInstance.map_index >= 0)
             .where(TaskInstance.state.in_(WAITING_STATES), DagRun.state == "running")
