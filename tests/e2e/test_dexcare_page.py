@@ -96,7 +96,7 @@ def seed_earlier_loads(pg_uri: str, schema: str, tmp: Path) -> None:
     now = dt.datetime.now(dt.UTC)
     with psycopg.connect(pg_uri) as conn:
         load_reports(conn, [report(csv, "provider_booking", end=days_ago(25), start=days_ago(26))],
-                     options=LoadOptions(schema=schema), dag_id=DAG_ID, run_id="earlier")
+                     dialect="postgres", options=LoadOptions(schema=schema), dag_id=DAG_ID, run_id="earlier")
         for n in range(20, 15, -1):
             conn.execute(
                 sql.SQL("INSERT INTO {} (dag_id, run_id, report_id, report_type, target_table, file_uri, window_start,"

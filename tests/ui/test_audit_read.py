@@ -47,7 +47,7 @@ def test_postgres_reads_the_committed_loads_of_the_period(pg_uri, schema, write_
         first = report(write_csv(HEADER + "v1,a,t\nv2,b,t\n"), end=END, report_id=FIRST)
         again = report(write_csv(HEADER + "v1,a,t\nv2,c,t\nv3,d,t\n"), "retail", end=END, report_id=AGAIN)
         for reports in ([old], [first, again]):
-            load_reports(conn, reports, options=LoadOptions(schema=schema), dag_id="d", run_id="r")
+            load_reports(conn, reports, dialect="postgres", options=LoadOptions(schema=schema), dag_id="d", run_id="r")
         loads = read_loads(conn, "postgres", schema, END - dt.timedelta(days=1))
         assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE  # nothing left open
     assert [(x.report_id, x.table, x.window_end, x.inserted, x.run_id, x.kept) for x in loads] == [
@@ -57,7 +57,8 @@ def test_postgres_reads_the_committed_loads_of_the_period(pg_uri, schema, write_
 
 def test_the_kept_count_shows_once_load_audit_has_its_column(pg_uri, schema, write_csv) -> None:
     with psycopg.connect(pg_uri) as conn:
-        load_reports(conn, [report(write_csv(HEADER + "v1,a,t\n"))], options=LoadOptions(schema=schema))
+        load_reports(conn, [report(write_csv(HEADER + "v1,a,t\n"))], dialect="postgres",
+                     options=LoadOptions(schema=schema))
         conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} bigint NOT NULL DEFAULT 4").format(
             sql.Identifier(schema, "load_audit"), sql.Identifier(KEPT_COLUMN)))
         conn.commit()
