@@ -2,7 +2,7 @@
 
 The daily run is a real ``airflow dags test`` (the task runner sends its outlets and their events to the
 execution API, which records them); the downstream DAG's fate is decided by a real scheduler loop
-(``airflow scheduler --num-runs``), which starts an asset-triggered run only when its asset got an event.
+(``airflow scheduler --num-runs 1``), which starts an asset-triggered run only when its asset got an event.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ with DAG(
     schedule=[Asset(name="dexcare.avr_provider_booking", uri="dexcare://warehouse/avr_provider_booking")],
     start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
 ):
-    @task
+    # A pool that does not exist: the scheduler starts the run but never queues its task (no api-server here)
+    @task(pool="no_such_pool")
     def read_provider_booking() -> None:
         pass
 
