@@ -4,12 +4,14 @@ Connections page sends for a stored DexCare connection (port 0 for an empty port
 from __future__ import annotations
 
 import json
+import secrets
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from dexcare.compat import AIRFLOW_VERSION
 
 from tests.airflow_cli import AIRFLOW, airflow_env, migrate
 from tests.helpers import SANDBOX_TOKEN
@@ -29,6 +31,8 @@ class ApiServer:
             AIRFLOW__API__PORT=str(self.port),
             AIRFLOW__API__HOST="127.0.0.1",
             AIRFLOW__API__WORKERS="1",
+            AIRFLOW__API_AUTH__JWT_SECRET=secrets.token_hex(32),
+            AIRFLOW__API_AUTH__JWT_ISSUER="dexcare-tests",  # Airflow 3.0 signs no token without one
         )
         (home / "passwords.json").write_text(json.dumps({"admin": "admin"}))
         self.url = f"http://127.0.0.1:{self.port}"
@@ -101,7 +105,11 @@ def test_the_forms_test_connection_works_and_names_the_connection(api_server, sa
         assert SANDBOX_TOKEN not in answer.text, case
         results[case] = answer.json()
     assert results["typed key"]["status"] is True, results
-    assert results["stored key"]["status"] is True, results
+    # Airflow 3.1 and later put the stored key back for the masked one; 3.0 hands the hook the mask itself
+    restores = not AIRFLOW_VERSION.startswith("3.0.")
+    assert results["stored key"]["status"] is restores, results
+    if not restores:
+        assert "masked ('***')" in results["stored key"]["message"]
     wrong = results["wrong key"]
     assert wrong["status"] is False
     assert f"refused the reporting service key of the connection being tested (DexCare at {sandbox.url}" in \
@@ -109,8 +117,8 @@ def test_the_forms_test_connection_works_and_names_the_connection(api_server, sa
     assert "connection '" not in wrong["message"], "names the api-server's random stand-in id"
     masked = results["masked, nothing stored"]
     assert masked["status"] is False and "masked ('***')" in masked["message"] and "Enter the key" in masked["message"]
-    # the masked key never reached DexCare: only the three other tests asked it
-    assert len([r for r in sandbox.request_log if r[0] == "GET"]) == 3
+    # a masked key never reaches DexCare: only the tests with a key asked it
+    assert len([r for r in sandbox.request_log if r[0] == "GET"]) == (3 if restores else 2)
     # Airflow 3.3.2's own route refuses the Connections list's Test button (port 0 against a stored empty port,
     # with the key masked) before the hook is asked: apache/airflow#73298, fixed after 3.3.2.
     listed = api_server.test(ui_body(stored))
