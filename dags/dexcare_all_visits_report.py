@@ -28,6 +28,14 @@ RETRIES = int(os.environ.get("DEXCARE_DAG_RETRIES", "3"))
 RETRY_DELAY = dt.timedelta(seconds=float(os.environ.get("DEXCARE_DAG_RETRY_DELAY_SECONDS", "60")))
 FETCH_QUEUE, LOAD_QUEUE = queue("fetch"), queue("load")  # DEXCARE_FETCH_QUEUE / DEXCARE_LOAD_QUEUE
 TABLE_ASSETS = [Asset(name=f"dexcare.avr_{t.value}", uri=f"dexcare://warehouse/avr_{t.value}") for t in ReportType]
+# The trigger form draws an array Param with `examples` as a multi-select picker (Airflow 3.0 and later), and
+# a Param whose type includes "null" as optional: clearing a picker sends null.
+REPORT_TYPE_PICKER: dict[str, Any] = {
+    "items": {"type": "string", "enum": [t.value for t in ReportType]},
+    "examples": [t.value for t in ReportType],
+    "values_display": {t.value: t.value.replace("_", " ").capitalize() for t in ReportType},
+    "uniqueItems": True,
+}
 
 with DAG(
     dag_id=DAG_ID,
@@ -57,10 +65,9 @@ with DAG(
         "report_types": Param(
             ["virtual", "retail"],
             type="array",
-            items={"type": "string", "enum": [t.value for t in ReportType]},
             minItems=1,
-            uniqueItems=True,
             description="Report types to fetch; each is started, awaited and downloaded in parallel.",
+            **REPORT_TYPE_PICKER,
         ),
         "lookback_days": Param(
             DEFAULT_LOOKBACK_DAYS,
@@ -114,11 +121,10 @@ with DAG(
         "delete_downloads": Param(True, type="boolean", description="Delete the CSVs after a successful load."),
         "history": Param(
             [],
-            type="array",
-            items={"type": "string", "enum": [t.value for t in ReportType]},
-            uniqueItems=True,
+            type=["null", "array"],
             description="Report types whose every change is also appended to avr_<type>_history: each visit's "
-            "states over time, with the report and window that brought each one. Default: none.",
+            "states over time, with the report and window that brought each one. Optional; default: none.",
+            **REPORT_TYPE_PICKER,
         ),
         "volume_min_share": Param(
             {},

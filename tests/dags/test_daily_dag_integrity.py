@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -75,6 +76,53 @@ def test_params_have_descriptions_and_validate(dag):
         bad["report_types"] = ["telehealth"]
     with pytest.raises(ParamValidationError, match="lookback_days"):
         bad["lookback_days"] = -1
+
+
+def form_field(param: dict) -> tuple[str, bool]:
+    """The trigger form's field for a Param as the api-server serves it (``{"value", "schema", ...}``), and
+    whether the form requires it: the rules of FieldSelector.tsx and isParamRequired.tsx (Airflow 3.0 to 3.3)."""
+    schema = param["schema"]
+    types = schema.get("type")
+    kind = next((t for t in types if t != "null"), "string") if isinstance(types, list) else types
+    required = bool(types) and not (isinstance(types, list) and "null" in types)
+    if kind == "array" and isinstance(schema.get("examples"), list):
+        return "multi-select", required
+    if kind == "array" and schema.get("items", {}).get("type") in (None, "string"):
+        return "text, one string a line", required
+    return str(kind), required
+
+
+#: The multi-select rule as the installed UI bundle has it (minified): an array whose schema has examples.
+MULTI_SELECT_RULE = re.compile(r"""==[`"]array[`"]&&\(?Array\.isArray\(\w+\.examples\)""")
+
+
+def test_report_types_and_history_are_pickers_and_history_is_optional(dag):
+    """The trigger form draws both as multi-select pickers of the report types; history may be left empty,
+    which the picker sends as null, and a run's params still validate."""
+    import airflow
+
+    from tests.support.airflow_compat import DagSerialization
+
+    bundle = "".join(p.read_text(errors="replace") for p in
+                     (Path(airflow.__file__).parent / "ui" / "dist" / "assets").glob("index-*.js"))
+    assert MULTI_SELECT_RULE.search(bundle), "this Airflow's trigger form no longer picks a multi-select so"
+    served = DagSerialization.from_dict(DagSerialization.to_dict(dag)).params  # what the api-server reads
+    params = {name: param.dump() for name, param in served.items()}
+    assert form_field(params["report_types"]) == ("multi-select", True)
+    assert form_field(params["history"]) == ("multi-select", False)
+    for name in ("report_types", "history"):
+        assert params[name]["schema"]["examples"] == ["virtual", "retail", "provider_booking"], name
+        assert set(params[name]["schema"]["values_display"]) == set(params[name]["schema"]["examples"]), name
+    from airflow.sdk.definitions.param import ParamsDict
+
+    run = ParamsDict({k: v for k, v in dag.params.items()})
+    run["history"] = None  # a cleared picker
+    run["history"] = ["provider_booking"]
+    run.validate()
+    with pytest.raises(ParamValidationError, match="'telehealth' is not one of"):
+        run["history"] = ["telehealth"]
+    with pytest.raises(ParamValidationError, match="report_types"):
+        run["report_types"] = None  # a cleared picker: report_types stays required
 
 
 @pytest.fixture(autouse=True)

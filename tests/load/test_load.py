@@ -117,10 +117,48 @@ def test_old_window_never_rolls_a_visit_back(load, write_csv, warehouse, schema)
     ]
     assert summary["reports"][0]["inserted"] == 1
     assert summary["reports"][0]["updated"] == 0
+    # v1 is counted as kept because a newer window wrote it, not as unchanged: a refused backfill shows
+    table = summary["tables"]["avr_virtual"]
+    assert (table["unchanged"], table["kept_newer"]) == (0, 1)
+    assert [(a["unchanged"], a["kept_newer"]) for a in warehouse.audit(schema)] == [(0, 0), (0, 1)]
     # The same window may correct itself (a re-download of the same day).
     fix = write_csv(HEADER + "v1,no_show,t3,Ana\n")
-    load(report(fix, end=END))
+    summary = load(report(fix, end=END))
     assert warehouse.rows(schema, "avr_virtual")[1]["visit_status"] == "no_show"
+    assert (summary["tables"]["avr_virtual"]["updated"], summary["tables"]["avr_virtual"]["kept_newer"]) == (1, 0)
+    # An unchanged row of an older window is kept because newer too (the newer window wrote it); a quiet
+    # re-load of the newest window is only unchanged.
+    again = load(report(write_csv(HEADER + "v1,no_show,t3,Ana\nv0,completed,t0,Zed\n"), end=END - dt.timedelta(1)))
+    assert (again["tables"]["avr_virtual"]["unchanged"], again["tables"]["avr_virtual"]["kept_newer"]) == (1, 1)
+    quiet = load(report(fix, end=END))
+    assert (quiet["tables"]["avr_virtual"]["unchanged"], quiet["tables"]["avr_virtual"]["kept_newer"]) == (1, 0)
+
+
+@postgres_only
+def test_an_audit_table_from_before_kept_newer_is_upgraded_in_the_load(load, write_csv, warehouse, schema) -> None:
+    """A load_audit made by an earlier release gets the column in the load's own transaction; its rows say 0.
+    A load that fails leaves the table as it was."""
+    from dexcare.load.audit import summary_line
+    from dexcare.load.dialects.postgres import AUDIT_DDL
+
+    old_ddl = AUDIT_DDL.replace(",\n    kept_newer         bigint NOT NULL DEFAULT 0", "")
+    assert "kept_newer" not in old_ddl
+    table = f'"{schema}".load_audit'
+    warehouse.query(f'CREATE SCHEMA "{schema}"')
+    warehouse.query(old_ddl.format(table=table))
+    warehouse.query(f"INSERT INTO {table} (report_id, report_type, target_table, file_uri, rows_in_file, "
+                    "duplicates_in_file, inserted, updated, unchanged, started_at, finished_at) VALUES "
+                    "('old', 'virtual', 'avr_virtual', 'file:///old.csv', 1, 0, 1, 0, 0, now(), now())")
+    with pytest.raises(DexCareLoadError):  # the upgrade rolls back with a load that fails
+        load(report(write_csv("visitStatus\nx\n")))
+    assert "kept_newer" not in [c for (c,) in warehouse.query(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = 'load_audit'",
+        (schema,))]
+    summary = load(report(write_csv(HEADER + "v1,completed,t2,Ana\n")))
+    assert [(a["report_id"], a["kept_newer"]) for a in warehouse.audit(schema)] == [
+        ("old", 0), (summary["reports"][0]["report_id"], 0)]
+    line = summary_line(schema, "avr_virtual", summary["tables"]["avr_virtual"])  # the task log's line
+    assert line.endswith("1 inserted, 0 updated, 0 unchanged, 0 kept because a newer window wrote them")
 
 
 def test_missing_window_end_defaults_to_the_run_date(load, write_csv, warehouse, schema) -> None:

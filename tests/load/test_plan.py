@@ -111,15 +111,20 @@ def test_audit_entry_summary_and_its_log_line() -> None:
     entry = audit_entry(dag_id="d", run_id="r", report_id="x", report_type="virtual", table="avr_virtual",
                         uri="f.csv", sha256=None, window_start=dt.date(2026, 11, 11), window_end=dt.date(2026, 11, 20),
                         rows_in_file=10, duplicates=2, inserted=3, updated=1, new_columns=["wait"], started_at=started)
-    assert set(entry) == set(AUDIT_FIELDS) and entry["unchanged"] == 4
-    summary = summarise("dexcare", "d", "r", started, started, [entry, dict(entry, new_columns=["wait", "x"])])
+    assert set(entry) == set(AUDIT_FIELDS) and (entry["unchanged"], entry["kept_newer"]) == (4, 0)
+    kept = audit_entry(**{**dict(dag_id="d", run_id="r", report_id="y", report_type="virtual", table="avr_virtual",
+                                 uri="g.csv", sha256=None, window_start=dt.date(2026, 11, 1),
+                                 window_end=dt.date(2026, 11, 10), rows_in_file=10, duplicates=2, inserted=3,
+                                 updated=1, new_columns=["x"], started_at=started)}, kept_newer=3)
+    assert (kept["unchanged"], kept["kept_newer"]) == (1, 3)  # the guard's rows are not counted as unchanged
+    summary = summarise("dexcare", "d", "r", started, started, [entry, kept])
     totals = summary["tables"]["avr_virtual"]
-    assert (totals["reports"], totals["rows_in_file"], totals["unchanged"], totals["new_columns"]) == (
-        2, 20, 8, ["wait", "x"])
+    assert (totals["reports"], totals["rows_in_file"], totals["unchanged"], totals["kept_newer"],
+            totals["new_columns"]) == (2, 20, 5, 3, ["wait", "x"])
     assert summary["reports"][0]["window_end"] == "2026-11-20"
     assert summary_line("dexcare", "avr_virtual", totals) == (
         "Loaded dexcare.avr_virtual: 2 report(s), 20 rows in file(s), 4 duplicates in file(s), 6 inserted, "
-        "2 updated, 8 unchanged, new columns: wait, x")
+        "2 updated, 5 unchanged, 3 kept because a newer window wrote them, new columns: wait, x")
 
 
 # --- PostgreSQL statements ---------------------------------------------------------------------------------

@@ -31,6 +31,9 @@ STEPS = (
     ("audit_lookup", re.compile(r"^SELECT OBJECT_ID\(")),
     ("volume", re.compile(r"^SELECT TOP \(\d+\) rows_in_file FROM \[[^\]]+\]\.\[load_audit\]")),
     ("audit_index", re.compile(r"load_audit_volume")),
+    ("newest_window", re.compile(r"^SELECT MAX\(window_end\) FROM \[[^\]]+\]\.\[load_audit\]")),
+    ("kept_newer", re.compile(r"^SELECT COUNT_BIG\(\*\) FROM ")),
+    ("audit_upgrade", re.compile(r"^ALTER TABLE \[[^\]]+\]\.\[load_audit\]")),
     ("audit_read", re.compile(r"^SELECT .* FROM \[[^\]]+\]\.\[load_audit\] WHERE", re.S)),
     ("session", re.compile(r"^SET XACT_ABORT ON")),
     ("lock", re.compile(r"sp_getapplock")),
@@ -92,6 +95,8 @@ class RecordingConnection:
     lock_result: int = 0
     lock_holder: tuple[Any, ...] | None = None
     autocommit_state: bool = False
+    #: The answer to the count of rows the old-window guard kept (asked only when the audit has a newer window).
+    kept_newer: int = 0
     ops: list[Op] = field(default_factory=list)
     staged: dict[str, list[list[Any]]] = field(default_factory=dict)
     #: The ``load_audit`` rows the dialect inserted (its parameters, as sent), for a later read of them.
@@ -193,20 +198,28 @@ class RecordingCursor:
         if step == "audit_lookup":
             found = _OBJECT.match(params[0])
             key = ".".join(_unquote(p) for p in found.groups()) if found else ""
-            return [(1 if key in conn.tables else None,)]
+            columns = conn.tables.get(key)
+            # COL_LENGTH of kept_newer: absent from a load_audit made before it (one this load made has it)
+            return [(1 if key in conn.tables else None, None if columns and "kept_newer" not in columns else 8)]
+        if step == "newest_window":
+            ends = [_date(row["window_end"]) for row in conn.audit if row["target_table"] == params["table"]]
+            return [(max(ends).isoformat() if ends else None,)]
+        if step == "kept_newer":
+            return [(conn.kept_newer,)]
         if step == "volume":  # the newest loads of the report type and window length, as SQL Server answers
             days = dict.fromkeys(["limit", "type", "days"]) | params
             found = [row for row in conn.audit if row["report_type"] == days["type"] and (
                 _date(row["window_end"]) - _date(row["window_start"])).days == days["days"]]
             return [(row["rows_in_file"],) for row in reversed(found)][: days["limit"]]
         if step == "audit_read":
-            return [tuple(row[f] for f in AUDIT_FIELDS) for row in conn.audit if row["report_id"] in params]
+            fields = [f for f in AUDIT_FIELDS if f"[{f}]" in text]  # the columns the dialect asked for
+            return [tuple(row[f] for f in fields) for row in conn.audit if row["report_id"] in params]
         if step == "cast_check":
             return [conn.bad_casts or (None,) * text.count("TRY_CONVERT")]
         if step in ("create_table", "audit_table", "history_table") and (match := _CREATE.match(text.strip())):
             schema, table, body = match.groups()
             conn.tables[f"{_unquote(schema)}.{_unquote(table)}"] = _columns(body)
-        if step in ("add_columns", "history_columns") and (match := _ALTER.match(text)):
+        if step in ("add_columns", "history_columns", "audit_upgrade") and (match := _ALTER.match(text)):
             schema, table, body = match.groups()
             conn.tables[f"{_unquote(schema)}.{_unquote(table)}"].update(_columns(body))
         return []

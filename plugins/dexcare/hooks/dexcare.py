@@ -58,6 +58,8 @@ if TYPE_CHECKING:
 #: Each of the download's three stages holds one chunk: 512 KiB received faster here than 1 MiB or 256 KiB
 #: (benchmarks/load_benchmark.py, download case) and keeps the download's own memory near 1.5 MiB.
 DOWNLOAD_CHUNK_BYTES = 1 << 19
+#: What Airflow's UI and API show, and post back, in place of a connection's password.
+MASKED_PASSWORD = "***"  # noqa: S105 (the mask, not a password)
 
 
 @connection_form_before_3_2
@@ -237,7 +239,23 @@ class DexCareHook(HttpHook):
 
         DexCare checks the key before it looks the report up, so 404 proves the key works, 403 proves it does
         not, and a connection error means the endpoint is wrong or unreachable.
+
+        Test Connection in the UI reaches this through the api-server, which hands the hook a copy of the
+        connection under a random id: the messages name the endpoint being tested, never that id. A password
+        that is still Airflow's mask (the UI posts ``***`` for a key it does not show, and Airflow 3.0 does not
+        put the stored key back) is refused before any request, saying to enter the key.
         """
+        try:
+            connection = self.get_connection(self.dexcare_conn_id)
+            if (connection.password or "").strip() == MASKED_PASSWORD:
+                return False, (
+                    "The reporting service key reached the test masked ('***'), not the key itself. Enter the "
+                    "key in the 'Reporting service key' field and test again."
+                )
+            transport = self.transport
+        except DexCareValidationError as exc:
+            return False, str(exc)
+        tested = f"the connection being tested ({transport.describe()})"
         probe = str(uuid.uuid4())
         try:
             with self._send("GET", f"{REPORTS_PATH}/{probe}", what="the connection test", report_id=probe):
@@ -245,12 +263,15 @@ class DexCareHook(HttpHook):
         except DexCareNotFoundError:
             pass
         except DexCareAuthError as exc:
-            return False, str(exc)
+            return False, (
+                f"DexCare refused the reporting service key of {tested} (HTTP {exc.status_code}). Fix: enter a "
+                "current DexCare reporting service key for this endpoint in the 'Reporting service key' field."
+            )
         except DexCareConnectionError as exc:
-            return False, f"DexCare endpoint unreachable: {exc}"
+            return False, f"DexCare endpoint of {tested} unreachable: {exc}"
         except DexCareError as exc:
-            return False, f"DexCare answered unexpectedly: {exc}"
-        return True, f"Connected to {self.transport.describe()}; the reporting service key was accepted."
+            return False, f"DexCare answered {tested} unexpectedly: {exc}"
+        return True, f"Connected to {transport.describe()}; the reporting service key was accepted."
 
     @asynccontextmanager
     async def async_session(self) -> AsyncIterator[DexCareAsyncSession]:

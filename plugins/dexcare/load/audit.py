@@ -18,7 +18,9 @@ if TYPE_CHECKING:
 
 AUDIT_TABLE = "load_audit"
 
-#: The columns of ``load_audit`` after its ``id``, in table order; an entry carries at least these.
+#: The columns of ``load_audit`` after its ``id``, in table order; an entry carries at least these. A column
+#: added after the table's first release comes last: a load adds it to an older table (each dialect's
+#: ``begin``), with 0 in the rows written before.
 AUDIT_FIELDS = (
     "dag_id",
     "run_id",
@@ -37,10 +39,13 @@ AUDIT_FIELDS = (
     "new_columns",
     "started_at",
     "finished_at",
+    "kept_newer",
 )
 
 #: The per-table totals of a run's summary (and of each asset event's extra).
-COUNTS = ("rows_in_file", "duplicates_in_file", "inserted", "updated", "unchanged")
+#: ``unchanged`` are rows equal to the table's; ``kept_newer`` rows the old-window guard did not overwrite because
+#: a newer window had written them (a refused backfill, not a quiet day).
+COUNTS = ("rows_in_file", "duplicates_in_file", "inserted", "updated", "unchanged", "kept_newer")
 
 
 def audit_entry(
@@ -60,8 +65,10 @@ def audit_entry(
     updated: int,
     new_columns: Sequence[str],
     started_at: dt.datetime,
+    kept_newer: int = 0,
 ) -> dict[str, Any]:
-    """The audit row of one report; ``unchanged`` includes rows the old-window guard protected."""
+    """The audit row of one report; ``unchanged`` leaves out the rows the old-window guard kept
+    (``kept_newer``)."""
     return {
         "dag_id": dag_id,
         "run_id": run_id,
@@ -76,7 +83,8 @@ def audit_entry(
         "duplicates_in_file": duplicates,
         "inserted": inserted,
         "updated": updated,
-        "unchanged": rows_in_file - duplicates - inserted - updated,
+        "unchanged": rows_in_file - duplicates - inserted - updated - kept_newer,
+        "kept_newer": kept_newer,
         "new_columns": list(new_columns),
         "started_at": started_at,
         "finished_at": dt.datetime.now(dt.UTC),
@@ -122,7 +130,8 @@ def summary_line(schema: str, table: str, totals: dict[str, Any]) -> str:
     return (
         f"Loaded {schema}.{table}: {totals['reports']} report(s), {totals['rows_in_file']} rows in file(s), "
         f"{totals['duplicates_in_file']} duplicates in file(s), {totals['inserted']} inserted, "
-        f"{totals['updated']} updated, {totals['unchanged']} unchanged{new}{history}"
+        f"{totals['updated']} updated, {totals['unchanged']} unchanged, {totals.get('kept_newer', 0)} kept "
+        f"because a newer window wrote them{new}{history}"
     )
 
 
@@ -153,7 +162,7 @@ def committed_summary(schema: str, dag_id: str | None, run_id: str | None,
     for entry in entries:
         entry["new_columns"] = list(entry.get("new_columns") or [])
         for name in COUNTS:
-            entry[name] = int(entry[name])
+            entry[name] = int(entry.get(name) or 0)  # kept_newer: absent from a table not yet upgraded
     started = min(instant(e["started_at"]) for e in entries)
     finished = max(instant(e["finished_at"]) for e in entries)
     return {**summarise(schema, dag_id, run_id, started, finished, entries), "already_loaded": True}

@@ -121,7 +121,7 @@ class _Run:
             report_type=report.loadable_type().value, table=plan.table, uri=report.uri, sha256=report.sha256,
             window_start=window_start, window_end=window_end, rows_in_file=rows_in_file,
             duplicates=counts.duplicates, inserted=counts.inserted, updated=counts.updated,
-            new_columns=plan.new_columns, started_at=started,
+            new_columns=plan.new_columns, started_at=started, kept_newer=counts.kept_newer,
         )
         self.dialect.record_audit(entry)
         return {**entry, **described(plan, report, counts), "volume": judged.as_dict()}

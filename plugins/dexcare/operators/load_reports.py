@@ -22,6 +22,7 @@ from dexcare.handoff import ReportHandoff
 from dexcare.load.audit import AUDIT_TABLE, committed_entries, committed_summary, summary_line
 from dexcare.load.connection import Warehouse, warehouse
 from dexcare.load.loader import DEFAULT_SCHEMA, LoadOptions, load_reports
+from dexcare.load.options import table_for
 from dexcare.load.volume import configured_min_shares, min_shares
 from dexcare.report import ReportType
 from dexcare.storage import clean_up_run
@@ -84,8 +85,9 @@ class DexCareLoadReportsOperator(BaseOperator):
         to ``<schema>.avr_<type>_history``: each inserted or changed row as it became, with the report and
         window that brought it. Default: none.
 
-    Every outlet Asset named ``<anything>.avr_<type>`` gets an asset event whose extra is that table's
-    summary, so downstream DAGs scheduled on it see what changed. With apache-airflow-providers-openlineage
+    Every outlet Asset named ``<anything>.avr_<type>`` whose table this load wrote gets an asset event whose
+    extra is that table's summary, so downstream DAGs scheduled on it see what changed; the outlets of tables
+    the load did not write get no event (:meth:`_publish_asset_events`). With apache-airflow-providers-openlineage
     installed, the task's lineage names the reports it read and the tables it wrote (:mod:`dexcare.lineage`).
     """
 
@@ -277,19 +279,40 @@ class DexCareLoadReportsOperator(BaseOperator):
             )
 
     def _publish_asset_events(self, context: Context, summary: dict[str, Any]) -> None:
+        """An asset event for each table this load wrote, none for the others.
+
+        Airflow records an event for every outlet the task has when it ends, so the outlets of tables this run
+        did not load (report types it did not fetch) are dropped from the running task: a DAG scheduled on
+        ``avr_provider_booking`` then runs only after a load of that table. The DAG keeps declaring all three
+        (its lineage and the asset graph do not change). An outlet not named for one of our tables keeps
+        Airflow's plain event. Works alike on Airflow 3.0 to 3.3, which all read the task's outlets after
+        ``execute``; an AssetAlias would not (3.0 cannot take an alias event whose extra holds a list).
+        """
+        loaded, others = [], []
+        for outlet in self.outlets or []:
+            table = _table_of(outlet)
+            if table is None:
+                others.append(outlet)
+            elif table in summary["tables"]:
+                loaded.append((outlet, table))
+        self.outlets = others + [outlet for outlet, _ in loaded]
         events = context.get("outlet_events")
         if events is None:
             return
-        for outlet in self.outlets or []:
-            table = str(getattr(outlet, "name", "")).rsplit(".", 1)[-1]
-            totals = summary["tables"].get(table)
+        for outlet, table in loaded:
             events[outlet].extra = {
                 "schema": summary["schema"],
                 "table": table,
-                "loaded": totals is not None,
-                **(totals or {}),
+                "loaded": True,
+                **summary["tables"][table],
                 "report_ids": [r["report_id"] for r in summary["reports"] if r.get("target_table") == table],
             }
+
+
+def _table_of(outlet: Any) -> str | None:
+    """``avr_<type>`` for an Asset named ``<anything>.avr_<type>``, else ``None``."""
+    table = str(getattr(outlet, "name", "") or "").rsplit(".", 1)[-1]
+    return table if table in {table_for(t) for t in ReportType} else None
 
 
 def _template(value: Any) -> bool:

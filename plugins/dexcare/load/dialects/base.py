@@ -28,6 +28,8 @@ class MergeCounts(NamedTuple):
     updated: int
     #: Rows appended to the history table (its baseline included); 0 when no history is kept.
     history: int = 0
+    #: Rows of the file the old-window guard kept as they were: a newer window had written their key.
+    kept_newer: int = 0
 
 
 class Dialect(ABC):

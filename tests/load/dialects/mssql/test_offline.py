@@ -770,3 +770,52 @@ def test_the_volume_guard_asks_one_tsql_query_per_report_and_refuses_an_empty_da
     steps = conn.steps
     assert "volume" in steps and steps[-1] == "rollback"
     assert not {"dedupe", "update", "insert", "audit", "commit"} & set(steps[steps.index("volume"):])
+
+
+# --- Rows the old-window guard kept, counted apart from unchanged ------------------------------------------------
+
+#: ``load_audit`` as the first release made it on SQL Server: no kept_newer.
+OLD_AUDIT = {"id": "bigint", "dag_id": "nvarchar(250)", "run_id": "nvarchar(250)", "report_id": "nvarchar(64)",
+             "report_type": "nvarchar(32)", "target_table": "nvarchar(128)", "file_uri": "nvarchar(max)",
+             "file_sha256": "nvarchar(64)", "window_start": "date", "window_end": "date",
+             "rows_in_file": "bigint", "duplicates_in_file": "bigint", "inserted": "bigint", "updated": "bigint",
+             "unchanged": "bigint", "new_columns": "nvarchar(max)", "started_at": "datetimeoffset(7)",
+             "finished_at": "datetimeoffset(7)"}
+
+
+def test_an_old_window_counts_the_rows_a_newer_window_wrote_apart_from_unchanged(write_csv, tsql) -> None:
+    conn = RecordingConnection(tables=virtual_table())
+    run(conn, report(write_csv(HEADER + "v1,a,t,x\n"), end=END))
+    assert "kept_newer" not in conn.steps  # the newest window: no newer one to count against
+    conn.ops.clear()
+    conn.kept_newer = 2  # what SQL Server would count: two of the file's keys hold a newer window's row
+    summary = run(conn, report(write_csv(HEADER + f"v1,a,t,{SECRET}\nv2,b,t,x\nv3,c,t,x\n"),
+                               end=END - dt.timedelta(days=5)))
+    assert in_order(conn.steps, ["newest_window", "kept_newer", "drop_stage", "audit", "commit"])
+    count = next(op.sql for op in conn.ops if op.step == "kept_newer")
+    assert unparsable(tsql, count) == [], count
+    assert "INNER JOIN [#dexcare_stage" in count and f"[_dexcare_window_end] > N'{END - dt.timedelta(days=5)}'" in count
+    table = summary["tables"]["avr_virtual"]
+    assert (table["inserted"], table["updated"], table["unchanged"], table["kept_newer"]) == (0, 0, 1, 2)
+    assert conn.audit[-1]["kept_newer"] == 2 and conn.audit[-1]["unchanged"] == 1
+
+
+def test_an_audit_table_from_before_kept_newer_is_upgraded_under_the_lock(write_csv, tsql) -> None:
+    from dexcare.load.dialects.mssql import MsSqlDialect
+
+    conn = RecordingConnection(tables={**virtual_table(), "dexcare.load_audit": dict(OLD_AUDIT)})
+    conn.audit.append({f: None for f in OLD_AUDIT if f != "id"} | {
+        "report_id": "old", "report_type": "virtual", "target_table": "avr_virtual", "window_start": "2026-11-01",
+        "window_end": "2026-11-11", "rows_in_file": 1, "new_columns": "[]"})
+    assert [r.get("kept_newer") for r in MsSqlDialect.audit_rows(conn, "dexcare", ["old"])] == [None]
+    assert "[kept_newer]" not in conn.statements[-1]  # not asked of a table without it
+    conn.ops.clear()
+    run(conn, report(write_csv(HEADER + f"v1,a,t,{SECRET}\n")))
+    upgrade = [op.sql for op in conn.ops if op.step == "audit_upgrade"]
+    assert upgrade == ["ALTER TABLE [dexcare].[load_audit] ADD [kept_newer] bigint NOT NULL DEFAULT 0"]
+    assert unparsable(tsql, upgrade[0]) == []
+    assert in_order(conn.steps, ["lock", "audit_upgrade", "stage", "audit", "commit"])
+    assert "[kept_newer]" in next(op.sql for op in conn.ops if op.step == "audit")
+    conn.ops.clear()
+    run(conn, report(write_csv(HEADER + "v1,a,t,x\n")))
+    assert "audit_upgrade" not in conn.steps  # once

@@ -24,7 +24,7 @@ from dexcare.load.csv_stream import Header
 from dexcare.load.dialects.base import Dialect, MergeCounts
 from dexcare.load.dialects.mssql.sql import KEY_UNITS, TEXT, MsSqlStatements, is_text, quote, text_units
 from dexcare.load.dialects.mssql.staging import bulk_copy
-from dexcare.load.plan import CHANGE_BASELINE, LoadPlan
+from dexcare.load.plan import CHANGE_BASELINE, WINDOW_END_PARAM, LoadPlan
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +82,14 @@ CREATE TABLE {table} (
     unchanged          bigint NOT NULL,
     new_columns        nvarchar(max) NOT NULL,
     started_at         datetimeoffset(7) NOT NULL,
-    finished_at        datetimeoffset(7) NOT NULL
+    finished_at        datetimeoffset(7) NOT NULL,
+    kept_newer         bigint NOT NULL DEFAULT 0
 )
 """
+
+#: ``load_audit`` as its first release made it lacks ``kept_newer``: added in the load's transaction (under its
+#: lock, like the CREATE), 0 in the rows written before.
+AUDIT_ADD_KEPT_NEWER = "ALTER TABLE {table} ADD [kept_newer] bigint NOT NULL DEFAULT 0"
 
 #: The volume guard's one query per report seeks the newest loads of a report type in it (the window length is
 #: read from the included columns, so other lengths in between cost a few index rows, no table lookups).
@@ -351,9 +356,12 @@ class MsSqlDialect(Dialect):
         found = self.cursor.fetchone()
         if found is None or found[0] is None:
             self.cursor.execute(f"CREATE SCHEMA {quote(schema)}")
-        if self.existing_columns(AUDIT_TABLE) is None:
-            self.cursor.execute(AUDIT_DDL.format(table=quote(schema, AUDIT_TABLE)))
         audit = quote(schema, AUDIT_TABLE)
+        existing = self.existing_columns(AUDIT_TABLE)
+        if existing is None:
+            self.cursor.execute(AUDIT_DDL.format(table=audit))
+        elif "kept_newer" not in existing:
+            self.cursor.execute(AUDIT_ADD_KEPT_NEWER.format(table=audit))
         self.cursor.execute(AUDIT_VOLUME_INDEX.format(table=audit), {"table": audit})
 
     def _lock_holder(self) -> str:
@@ -442,10 +450,30 @@ class MsSqlDialect(Dialect):
             updated = max(cursor.rowcount, 0)
         cursor.execute(st.insert(), params)
         inserted = max(cursor.rowcount, 0)
+        kept_newer = self._kept_newer(st, params)
         self._ensure_key_index(st)
         cursor.execute(st.drop_stage())
         history = inserted + updated + baseline if plan.history is not None else 0
-        return MergeCounts(duplicates, inserted, updated, history)
+        return MergeCounts(duplicates, inserted, updated, history, kept_newer)
+
+    def _kept_newer(self, st: MsSqlStatements, params: dict[str, Any]) -> int:
+        """The file's keys whose row a newer window wrote, which the guard therefore kept (after the upsert).
+
+        Only asked when ``load_audit`` shows a newer window for the table (a backfill or an old window): a day
+        loaded in order pays one read of the audit, not another join with the table.
+        """
+        plan = st.plan
+        if plan.create:
+            return 0
+        self.cursor.execute(
+            f"SELECT MAX(window_end) FROM {quote(plan.schema, AUDIT_TABLE)} WHERE target_table = %(table)s",
+            {"table": plan.table})
+        newest = self.cursor.fetchone()
+        if not newest or newest[0] is None or str(newest[0]) <= str(params[WINDOW_END_PARAM]):  # ISO dates
+            return 0
+        self.cursor.execute(st.kept_newer(), params)
+        row = self.cursor.fetchone()
+        return int(row[0]) if row else 0
 
     def _ensure_key_index(self, st: MsSqlStatements) -> None:
         plan = st.plan
@@ -492,16 +520,19 @@ class MsSqlDialect(Dialect):
         table = quote(schema, AUDIT_TABLE)
         cursor = conn.cursor()
         try:
-            cursor.execute("SELECT OBJECT_ID(%s, N'U') AS audit_table", (table,))
+            cursor.execute("SELECT OBJECT_ID(%s, N'U') AS audit_table, COL_LENGTH(%s, 'kept_newer') AS kept_newer",
+                           (table, table))
             found = cursor.fetchone()
             if found is None or found[0] is None:
                 return []
+            # A table the upgrade has not reached yet lacks kept_newer (the caller reads it as 0).
+            fields = [f for f in AUDIT_FIELDS if f != "kept_newer" or found[1] is not None]
             cursor.execute(
                 "SELECT {} FROM {} WHERE report_id IN ({}) ORDER BY id".format(
-                    ", ".join(quote(f) for f in AUDIT_FIELDS), table, ", ".join(["%s"] * len(report_ids))),
+                    ", ".join(quote(f) for f in fields), table, ", ".join(["%s"] * len(report_ids))),
                 tuple(report_ids),
             )
-            rows = [dict(zip(AUDIT_FIELDS, row, strict=True)) for row in cursor.fetchall()]
+            rows = [dict(zip(fields, row, strict=True)) for row in cursor.fetchall()]
         finally:
             conn.rollback()
         for row in rows:

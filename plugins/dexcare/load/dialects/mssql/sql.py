@@ -282,6 +282,13 @@ class MsSqlStatements:
             f"AND EXISTS (SELECT {', '.join(stored)} EXCEPT SELECT {', '.join(staged)})"
         )
 
+    def kept_newer(self) -> str:
+        """After the upsert: the table's rows of this file's keys that a newer window wrote (the guard kept)."""
+        return (
+            f"SELECT COUNT_BIG(*) FROM {self.target} AS t INNER JOIN {quote(self.stage)} AS s ON {self._match()} "
+            f"WHERE t.{quote(WINDOW_END)} > %({WINDOW_END_PARAM})s"
+        )
+
     def insert(self) -> str:
         """The keys the table does not have yet (after the update, so an updated row is never re-inserted)."""
         columns = [quote(c) for c in self.plan.columns] + [quote(c.name) for c in LINEAGE]

@@ -26,7 +26,7 @@ from dexcare.load.dialects.base import Dialect, MergeCounts
 from dexcare.load.dialects.postgres.diagnostics import pg_cast_error, pg_copy_error, staged_line
 from dexcare.load.dialects.postgres.sql import TEXT, PostgresStatements
 from dexcare.load.dialects.postgres.staging import copy_stream
-from dexcare.load.plan import CHANGE_BASELINE, CHANGE_INSERT, LINEAGE, LoadPlan, key_index_name
+from dexcare.load.plan import CHANGE_BASELINE, CHANGE_INSERT, LINEAGE, WINDOW_END_PARAM, LoadPlan, key_index_name
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +52,14 @@ CREATE TABLE IF NOT EXISTS {table} (
     unchanged          bigint NOT NULL,
     new_columns        text[] NOT NULL DEFAULT '{{}}',
     started_at         timestamptz NOT NULL,
-    finished_at        timestamptz NOT NULL
+    finished_at        timestamptz NOT NULL,
+    kept_newer         bigint NOT NULL DEFAULT 0
 )
 """
+
+#: ``load_audit`` as its first release made it lacks ``kept_newer``: added in the load's transaction, 0 in old rows
+#: (a catalog change only, since PostgreSQL 11 fills a constant default without rewriting the table).
+AUDIT_ADD_KEPT_NEWER = "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS kept_newer bigint NOT NULL DEFAULT 0"
 
 
 class PostgresTypes:
@@ -145,6 +150,8 @@ class PostgresDialect(Dialect):
         cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_LOCK_NAMESPACE, _lock_key(options.schema)])
         cursor.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(options.schema)))
         cursor.execute(sql.SQL(AUDIT_DDL).format(table=sql.Identifier(options.schema, AUDIT_TABLE)))
+        if "kept_newer" not in (self.existing_columns(AUDIT_TABLE) or {}):  # ALTER only when needed: owner only
+            cursor.execute(sql.SQL(AUDIT_ADD_KEPT_NEWER).format(table=sql.Identifier(options.schema, AUDIT_TABLE)))
         self._ensure_volume_index()
 
     def _ensure_volume_index(self) -> None:
@@ -328,6 +335,7 @@ class PostgresDialect(Dialect):
         if plan.history is not None and plan.history.baseline:  # before anything changes: the state it starts from
             baseline = cursor.execute(statements.copy_to_history(CHANGE_BASELINE)).rowcount
         counts = self._dedupe_and_upsert(plan, statements, rows_in_file)
+        counts = counts._replace(kept_newer=self._kept_newer(plan, statements))
         for name in temps:
             cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(name))
         self._ensure_key_index(plan)
@@ -376,6 +384,22 @@ class PostgresDialect(Dialect):
         except psycopg.errors.DataError as exc:
             raise self._cast_error(plan, st, exc) from None
         return MergeCounts(duplicates, inserted, written - inserted)
+
+    def _kept_newer(self, plan: LoadPlan, st: PostgresStatements) -> int:
+        """The file's keys whose row a newer window wrote, which the guard therefore kept (after the upsert).
+
+        Only asked when ``load_audit`` shows a newer window for the table (a backfill or an old window): a day
+        loaded in order pays one read of the audit, not another pass over the table.
+        """
+        if plan.create:
+            return 0
+        newest = self.cursor.execute(
+            sql.SQL("SELECT max(window_end) FROM {} WHERE target_table = %s").format(
+                sql.Identifier(plan.schema, AUDIT_TABLE)), [plan.table]).fetchone()
+        if not newest or newest[0] is None or newest[0] <= plan.lineage[WINDOW_END_PARAM]:
+            return 0
+        row = self.cursor.execute(st.kept_newer(), plan.lineage).fetchone()
+        return int(row[0]) if row else 0
 
     def _check_versions(self, plan: LoadPlan, st: PostgresStatements) -> None:
         """Every value of an undeclared version column must name an instant (:mod:`dexcare.load.instants`),
@@ -467,12 +491,10 @@ class PostgresDialect(Dialect):
         with conn.transaction(), conn.cursor(row_factory=dict_row) as cursor:
             if cursor.execute("SELECT to_regclass(%s) AS audit", [table.as_string(conn)]).fetchone()["audit"] is None:
                 return []
-            cursor.execute(
-                sql.SQL("SELECT {} FROM {} WHERE report_id = ANY(%s) ORDER BY id").format(
-                    sql.SQL(", ").join(sql.Identifier(f) for f in AUDIT_FIELDS), table),
-                [list(report_ids)],
-            )
-            return list(cursor.fetchall())
+            # Every column: a table the upgrade has not reached yet lacks kept_newer (the caller reads it as 0).
+            cursor.execute(sql.SQL("SELECT * FROM {} WHERE report_id = ANY(%s) ORDER BY id").format(table),
+                           [list(report_ids)])
+            return [{f: row[f] for f in AUDIT_FIELDS if f in row} for row in cursor.fetchall()]
 
     # --- Errors -------------------------------------------------------------------------------------------
 

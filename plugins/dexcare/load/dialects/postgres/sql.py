@@ -187,6 +187,13 @@ class PostgresStatements:
             w=sql.Identifier(WINDOW_END), p=sql.Placeholder(WINDOW_END_PARAM)
         )
 
+    def kept_newer(self) -> sql.Composed:
+        """After the upsert: the table's rows of this file's keys that a newer window wrote (the guard kept)."""
+        return sql.SQL("SELECT count(*) FROM {target} t WHERE t.{w} > {p} AND EXISTS (SELECT FROM ({src}) s "
+                       "WHERE {match})").format(target=self.target, w=sql.Identifier(WINDOW_END),
+                                                p=sql.Placeholder(WINDOW_END_PARAM), src=self._source(False),
+                                                match=self._match())
+
     def _changed(self) -> sql.Composed:
         """NULL-safe: a row is rewritten only when a value present in the file differs from the stored one."""
         comma = sql.SQL(", ")
