@@ -139,7 +139,7 @@ def test_an_audit_table_from_before_kept_newer_is_upgraded_in_the_load(load, wri
     """A load_audit made by an earlier release gets the column in the load's own transaction; its rows say 0.
     A load that fails leaves the table as it was."""
     from dexcare.load.audit import summary_line
-    from dexcare.load.dialects.postgres import AUDIT_DDL
+    from dexcare.load.dialects.postgres.dialect import AUDIT_DDL
 
     old_ddl = AUDIT_DDL.replace(",\n    kept_newer         bigint NOT NULL DEFAULT 0", "")
     assert "kept_newer" not in old_ddl

@@ -51,18 +51,24 @@ def test_postgres_reads_the_committed_loads_of_the_period(pg_uri, schema, write_
         loads = read_loads(conn, "postgres", schema, END - dt.timedelta(days=1))
         assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE  # nothing left open
     assert [(x.report_id, x.table, x.window_end, x.inserted, x.run_id, x.kept) for x in loads] == [
-        (FIRST, "avr_virtual", END, 1, "r", None), (AGAIN, "avr_retail", END, 3, "r", None)]
+        (FIRST, "avr_virtual", END, 1, "r", 0), (AGAIN, "avr_retail", END, 3, "r", 0)]
     assert loads[0].window_start < loads[0].window_end and loads[0].finished_at.tzinfo is not None
 
 
 def test_the_kept_count_shows_once_load_audit_has_its_column(pg_uri, schema, write_csv) -> None:
+    """A load_audit no load has upgraded yet (no kept_newer column) reads as "no count", not as 0."""
+    audit = sql.Identifier(schema, "load_audit")
     with psycopg.connect(pg_uri) as conn:
         load_reports(conn, [report(write_csv(HEADER + "v1,a,t\n"))], dialect="postgres",
                      options=LoadOptions(schema=schema))
+        conn.execute(sql.SQL("ALTER TABLE {} DROP COLUMN {}").format(audit, sql.Identifier(KEPT_COLUMN)))
+        conn.commit()
+        (before,) = read_loads(conn, "postgres", schema, END)
         conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} bigint NOT NULL DEFAULT 4").format(
-            sql.Identifier(schema, "load_audit"), sql.Identifier(KEPT_COLUMN)))
+            audit, sql.Identifier(KEPT_COLUMN)))
         conn.commit()
         (loaded,) = read_loads(conn, "postgres", schema, END)
+    assert before.kept is None
     assert loaded.kept == 4
 
 
@@ -118,5 +124,5 @@ def test_sql_server_reads_through_the_dialects_quoting_in_valid_tsql(write_csv) 
     # The fake executes nothing: the values are those the dialect's own audit INSERT sent, read back typed.
     sent = conn.audit[-1]
     assert (loaded.report_id, loaded.table, loaded.window_end, loaded.inserted, loaded.rows_in_file, loaded.kept) == (
-        FIRST, "avr_virtual", END, int(sent["inserted"]), 1, None)
+        FIRST, "avr_virtual", END, int(sent["inserted"]), 1, int(sent["kept_newer"]))
     assert loaded.window_start == dt.date.fromisoformat(str(sent["window_start"])) < END

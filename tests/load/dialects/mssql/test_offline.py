@@ -801,7 +801,7 @@ def test_an_old_window_counts_the_rows_a_newer_window_wrote_apart_from_unchanged
 
 
 def test_an_audit_table_from_before_kept_newer_is_upgraded_under_the_lock(write_csv, tsql) -> None:
-    from dexcare.load.dialects.mssql import MsSqlDialect
+    from dexcare.load.dialects.mssql.dialect import MsSqlDialect
 
     conn = RecordingConnection(tables={**virtual_table(), "dexcare.load_audit": dict(OLD_AUDIT)})
     conn.audit.append({f: None for f in OLD_AUDIT if f != "id"} | {
