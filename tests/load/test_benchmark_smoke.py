@@ -34,5 +34,10 @@ def test_benchmark_runs_every_case_and_prints_ratios(pg_uri):
     assert re.search(r"download / curl \(speed\): \d+\.\d+x / \d+\.\d+x" if curl
                      else r"download / curl \(speed\): not measured", done.stdout)
     assert re.search(r"SQL Server Python side, CPU per 1M rows: \d+\.\d+ s / \d+\.\d+ s", done.stdout)
+    # The issue-23 table: every path as min and median over the repeats, against its goal.
+    for path in ("first load into an empty table", "re-load of the same file", "next day",
+                 "SQL Server path, Python side", "peak RSS of the loads"):
+        assert re.search(r"\| " + re.escape(path) + r".*\| [\d.]+(x| s)? \| [\d.]+(x| s)? \| [<>]= [\d.]+",
+                         done.stdout), path
     assert re.search(r"SQL Server, Python side .*: \d+\.\d+x, [\d,]+ rows/s, CPU \d+\.\d+ s, itself \d+ MiB",
                      done.stdout)
