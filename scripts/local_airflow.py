@@ -107,6 +107,11 @@ class LaunchError(RuntimeError):
     """The stack could not start or a component died; the message names the cause and where its output is."""
 
 
+class LaunchTimeout(LaunchError, TimeoutError):
+    """Something never happened within its time: a launch error to the launcher's callers, and a plain
+    ``TimeoutError`` to the tests that poll their own servers with :func:`wait_for`."""
+
+
 @dataclass(frozen=True)
 class Options:
     """How to start the stack; the defaults are what ``make airflow`` uses."""
@@ -180,7 +185,7 @@ def wait_for(what: str, check: Callable[[], T | None], timeout: float, interval:
         if value:
             return value
         time.sleep(interval)
-    raise LaunchError(f"Timed out after {timeout:.0f}s waiting for {what} (last error: {last_error!r})")
+    raise LaunchTimeout(f"Timed out after {timeout:.0f}s waiting for {what} (last error: {last_error!r})")
 
 
 class LocalAirflow:

@@ -29,6 +29,7 @@ import psutil
 import psycopg
 from psycopg import sql
 
+from scripts.local_airflow import Process as Component
 from tests.support.airflow_cli import AIRFLOW, postgres_connection
 from tests.support.airflow_cli import airflow_env as base_airflow_env
 from tests.support.helpers import dexcare_connection
@@ -103,21 +104,6 @@ def deployment_env(metadata_db: str, sandbox_url: str, pg_uri: str, **extra: str
         "DEXCARE_DAG_RETRY_DELAY_SECONDS": "1",
         **extra,
     }
-
-
-@dataclass
-class Component:
-    """One started process: its own process group, so it and its children are stopped together."""
-
-    name: str
-    proc: subprocess.Popen[bytes]
-    output: Path
-    family: set[int] = field(default_factory=set)
-
-    def remember_children(self) -> None:
-        """Note the pids below this process; a child that left the group can still be found and stopped."""
-        with contextlib.suppress(psutil.Error):
-            self.family.update(c.pid for c in psutil.Process(self.proc.pid).children(recursive=True))
 
 
 class AirflowStack:

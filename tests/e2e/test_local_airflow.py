@@ -18,7 +18,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,7 +31,7 @@ import psutil
 import psycopg
 import pytest
 
-from scripts.local_airflow import DAG_ID, LocalAirflow, Options
+from scripts.local_airflow import DAG_ID, LocalAirflow, Options, port_in_use
 from tests.support.processes import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -96,16 +95,6 @@ def alive(pids: set[int]) -> dict[int, str]:
             if proc.status() != psutil.STATUS_ZOMBIE:
                 result[pid] = " ".join(proc.cmdline())[:160]
     return result
-
-
-def bound(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return True
-        return False
 
 
 @pytest.fixture
@@ -200,7 +189,7 @@ def test_make_airflow_runs_the_dag_and_ctrl_c_stops_everything(state: Path) -> N
     assert "Stopped; nothing left running." in out.text, out.text
     assert not leftovers, f"left running after Ctrl-C: {leftovers}"
     assert not alive(pids), f"left running after Ctrl-C: {alive(pids)}"
-    assert not [p for p in run_file["ports"] if bound(p)], f"ports still bound: {run_file['ports']}"
+    assert not [p for p in run_file["ports"] if port_in_use(p)], f"ports still bound: {run_file['ports']}"
     assert not (state / "run.json").exists()
 
     # A second start keeps the history: the run above is still there; the Python API other tests use.

@@ -1,43 +1,17 @@
 """Helpers for the servers the tests start as child processes (Airflow components, Redis, SeaweedFS, proxy.py):
-a free port, a bounded wait, and stopping a process group."""
+a free port and a bounded wait (the launcher's own, ``scripts/local_airflow.py``, whose timeout is a
+``TimeoutError``), and stopping a process group."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import signal
-import socket
 import subprocess
-import time
-from collections.abc import Callable
-from typing import TypeVar
 
-import httpx
+from scripts.local_airflow import free_port, port_in_use, wait_for
 
-T = TypeVar("T")
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on now (the server binds it a moment later)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(what: str, check: Callable[[], T | None], timeout: float, interval: float = 0.5) -> T:
-    """Poll ``check`` until it returns something truthy; a bounded wait that names what never happened."""
-    deadline = time.monotonic() + timeout
-    last_error: BaseException | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = check()
-        except (httpx.HTTPError, OSError, ValueError, KeyError) as exc:
-            last_error, value = exc, None
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"Timed out after {timeout:.0f}s waiting for {what} (last error: {last_error!r})")
-
+__all__ = ["free_port", "port_in_use", "signal_group", "stop_group", "wait_for"]
 
 def signal_group(proc: subprocess.Popen, sig: int) -> None:
     """Signal the process group of ``proc`` (started with ``start_new_session=True``). A group that is already
