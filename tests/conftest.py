@@ -28,6 +28,8 @@ from tests.support.helpers import SANDBOX_TOKEN, set_connection
 
 _AIRFLOW_HOME = tempfile.mkdtemp(prefix="dexcare-test-airflow-home-")
 os.environ["AIRFLOW_HOME"] = _AIRFLOW_HOME
+# Its task logs and metadata database go with the session: a run of the suite leaves nothing in /tmp.
+atexit.register(shutil.rmtree, _AIRFLOW_HOME, ignore_errors=True)
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
 
