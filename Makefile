@@ -18,13 +18,14 @@ minor = $(basename $(1))
 older_venv = .venv-$(call minor,$(1))
 older_constraints = constraints/airflow-$(call minor,$(1)).txt
 older_stamp = $(call stamp,$(call older_venv,$(1)),$(call older_constraints,$(1)))
-COMPAT_TESTS := tests/hooks tests/test_csv_records.py tests/frames/test_report.py tests/frames/test_benchmark_smoke.py \
+COMPAT_TESTS := tests/hooks tests/test_csv_records.py tests/frames/test_report.py \
 	tests/operators tests/sensors tests/triggers tests/dags tests/test_provider.py tests/test_compat.py \
 	tests/ui/test_plugin.py
 # Left out there (about 100 s a version): daily-DAG runs that take the same Airflow path as one that stays and
 # test the loader's or the lineage code's own logic (visit history, a broken facet, a failed load's lineage,
 # the package without the OpenLineage provider); and (about 150 s a version) the eleven `dags test` runs of
 # settings that plan refuses: plan's own checks run in-process on every version (test_daily_dag_integrity.py).
+# The DataFrame benchmark's smoke test (12 s a version) runs on the newest only: it measures pandas, not Airflow.
 COMPAT_DESELECT := \
 	tests/dags/test_daily_dag_refuses_settings.py \
 	tests/dags/test_daily_dag_runs.py::test_three_days_keep_each_visits_history_and_reruns_add_none \
