@@ -132,7 +132,7 @@ def test_audit_entry_summary_and_its_log_line() -> None:
 
 def postgres(p, **kwargs) -> PostgresStatements:
     temp = sql.Identifier
-    defaults = {"stage": temp("pg_temp", "stage"), "types": p.types, "dup_keys": temp("pg_temp", "dup"),
+    defaults = {"stage": temp("pg_temp", "stage"), "types": p.types, "repeats": temp("pg_temp", "rep"),
                 "losers": temp("pg_temp", "l")}
     return PostgresStatements(p, **{**defaults, **kwargs})
 
@@ -242,14 +242,15 @@ def test_postgres_repeats_are_found_on_the_typed_key_and_ordered_by_the_instant(
     p = plan(configured={"visit_id": "integer"}, version="visit_status")
     st = postgres(p)
     key = """NULLIF("visit_id", '')::integer"""
-    assert st.find_dup_keys().as_string(None) == (
-        f'CREATE TEMP TABLE "pg_temp"."dup" ON COMMIT DROP AS SELECT {key} AS "visit_id" FROM "pg_temp"."stage" '
-        f"GROUP BY {key} HAVING count(*) > 1 OR {key} IS NULL")
+    assert st.find_repeats().as_string(None) == (
+        'CREATE TEMP TABLE "pg_temp"."rep" ON COMMIT DROP AS SELECT tid, empty FROM (SELECT tid, empty, count(*) '
+        'OVER (PARTITION BY "_k0") AS n FROM (SELECT ctid AS tid, '
+        f'{key} AS "_k0", {key} IS NULL AS empty FROM "pg_temp"."stage") s) x WHERE n > 1 OR empty')
     losers = st.find_losers().as_string(None)
     skey = """NULLIF("s"."visit_id", '')::integer"""
     assert (f"PARTITION BY {skey} ORDER BY NULLIF(\"s\".\"visit_status\", '')::timestamp with time zone DESC "
             "NULLS LAST, s.ctid DESC") in losers
-    assert f'JOIN "pg_temp"."dup" d ON {skey} = d."visit_id"' in losers
+    assert 'WHERE s.ctid = ANY (ARRAY(SELECT tid FROM "pg_temp"."rep"))' in losers
     check = st.first_bad_version().as_string(None)
     assert check.startswith("""SELECT ctid FROM "pg_temp"."stage" WHERE "visit_status" <> '' AND (NOT (translate("""
                             """"visit_status", '123456789', '000000000') = ANY ('{0000-00-00T00:00:00Z,""")

@@ -47,8 +47,8 @@ class PostgresStatements:
     plan: LoadPlan
     stage: sql.Composable
     types: Mapping[str, str]
-    #: Temp tables for the keys seen more than once (or empty) and the rows that lose the dedupe.
-    dup_keys: sql.Composable
+    #: Temp tables for the rows whose key repeats (or is empty) and the rows that lose the dedupe.
+    repeats: sql.Composable
     losers: sql.Composable
 
     @property
@@ -76,29 +76,35 @@ class PostgresStatements:
             sql.SQL("{k} IS NULL OR {k}::text = ''").format(k=sql.Identifier(k)) for k in self.plan.keys
         )
 
-    def find_dup_keys(self) -> sql.Composed:
-        """Keys present more than once, plus any empty key (so one narrow hash aggregate checks both).
+    def find_repeats(self) -> sql.Composed:
+        """Every staged row whose key is on another row too, plus any row with an empty key: one sort of the
+        narrow keys, each row counted in its key's partition.
 
-        Only these few keys need sorting: deduplicating the whole file with DISTINCT ON would sort every
-        wide row, which at a million rows spills to disk and costs more than the COPY. The keys are grouped
-        (and kept) as their typed values; a text key is grouped exactly as before.
+        Not ``GROUP BY`` the keys: that finds the repeated keys, not their rows, which then cost a join of the
+        whole stage again (a second pass); a hash aggregate of a million nearly distinct keys is no cheaper
+        than the sort either. Deduplicating the whole file with DISTINCT ON would sort every wide row. The
+        keys are compared as their typed values (``1`` and ``01`` in an integer key repeat); a text key sorts
+        bytewise (``COLLATE "C"``: equal keys end up together in any order, and this one is the cheapest).
         """
         keys = self._typed_keys()
+        alias = [sql.Identifier(f"_k{i}") for i in range(len(keys))]
         return sql.SQL(
-            "CREATE TEMP TABLE {dup} ON COMMIT DROP AS SELECT {columns} FROM {stage} "
-            "GROUP BY {keys} HAVING count(*) > 1 OR {empty}"
+            "CREATE TEMP TABLE {repeats} ON COMMIT DROP AS SELECT tid, empty FROM (SELECT tid, empty, count(*) "
+            "OVER (PARTITION BY {partition}) AS n FROM (SELECT ctid AS tid, {keys}, {empty} AS empty FROM {stage}) "
+            "s) x WHERE n > 1 OR empty"
         ).format(
-            dup=self.dup_keys,
-            columns=sql.SQL(", ").join(
-                sql.SQL("{} AS {}").format(e, sql.Identifier(k)) for e, k in zip(keys, self.plan.keys, strict=True)
+            repeats=self.repeats,
+            partition=sql.SQL(", ").join(
+                sql.SQL('{} COLLATE "C"').format(a) if self.plan.types[k] == TEXT else a
+                for a, k in zip(alias, self.plan.keys, strict=True)
             ),
-            keys=sql.SQL(", ").join(keys),
-            stage=self.stage,
+            keys=sql.SQL(", ").join(sql.SQL("{} AS {}").format(e, a) for e, a in zip(keys, alias, strict=True)),
             empty=sql.SQL(" OR ").join(self._empty(k, e) for k, e in zip(self.plan.keys, keys, strict=True)),
+            stage=self.stage,
         )
 
     def has_empty_key(self) -> sql.Composed:
-        return sql.SQL("SELECT EXISTS (SELECT FROM {} WHERE {})").format(self.dup_keys, self.empty_key())
+        return sql.SQL("SELECT EXISTS (SELECT FROM {} WHERE empty)").format(self.repeats)
 
     def first_empty_key(self) -> sql.Composed:
         return sql.SQL("SELECT ctid FROM {} WHERE {} ORDER BY ctid LIMIT 1").format(self.stage, self.empty_key())
@@ -141,15 +147,12 @@ class PostgresStatements:
         # ctid is the file order: the stage is a fresh table filled by one COPY, so its heap is written
         # front to back and a later row always has a larger ctid (no sequence column needed).
         order.append(sql.SQL("s.ctid DESC"))
-        keys = self._typed_keys("s")
-        match = sql.SQL(" AND ").join(
-            sql.SQL("{} = d.{}").format(e, sql.Identifier(k)) for e, k in zip(keys, self.plan.keys, strict=True)
-        )
+        # Only the repeated rows are read, by address (a TID scan): the version is cast on these alone.
         return sql.SQL(
             "SELECT tid FROM (SELECT s.ctid AS tid, row_number() OVER (PARTITION BY {skeys} ORDER BY {order}) "
-            "AS rn FROM {stage} s JOIN {dup} d ON {match}) x WHERE rn > 1"
-        ).format(skeys=sql.SQL(", ").join(keys), order=sql.SQL(", ").join(order), stage=self.stage,
-                 dup=self.dup_keys, match=match)
+            "AS rn FROM {stage} s WHERE s.ctid = ANY (ARRAY(SELECT tid FROM {repeats}))) x WHERE rn > 1"
+        ).format(skeys=sql.SQL(", ").join(self._typed_keys("s")), order=sql.SQL(", ").join(order),
+                 stage=self.stage, repeats=self.repeats)
 
     def find_losers(self) -> sql.Composed:
         """Temp stage: remember the superseded rows, so the upsert's source can skip them."""
