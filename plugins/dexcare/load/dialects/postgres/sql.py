@@ -47,9 +47,8 @@ class PostgresStatements:
     plan: LoadPlan
     stage: sql.Composable
     types: Mapping[str, str]
-    #: Temp tables for the rows whose key repeats (or is empty) and the rows that lose the dedupe.
+    #: Temp table for the rows whose key repeats (or is empty).
     repeats: sql.Composable
-    losers: sql.Composable
 
     @property
     def target(self) -> sql.Identifier:
@@ -154,26 +153,21 @@ class PostgresStatements:
         ).format(skeys=sql.SQL(", ").join(self._typed_keys("s")), order=sql.SQL(", ").join(order),
                  stage=self.stage, repeats=self.repeats)
 
-    def find_losers(self) -> sql.Composed:
-        """Temp stage: remember the superseded rows, so the upsert's source can skip them."""
-        return sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS {}").format(self.losers, self._losers_query())
-
     def delete_losers(self) -> sql.Composed:
-        """A table created and filled by this load: delete the superseded rows from it.
+        """Delete the superseded rows from the staged table: the stage the upsert then reads whole, or a table
+        created and filled by this load.
 
         ``ctid = ANY(ARRAY(...))`` is a TID scan: the few losers are fetched by address, not by another
-        pass over the table.
+        pass over the table. On a temp stage this runs in the upsert's savepoint, so that after a cast error
+        the rows are back and a staged row's line number is still its count in heap order.
         """
         return sql.SQL("DELETE FROM {} WHERE ctid = ANY (ARRAY({}))").format(self.stage, self._losers_query())
 
-    def _source(self, with_losers: bool) -> sql.Composed:
+    def _source(self) -> sql.Composed:
         exprs = sql.SQL(", ").join(
             sql.SQL("{} AS {}").format(typed(c, self.types[c], "s"), sql.Identifier(c)) for c in self.plan.columns
         )
-        where = (
-            sql.SQL(" WHERE s.ctid NOT IN (SELECT tid FROM {})").format(self.losers) if with_losers else sql.SQL("")
-        )
-        return sql.SQL("SELECT {} FROM {} s{}").format(exprs, self.stage, where)
+        return sql.SQL("SELECT {} FROM {} s").format(exprs, self.stage)
 
     def _match(self) -> sql.Composed:
         """Key equality; text keys compare bytewise, whatever collation either side was created with."""
@@ -194,7 +188,7 @@ class PostgresStatements:
         """After the upsert: the table's rows of this file's keys that a newer window wrote (the guard kept)."""
         return sql.SQL("SELECT count(*) FROM {target} t WHERE t.{w} > {p} AND EXISTS (SELECT FROM ({src}) s "
                        "WHERE {match})").format(target=self.target, w=sql.Identifier(WINDOW_END),
-                                                p=sql.Placeholder(WINDOW_END_PARAM), src=self._source(False),
+                                                p=sql.Placeholder(WINDOW_END_PARAM), src=self._source(),
                                                 match=self._match())
 
     def _changed(self) -> sql.Composed:
@@ -219,7 +213,7 @@ class PostgresStatements:
             "lvals": comma.join(sql.Placeholder(c.param) for c in LINEAGE),
         }
 
-    def merge(self, with_losers: bool) -> sql.Composed:
+    def merge(self) -> sql.Composed:
         """PostgreSQL 15+: one ``MERGE``, one hash join of the file against the table.
 
         About twice as fast as :meth:`update_then_insert` (which joins twice). It reports only the total of
@@ -236,10 +230,10 @@ class PostgresStatements:
         return sql.SQL(
             "MERGE INTO {target} t USING ({src}) s ON {match} {matched}"
             "WHEN NOT MATCHED THEN INSERT ({cols}, {lcols}) VALUES ({svals}, {lvals})"
-        ).format(target=self.target, src=self._source(with_losers), match=self._match(), matched=matched,
+        ).format(target=self.target, src=self._source(), match=self._match(), matched=matched,
                  **self._insert_lists())
 
-    def update_then_insert(self, with_losers: bool) -> sql.Composed:
+    def update_then_insert(self) -> sql.Composed:
         """Before PostgreSQL 15 (no MERGE), and wherever the history is kept: an UPDATE and an INSERT in one
         statement, both seeing the same snapshot (so they never touch the same row), returning ``inserted,
         updated``. With a history table, both return the rows as they became and a third data-modifying
@@ -291,7 +285,7 @@ class PostgresStatements:
         return sql.SQL(
             "WITH src AS NOT MATERIALIZED ({src}), upd AS ({update}), ins AS ({insert}){append} "
             "SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM upd)"
-        ).format(src=self._source(with_losers), update=update, insert=insert, append=append)
+        ).format(src=self._source(), update=update, insert=insert, append=append)
 
     def copy_to_history(self, change: str) -> sql.Composed:
         """Every row of the table into its history: a table this load just created (all inserts), or one whose
