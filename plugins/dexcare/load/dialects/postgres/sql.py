@@ -76,27 +76,33 @@ class PostgresStatements:
         )
 
     def find_repeats(self) -> sql.Composed:
-        """Every staged row whose key is on another row too, plus any row with an empty key: one sort of the
-        narrow keys, each row counted in its key's partition.
+        """Rows of a key that is on more than one row, plus any row with an empty key, from one sort of the
+        narrow keys: without a version column, only the rows a later one supersedes (file order decides,
+        so the sort settles it); with one, every row of a repeated key, which :meth:`delete_losers` ranks.
 
         Not ``GROUP BY`` the keys: that finds the repeated keys, not their rows, which then cost a join of the
         whole stage again (a second pass); a hash aggregate of a million nearly distinct keys is no cheaper
         than the sort either. Deduplicating the whole file with DISTINCT ON would sort every wide row. The
         keys are compared as their typed values (``1`` and ``01`` in an integer key repeat); a text key sorts
         bytewise (``COLLATE "C"``: equal keys end up together in any order, and this one is the cheapest).
+        The version is not cast here, where every row would be: only repeated rows are.
         """
         keys = self._typed_keys()
         alias = [sql.Identifier(f"_k{i}") for i in range(len(keys))]
+        partition = sql.SQL(", ").join(
+            sql.SQL('{} COLLATE "C"').format(a) if self.plan.types[k] == TEXT else a
+            for a, k in zip(alias, self.plan.keys, strict=True)
+        )
+        # ctid is the file order: the stage is a fresh table filled by one COPY, so its heap is written
+        # front to back and a later row always has a larger ctid (no sequence column needed).
+        window = (sql.SQL("count(*) OVER (PARTITION BY {})") if self.plan.version
+                  else sql.SQL("row_number() OVER (PARTITION BY {} ORDER BY tid DESC)")).format(partition)
         return sql.SQL(
-            "CREATE TEMP TABLE {repeats} ON COMMIT DROP AS SELECT tid, empty FROM (SELECT tid, empty, count(*) "
-            "OVER (PARTITION BY {partition}) AS n FROM (SELECT ctid AS tid, {keys}, {empty} AS empty FROM {stage}) "
-            "s) x WHERE n > 1 OR empty"
+            "CREATE TEMP TABLE {repeats} ON COMMIT DROP AS SELECT tid, empty FROM (SELECT tid, empty, {window} "
+            "AS n FROM (SELECT ctid AS tid, {keys}, {empty} AS empty FROM {stage}) s) x WHERE n > 1 OR empty"
         ).format(
             repeats=self.repeats,
-            partition=sql.SQL(", ").join(
-                sql.SQL('{} COLLATE "C"').format(a) if self.plan.types[k] == TEXT else a
-                for a, k in zip(alias, self.plan.keys, strict=True)
-            ),
+            window=window,
             keys=sql.SQL(", ").join(sql.SQL("{} AS {}").format(e, a) for e, a in zip(keys, alias, strict=True)),
             empty=sql.SQL(" OR ").join(self._empty(k, e) for k, e in zip(self.plan.keys, keys, strict=True)),
             stage=self.stage,
@@ -136,22 +142,19 @@ class PostgresStatements:
                                                                                      self._not_instant(invalid))
 
     def _losers_query(self) -> sql.Composed:
-        """Rows superseded within the file: all but the newest (by version) or last row of each key."""
-        order: list[sql.Composable] = []
-        if self.plan.version:
-            version = self.plan.version
-            # An undeclared version orders as the instant it names, not as text; empty (NULL) loses.
-            by = INSTANT if self.plan.version_instant else self.types[version]
-            order.append(sql.SQL("{} DESC NULLS LAST").format(typed(version, by, "s")))
-        # ctid is the file order: the stage is a fresh table filled by one COPY, so its heap is written
-        # front to back and a later row always has a larger ctid (no sequence column needed).
-        order.append(sql.SQL("s.ctid DESC"))
-        # Only the repeated rows are read, by address (a TID scan): the version is cast on these alone.
+        """Rows superseded within the file: without a version, what :meth:`find_repeats` kept; with one, all
+        but the newest row of each repeated key (the last in the file among equals). Only the repeated rows
+        are read, by address (a TID scan), and only their versions are cast."""
+        if not self.plan.version:
+            return sql.SQL("SELECT tid FROM {}").format(self.repeats)
+        # An undeclared version orders as the instant it names, not as text; empty (NULL) loses.
+        by = INSTANT if self.plan.version_instant else self.types[self.plan.version]
+        order = sql.SQL("{} DESC NULLS LAST, s.ctid DESC").format(typed(self.plan.version, by, "s"))
         return sql.SQL(
             "SELECT tid FROM (SELECT s.ctid AS tid, row_number() OVER (PARTITION BY {skeys} ORDER BY {order}) "
             "AS rn FROM {stage} s WHERE s.ctid = ANY (ARRAY(SELECT tid FROM {repeats}))) x WHERE rn > 1"
-        ).format(skeys=sql.SQL(", ").join(self._typed_keys("s")), order=sql.SQL(", ").join(order),
-                 stage=self.stage, repeats=self.repeats)
+        ).format(skeys=sql.SQL(", ").join(self._typed_keys("s")), order=order, stage=self.stage,
+                 repeats=self.repeats)
 
     def delete_losers(self) -> sql.Composed:
         """Delete the superseded rows from the staged table: the stage the upsert then reads whole, or a table
