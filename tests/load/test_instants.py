@@ -92,7 +92,7 @@ def statements() -> PostgresStatements:
                          window_end=dt.date(2026, 11, 20), loaded_at=dt.datetime(2026, 11, 21, tzinfo=dt.UTC)))
     assert plan.version_instant
     stage = sql.Identifier("pg_temp", "versions")
-    return PostgresStatements(plan, stage=stage, types=plan.types, dup_keys=stage, losers=stage)
+    return PostgresStatements(plan, stage=stage, types=plan.types, repeats=stage)
 
 
 def postgres_accepts(conn: psycopg.Connection, value: str) -> bool:

@@ -132,16 +132,15 @@ def test_audit_entry_summary_and_its_log_line() -> None:
 
 def postgres(p, **kwargs) -> PostgresStatements:
     temp = sql.Identifier
-    defaults = {"stage": temp("pg_temp", "stage"), "types": p.types, "dup_keys": temp("pg_temp", "dup"),
-                "losers": temp("pg_temp", "l")}
+    defaults = {"stage": temp("pg_temp", "stage"), "types": p.types, "repeats": temp("pg_temp", "rep")}
     return PostgresStatements(p, **{**defaults, **kwargs})
 
 
 def test_postgres_merge_writes_changed_rows_the_guard_allows_and_inserts_new_keys() -> None:
-    text = postgres(plan(configured={"wait": "integer"})).merge(with_losers=True).as_string(None)
+    text = postgres(plan(configured={"wait": "integer"})).merge().as_string(None)
     assert text.startswith('MERGE INTO "dexcare"."avr_virtual" t USING (SELECT "s"."visit_id" AS "visit_id"')
     assert """NULLIF("s"."wait", '')::integer AS "wait\"""" in text
-    assert 'WHERE s.ctid NOT IN (SELECT tid FROM "pg_temp"."l")' in text
+    assert ' AS "wait" FROM "pg_temp"."stage" s) s ON ' in text  # the losers left the stage before
     assert 'ON t."visit_id" = s."visit_id" COLLATE "C"' in text
     assert ('WHEN MATCHED AND (t."_dexcare_window_end" IS NULL OR t."_dexcare_window_end" <= %(window_end)s) '
             'AND ROW("t"."visit_status", "t"."wait") IS DISTINCT FROM ROW("s"."visit_status", "s"."wait")') in text
@@ -149,18 +148,18 @@ def test_postgres_merge_writes_changed_rows_the_guard_allows_and_inserts_new_key
 
 
 def test_postgres_update_then_insert_is_one_statement_counting_both() -> None:
-    text = postgres(plan()).update_then_insert(with_losers=False).as_string(None)
+    text = postgres(plan()).update_then_insert().as_string(None)
     assert text.startswith("WITH src AS NOT MATERIALIZED (SELECT")
     assert "upd AS (UPDATE" in text and "ins AS (INSERT" in text and "WHERE NOT EXISTS" in text
     assert text.endswith("SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM upd)")
-    key_only = postgres(plan(columns=("visit_id",))).update_then_insert(with_losers=False).as_string(None)
+    key_only = postgres(plan(columns=("visit_id",))).update_then_insert().as_string(None)
     assert "upd AS (SELECT 1 WHERE false)" in key_only
 
 
 def test_postgres_history_is_appended_by_the_same_statement() -> None:
     p = plan(history=True)
     st = postgres(p)
-    text = st.update_then_insert(with_losers=False).as_string(None)
+    text = st.update_then_insert().as_string(None)
     columns = ", ".join(f'"{c}"' for c in p.history.columns)
     assert "RETURNING " + ", ".join(f'"t"."{c}"' for c in p.history.columns) + ")" in text
     assert "WHERE NOT EXISTS (SELECT FROM \"dexcare\".\"avr_virtual\" t WHERE " in text
@@ -168,7 +167,7 @@ def test_postgres_history_is_appended_by_the_same_statement() -> None:
     assert (f"SELECT {columns}, 'insert' FROM ins UNION ALL SELECT {columns}, 'update' FROM upd)") in text
     assert text.endswith("SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM upd)")
     key_only = plan(columns=("visit_id",), history=True)
-    text = postgres(key_only).update_then_insert(with_losers=False).as_string(None)
+    text = postgres(key_only).update_then_insert().as_string(None)
     assert "'update' FROM upd" not in text and "'insert' FROM ins)" in text
     assert st.copy_to_history("baseline").as_string(None) == (
         f'INSERT INTO "dexcare"."avr_virtual_history" ({columns}, "_dexcare_change") '
@@ -177,9 +176,9 @@ def test_postgres_history_is_appended_by_the_same_statement() -> None:
 
 def test_postgres_dedupe_orders_by_version_then_file_order() -> None:
     p = plan(configured={"wait": "integer"}, version="wait")
-    text = postgres(p).find_losers().as_string(None)
+    text = postgres(p).delete_losers().as_string(None)
     assert """ORDER BY NULLIF("s"."wait", '')::integer DESC NULLS LAST, s.ctid DESC""" in text
-    assert postgres(p).delete_losers().as_string(None).startswith('DELETE FROM "pg_temp"."stage" WHERE ctid = ANY')
+    assert text.startswith('DELETE FROM "pg_temp"."stage" WHERE ctid = ANY')
 
 
 # --- SQL Server statements ---------------------------------------------------------------------------------
@@ -242,14 +241,15 @@ def test_postgres_repeats_are_found_on_the_typed_key_and_ordered_by_the_instant(
     p = plan(configured={"visit_id": "integer"}, version="visit_status")
     st = postgres(p)
     key = """NULLIF("visit_id", '')::integer"""
-    assert st.find_dup_keys().as_string(None) == (
-        f'CREATE TEMP TABLE "pg_temp"."dup" ON COMMIT DROP AS SELECT {key} AS "visit_id" FROM "pg_temp"."stage" '
-        f"GROUP BY {key} HAVING count(*) > 1 OR {key} IS NULL")
-    losers = st.find_losers().as_string(None)
+    assert st.find_repeats().as_string(None) == (
+        'CREATE TEMP TABLE "pg_temp"."rep" ON COMMIT DROP AS SELECT tid, empty FROM (SELECT tid, empty, count(*) '
+        'OVER (PARTITION BY "_k0") AS n FROM (SELECT ctid AS tid, '
+        f'{key} AS "_k0", {key} IS NULL AS empty FROM "pg_temp"."stage") s) x WHERE n > 1 OR empty')
+    losers = st.delete_losers().as_string(None)
     skey = """NULLIF("s"."visit_id", '')::integer"""
     assert (f"PARTITION BY {skey} ORDER BY NULLIF(\"s\".\"visit_status\", '')::timestamp with time zone DESC "
             "NULLS LAST, s.ctid DESC") in losers
-    assert f'JOIN "pg_temp"."dup" d ON {skey} = d."visit_id"' in losers
+    assert 'WHERE s.ctid = ANY (ARRAY(SELECT tid FROM "pg_temp"."rep"))' in losers
     check = st.first_bad_version().as_string(None)
     assert check.startswith("""SELECT ctid FROM "pg_temp"."stage" WHERE "visit_status" <> '' AND (NOT (translate("""
                             """"visit_status", '123456789', '000000000') = ANY ('{0000-00-00T00:00:00Z,""")

@@ -225,12 +225,8 @@ class PostgresDialect(Dialect):
         instead of COPY + INSERT ... SELECT, about 40% of a first load) and the few repeats are deleted
         afterwards. An existing table gets a temp stage, all text, dropped with the transaction.
         """
-        if plan.create:
-            self._create_table(plan)
-            into = self._target(plan)
-            self._lineage_defaults(into, plan.lineage)
-        else:
-            into = self._temp("stage", index)
+        into = self._target(plan) if plan.create else self._temp("stage", index)
+        if not plan.create:
             self.cursor.execute(
                 sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(
                     into, sql.SQL(", ").join(sql.SQL("{} text").format(sql.Identifier(c)) for c in plan.columns)
@@ -239,10 +235,15 @@ class PostgresDialect(Dialect):
         try:
             # A savepoint, so that after a cast error the transaction can still find the row at fault.
             with self.conn.transaction():
+                if plan.create:
+                    # Created in the COPY's own savepoint, so the COPY may write its rows frozen (FREEZE).
+                    self._create_table(plan)
+                    self._lineage_defaults(into, plan.lineage)
                 rows = copy_stream(
                     self.cursor, into, list(plan.columns), header, stream,
                     block_size=self.options.block_size,
                     force_null=plan.casts if plan.create else (),
+                    freeze=plan.create,
                 )
         except psycopg.errors.DataError as exc:
             # Class 22: ragged row, open quote, bad byte, or (new table) a value of the wrong type.
@@ -312,19 +313,21 @@ class PostgresDialect(Dialect):
             )
         )
 
+    def _statements(self, plan: LoadPlan, index: int) -> PostgresStatements:
+        return PostgresStatements(
+            plan,
+            stage=self._target(plan) if plan.create else self._temp("stage", index),
+            # A table filled by COPY holds its own types; the temp stage is all text, cast by the upsert.
+            types={c: TEXT for c in plan.columns} if plan.create else plan.types,
+            repeats=self._temp("repeats", index),
+        )
+
     def merge(self, plan: LoadPlan, rows_in_file: int, index: int) -> MergeCounts:
         cursor = self.cursor
         if plan.adds:
             self._add_columns(self._target(plan), plan.adds)
-        temps = [self._temp(what, index) for what in ("stage", "dup_keys", "losers")]
-        statements = PostgresStatements(
-            plan,
-            stage=self._target(plan) if plan.create else temps[0],
-            # A table filled by COPY holds its own types; the temp stage is all text, cast by the upsert.
-            types={c: TEXT for c in plan.columns} if plan.create else plan.types,
-            dup_keys=temps[1],
-            losers=temps[2],
-        )
+        temps = [self._temp(what, index) for what in ("stage", "repeats")]
+        statements = self._statements(plan, index)
         if plan.history is not None:
             if plan.history.create:
                 cursor.execute(sql.SQL("CREATE TABLE {} ({})").format(statements.history, sql.SQL(", ").join(
@@ -347,38 +350,38 @@ class PostgresDialect(Dialect):
             self._check_versions(plan, st)
         try:
             with self.conn.transaction():  # a typed key is cast here first
-                cursor.execute(st.find_dup_keys())
+                repeats = cursor.execute(st.find_repeats()).rowcount
         except psycopg.errors.DataError as exc:
             raise self._cast_error(plan, st, exc) from None
-        duplicates = 0
-        if cursor.rowcount > 0:
+        if repeats > 0:
             row = cursor.execute(st.has_empty_key()).fetchone()
             if row and row[0]:
                 found = cursor.execute(st.first_empty_key()).fetchone()
                 line = staged_line(cursor, st.stage, found[0], plan.source, self.opener) if found else "?"
                 raise diagnostics.empty_key_error(plan.source, line, plan.keys)
-            # The planner knows nothing of a fresh temp table; without statistics it guesses a million
-            # duplicate keys and picks a merge join that sorts the whole stage (3x slower).
-            cursor.execute(sql.SQL("ANALYZE {}").format(st.dup_keys))
-            try:
-                with self.conn.transaction():  # the version column may be cast here
-                    cursor.execute(st.delete_losers() if plan.create else st.find_losers())
-            except psycopg.errors.DataError as exc:
-                raise self._cast_error(plan, st, exc) from None
-            duplicates = cursor.rowcount
         if plan.create:
+            duplicates = 0
+            if repeats:
+                try:
+                    with self.conn.transaction():  # the version column may be cast here
+                        duplicates = cursor.execute(st.delete_losers()).rowcount
+                except psycopg.errors.DataError as exc:
+                    raise self._cast_error(plan, st, exc) from None
             inserted = rows_in_file - duplicates
             # The table holds exactly this file's rows: they all go to the history as they are.
             history = cursor.execute(st.copy_to_history(CHANGE_INSERT)).rowcount if st.history is not None else 0
             return MergeCounts(duplicates, inserted, 0, history)
         try:
             with self.conn.transaction():
+                # The losers leave the stage in the upsert's savepoint: after a cast error (the version's here,
+                # any column's in the upsert) they are back, and a staged row's line is its place in the heap.
+                duplicates = cursor.execute(st.delete_losers()).rowcount if repeats else 0
                 if st.history is not None or self.conn.info.server_version < 150000:
-                    row = cursor.execute(st.update_then_insert(duplicates > 0), plan.lineage).fetchone()
+                    row = cursor.execute(st.update_then_insert(), plan.lineage).fetchone()
                     inserted, updated = (int(v) for v in row) if row else (0, 0)
                     return MergeCounts(duplicates, inserted, updated, inserted + updated if st.history else 0)
                 before = self._inserted_so_far(st.target)
-                cursor.execute(st.merge(duplicates > 0), plan.lineage)
+                cursor.execute(st.merge(), plan.lineage)
                 written = cursor.rowcount
                 inserted = self._inserted_so_far(st.target) - before
         except psycopg.errors.DataError as exc:

@@ -47,9 +47,8 @@ class PostgresStatements:
     plan: LoadPlan
     stage: sql.Composable
     types: Mapping[str, str]
-    #: Temp tables for the keys seen more than once (or empty) and the rows that lose the dedupe.
-    dup_keys: sql.Composable
-    losers: sql.Composable
+    #: Temp table for the rows whose key repeats (or is empty).
+    repeats: sql.Composable
 
     @property
     def target(self) -> sql.Identifier:
@@ -76,29 +75,41 @@ class PostgresStatements:
             sql.SQL("{k} IS NULL OR {k}::text = ''").format(k=sql.Identifier(k)) for k in self.plan.keys
         )
 
-    def find_dup_keys(self) -> sql.Composed:
-        """Keys present more than once, plus any empty key (so one narrow hash aggregate checks both).
+    def find_repeats(self) -> sql.Composed:
+        """Rows of a key that is on more than one row, plus any row with an empty key, from one sort of the
+        narrow keys: without a version column, only the rows a later one supersedes (file order decides,
+        so the sort settles it); with one, every row of a repeated key, which :meth:`delete_losers` ranks.
 
-        Only these few keys need sorting: deduplicating the whole file with DISTINCT ON would sort every
-        wide row, which at a million rows spills to disk and costs more than the COPY. The keys are grouped
-        (and kept) as their typed values; a text key is grouped exactly as before.
+        Not ``GROUP BY`` the keys: that finds the repeated keys, not their rows, which then cost a join of the
+        whole stage again (a second pass); a hash aggregate of a million nearly distinct keys is no cheaper
+        than the sort either. Deduplicating the whole file with DISTINCT ON would sort every wide row. The
+        keys are compared as their typed values (``1`` and ``01`` in an integer key repeat); a text key sorts
+        bytewise (``COLLATE "C"``: equal keys end up together in any order, and this one is the cheapest).
+        The version is not cast here, where every row would be: only repeated rows are.
         """
         keys = self._typed_keys()
+        alias = [sql.Identifier(f"_k{i}") for i in range(len(keys))]
+        partition = sql.SQL(", ").join(
+            sql.SQL('{} COLLATE "C"').format(a) if self.plan.types[k] == TEXT else a
+            for a, k in zip(alias, self.plan.keys, strict=True)
+        )
+        # ctid is the file order: the stage is a fresh table filled by one COPY, so its heap is written
+        # front to back and a later row always has a larger ctid (no sequence column needed).
+        window = (sql.SQL("count(*) OVER (PARTITION BY {})") if self.plan.version
+                  else sql.SQL("row_number() OVER (PARTITION BY {} ORDER BY tid DESC)")).format(partition)
         return sql.SQL(
-            "CREATE TEMP TABLE {dup} ON COMMIT DROP AS SELECT {columns} FROM {stage} "
-            "GROUP BY {keys} HAVING count(*) > 1 OR {empty}"
+            "CREATE TEMP TABLE {repeats} ON COMMIT DROP AS SELECT tid, empty FROM (SELECT tid, empty, {window} "
+            "AS n FROM (SELECT ctid AS tid, {keys}, {empty} AS empty FROM {stage}) s) x WHERE n > 1 OR empty"
         ).format(
-            dup=self.dup_keys,
-            columns=sql.SQL(", ").join(
-                sql.SQL("{} AS {}").format(e, sql.Identifier(k)) for e, k in zip(keys, self.plan.keys, strict=True)
-            ),
-            keys=sql.SQL(", ").join(keys),
-            stage=self.stage,
+            repeats=self.repeats,
+            window=window,
+            keys=sql.SQL(", ").join(sql.SQL("{} AS {}").format(e, a) for e, a in zip(keys, alias, strict=True)),
             empty=sql.SQL(" OR ").join(self._empty(k, e) for k, e in zip(self.plan.keys, keys, strict=True)),
+            stage=self.stage,
         )
 
     def has_empty_key(self) -> sql.Composed:
-        return sql.SQL("SELECT EXISTS (SELECT FROM {} WHERE {})").format(self.dup_keys, self.empty_key())
+        return sql.SQL("SELECT EXISTS (SELECT FROM {} WHERE empty)").format(self.repeats)
 
     def first_empty_key(self) -> sql.Composed:
         return sql.SQL("SELECT ctid FROM {} WHERE {} ORDER BY ctid LIMIT 1").format(self.stage, self.empty_key())
@@ -131,46 +142,35 @@ class PostgresStatements:
                                                                                      self._not_instant(invalid))
 
     def _losers_query(self) -> sql.Composed:
-        """Rows superseded within the file: all but the newest (by version) or last row of each key."""
-        order: list[sql.Composable] = []
-        if self.plan.version:
-            version = self.plan.version
-            # An undeclared version orders as the instant it names, not as text; empty (NULL) loses.
-            by = INSTANT if self.plan.version_instant else self.types[version]
-            order.append(sql.SQL("{} DESC NULLS LAST").format(typed(version, by, "s")))
-        # ctid is the file order: the stage is a fresh table filled by one COPY, so its heap is written
-        # front to back and a later row always has a larger ctid (no sequence column needed).
-        order.append(sql.SQL("s.ctid DESC"))
-        keys = self._typed_keys("s")
-        match = sql.SQL(" AND ").join(
-            sql.SQL("{} = d.{}").format(e, sql.Identifier(k)) for e, k in zip(keys, self.plan.keys, strict=True)
-        )
+        """Rows superseded within the file: without a version, what :meth:`find_repeats` kept; with one, all
+        but the newest row of each repeated key (the last in the file among equals). Only the repeated rows
+        are read, by address (a TID scan), and only their versions are cast."""
+        if not self.plan.version:
+            return sql.SQL("SELECT tid FROM {}").format(self.repeats)
+        # An undeclared version orders as the instant it names, not as text; empty (NULL) loses.
+        by = INSTANT if self.plan.version_instant else self.types[self.plan.version]
+        order = sql.SQL("{} DESC NULLS LAST, s.ctid DESC").format(typed(self.plan.version, by, "s"))
         return sql.SQL(
             "SELECT tid FROM (SELECT s.ctid AS tid, row_number() OVER (PARTITION BY {skeys} ORDER BY {order}) "
-            "AS rn FROM {stage} s JOIN {dup} d ON {match}) x WHERE rn > 1"
-        ).format(skeys=sql.SQL(", ").join(keys), order=sql.SQL(", ").join(order), stage=self.stage,
-                 dup=self.dup_keys, match=match)
-
-    def find_losers(self) -> sql.Composed:
-        """Temp stage: remember the superseded rows, so the upsert's source can skip them."""
-        return sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS {}").format(self.losers, self._losers_query())
+            "AS rn FROM {stage} s WHERE s.ctid = ANY (ARRAY(SELECT tid FROM {repeats}))) x WHERE rn > 1"
+        ).format(skeys=sql.SQL(", ").join(self._typed_keys("s")), order=order, stage=self.stage,
+                 repeats=self.repeats)
 
     def delete_losers(self) -> sql.Composed:
-        """A table created and filled by this load: delete the superseded rows from it.
+        """Delete the superseded rows from the staged table: the stage the upsert then reads whole, or a table
+        created and filled by this load.
 
         ``ctid = ANY(ARRAY(...))`` is a TID scan: the few losers are fetched by address, not by another
-        pass over the table.
+        pass over the table. On a temp stage this runs in the upsert's savepoint, so that after a cast error
+        the rows are back and a staged row's line number is still its count in heap order.
         """
         return sql.SQL("DELETE FROM {} WHERE ctid = ANY (ARRAY({}))").format(self.stage, self._losers_query())
 
-    def _source(self, with_losers: bool) -> sql.Composed:
+    def _source(self) -> sql.Composed:
         exprs = sql.SQL(", ").join(
             sql.SQL("{} AS {}").format(typed(c, self.types[c], "s"), sql.Identifier(c)) for c in self.plan.columns
         )
-        where = (
-            sql.SQL(" WHERE s.ctid NOT IN (SELECT tid FROM {})").format(self.losers) if with_losers else sql.SQL("")
-        )
-        return sql.SQL("SELECT {} FROM {} s{}").format(exprs, self.stage, where)
+        return sql.SQL("SELECT {} FROM {} s").format(exprs, self.stage)
 
     def _match(self) -> sql.Composed:
         """Key equality; text keys compare bytewise, whatever collation either side was created with."""
@@ -191,7 +191,7 @@ class PostgresStatements:
         """After the upsert: the table's rows of this file's keys that a newer window wrote (the guard kept)."""
         return sql.SQL("SELECT count(*) FROM {target} t WHERE t.{w} > {p} AND EXISTS (SELECT FROM ({src}) s "
                        "WHERE {match})").format(target=self.target, w=sql.Identifier(WINDOW_END),
-                                                p=sql.Placeholder(WINDOW_END_PARAM), src=self._source(False),
+                                                p=sql.Placeholder(WINDOW_END_PARAM), src=self._source(),
                                                 match=self._match())
 
     def _changed(self) -> sql.Composed:
@@ -216,7 +216,7 @@ class PostgresStatements:
             "lvals": comma.join(sql.Placeholder(c.param) for c in LINEAGE),
         }
 
-    def merge(self, with_losers: bool) -> sql.Composed:
+    def merge(self) -> sql.Composed:
         """PostgreSQL 15+: one ``MERGE``, one hash join of the file against the table.
 
         About twice as fast as :meth:`update_then_insert` (which joins twice). It reports only the total of
@@ -233,10 +233,10 @@ class PostgresStatements:
         return sql.SQL(
             "MERGE INTO {target} t USING ({src}) s ON {match} {matched}"
             "WHEN NOT MATCHED THEN INSERT ({cols}, {lcols}) VALUES ({svals}, {lvals})"
-        ).format(target=self.target, src=self._source(with_losers), match=self._match(), matched=matched,
+        ).format(target=self.target, src=self._source(), match=self._match(), matched=matched,
                  **self._insert_lists())
 
-    def update_then_insert(self, with_losers: bool) -> sql.Composed:
+    def update_then_insert(self) -> sql.Composed:
         """Before PostgreSQL 15 (no MERGE), and wherever the history is kept: an UPDATE and an INSERT in one
         statement, both seeing the same snapshot (so they never touch the same row), returning ``inserted,
         updated``. With a history table, both return the rows as they became and a third data-modifying
@@ -288,7 +288,7 @@ class PostgresStatements:
         return sql.SQL(
             "WITH src AS NOT MATERIALIZED ({src}), upd AS ({update}), ins AS ({insert}){append} "
             "SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM upd)"
-        ).format(src=self._source(with_losers), update=update, insert=insert, append=append)
+        ).format(src=self._source(), update=update, insert=insert, append=append)
 
     def copy_to_history(self, change: str) -> sql.Composed:
         """Every row of the table into its history: a table this load just created (all inserts), or one whose

@@ -26,6 +26,7 @@ def copy_stream(
     *,
     block_size: int = BLOCK_SIZE,
     force_null: Sequence[str] = (),
+    freeze: bool = False,
 ) -> int:
     """COPY the rest of ``stream`` into ``table``; returns the number of data rows PostgreSQL accepted.
 
@@ -36,6 +37,8 @@ def copy_stream(
         options = sql.SQL("{}, FORCE_NULL ({})").format(
             options, sql.SQL(", ").join(sql.Identifier(c) for c in force_null)
         )
+    if freeze:
+        options = sql.SQL("{}, FREEZE").format(options)
     statement = sql.SQL("COPY {} ({}) FROM STDIN ({})").format(
         table, sql.SQL(", ").join(sql.Identifier(c) for c in columns), options
     )
