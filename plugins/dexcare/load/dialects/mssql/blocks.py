@@ -1,12 +1,12 @@
-"""A block of whole CSV records split into bulk-copy values by a few passes of C over the block, no loop per field.
+"""A block of whole CSV records split into bulk-copy values by passes of C over the block, no loop per field.
 
 The C ``csv`` module alone cost more than twice the SQL Server side's budget of a second per million rows: it
-builds every field character by character and then each value is encoded on its own. Here a block (about
-``block_size`` bytes of whole records) goes through ``bytes`` and ``str`` methods that each run once over the
-block: the quotes split it into pieces outside and inside quoted fields, the outside commas and line ends become
-two ASCII control characters a report never holds, the block is decoded and encoded to UTF-16LE once, and one
-``split`` cuts it into the values. Each record ends in a marker field, so a ragged record shows as a marker out
-of place, and the check of a whole block is a count.
+builds every field character by character, and then each value was encoded on its own. Here a block (64 KiB of
+whole records: it and what is made of it stay in the CPU's caches) goes through ``bytes`` and ``str`` methods
+that each run once over the block: the quotes split it into pieces outside and inside quoted fields, the
+outside commas, line feeds and CRs become three ASCII control characters a report never holds, the block is
+decoded and encoded to UTF-16LE once, and one ``split`` cuts it into the values. Each record ends in a marker
+field, so a ragged record shows as a marker out of place, and the check of a whole block is a count.
 
 Anything this does not read exactly as the ``csv`` module would (a control character it uses, a bare CR, a
 quote that does not open or close a field, a record too ragged, bytes that are not UTF-8, a character whose
@@ -67,6 +67,7 @@ def split_block(block: bytes, *, width: int, first_line: int) -> Block | None:
     if width < 2 or FS in block or RS in block or CR in block:
         return None  # a one-column file: the csv module reads a blank line as no field at all
     text = block.translate(_OUT)
+    breaks: list[tuple[int, int]] = []  # (record, line breaks) of the quoted fields that hold any
     if b'"' in text:
         pieces = text.split(b'"')
         if not len(pieces) % 2:
@@ -85,6 +86,11 @@ def split_block(block: bytes, *, width: int, first_line: int) -> Block | None:
             if crs and crs != inside.count(b"\r\n"):
                 return None  # a bare CR in a quoted field: a line of its own for the csv module's count
             pieces[1::2] = inside.split(b'"')
+            if b"\n" in inside:
+                # The record a quoted field is in: the line ends outside quotes before it.
+                ends_before = accumulate(map(bytes.count, pieces[::2], repeat(RS)))
+                counts = map(bytes.count, pieces[1::2], repeat(b"\n"))
+                breaks = [(record, count) for record, count in zip(ends_before, counts, strict=False) if count]
         middle = pieces[2:-1:2]
         if b"" in middle:
             pieces[2:-1:2] = [piece or b'"' for piece in middle]
@@ -110,16 +116,15 @@ def split_block(block: bytes, *, width: int, first_line: int) -> Block | None:
             or flat[width::stride].count(_RS16) != records):
         return None
     del flat[-1]
-    lines = list(range(first_line, first_line + records))
     embedded = 0
-    if b"\n" in text:  # line breaks inside quoted fields: each moves the records after it a line down
+    if breaks:  # line breaks inside quoted fields: each moves the records after it a line down
         steps = [1] * records
         steps[0] = first_line
-        before = list(accumulate(map(bytes.count, text.split(b"\n"), repeat(RS))))
-        embedded = len(before) - 1
-        for record in before[:-1]:  # the record a line break is in: the record ends it has after it
+        for record, count in breaks:
+            embedded += count
             if record + 1 < records:
-                steps[record + 1] += 1
-        lines = list(accumulate(steps))
-    flat[width::stride] = lines
+                steps[record + 1] += count
+        flat[width::stride] = list(accumulate(steps))
+    else:
+        flat[width::stride] = range(first_line, first_line + records)
     return Block(flat, records, records + embedded)
