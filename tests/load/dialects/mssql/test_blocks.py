@@ -9,6 +9,7 @@ awkward thing a report may hold, and on hostile ones, at block sizes that cut re
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -123,18 +124,21 @@ CONFIGS = [
 ]
 
 
-@pytest.mark.parametrize("seed", range(40))
+@pytest.mark.parametrize("seed", range(46))
 def test_the_block_parser_gives_what_the_csv_module_gave(tmp_path, seed) -> None:
     rng = random.Random(seed)
     hostile = 0.0 if seed % 3 == 0 else rng.choice([0.002, 0.01, 0.05])
-    path = tmp_path / "report.csv"
-    path.write_bytes(generated(rng, rng.choice([1, 5, 40, 300]), hostile))
+    rows = rng.choice([1, 5, 40, 300])
     configured, version = CONFIGS[seed % len(CONFIGS)]
+    if seed >= 40:  # larger than the header's first read and a block (64 KiB): records from the stream too
+        hostile, rows, (configured, version) = (0.0, 0.0003)[seed % 2], 10_000, CONFIGS[0]
+    path = tmp_path / "report.csv"
+    path.write_bytes(generated(rng, rows, hostile, fakes=seed < 40 or seed % 4 == 2))
     try:
         st, _ = statements(path, configured, version)
     except DexCareError:
         return  # a header the load refuses before any record is read
-    for block_size in (1, 7, 64, 1000, 1 << 20):
+    for block_size in (1, 7, 64, 1000, 1 << 20) if seed < 40 else (7, 1 << 20):
         batch_rows = rng.choice([1, 3, 50])
         expected = outcome(reference(st, path, block_size, batch_rows))
         assert outcome(current(st, path, block_size, batch_rows)) == expected, (seed, block_size)
@@ -152,7 +156,7 @@ def test_clean_blocks_are_split_without_the_csv_module(tmp_path, monkeypatch) ->
 
     def spy(block: bytes, **kwargs: Any) -> Any:
         made = split(block, **kwargs)
-        taken.append(made is not None)
+        taken.append(isinstance(made, blocks.Block))
         return made
 
     monkeypatch.setattr("dexcare.load.dialects.mssql.staging.split_block", spy)
@@ -161,14 +165,56 @@ def test_clean_blocks_are_split_without_the_csv_module(tmp_path, monkeypatch) ->
     assert taken and all(taken)
 
 
+def test_after_a_block_the_csv_module_reads_the_next_ones_are_split_again(tmp_path, monkeypatch) -> None:
+    """A character that could fake a separator, or a bare CR in a quoted field, costs its block, not the file."""
+    path = tmp_path / "report.csv"
+    rows = [f'v{n},{"a" * 50},"b,\n",c,d\r\n' for n in range(6000)]  # 400 kB: blocks of 64 kB
+    rows[1000] = 'v1000,\u1f00\u0100,"b\rc",c,d\r\n'
+    rows[2000] = 'v2000,a,"b\rc",c,d\r\n'
+    path.write_bytes(f"{','.join(HEADER)}\r\n{''.join(rows)}".encode())
+    st, _ = statements(path, {}, None)
+    taken: list[Any] = []
+    split = blocks.split_block
+
+    def spy(block: bytes, **kwargs: Any) -> Any:
+        made = split(block, **kwargs)
+        taken.append(made if isinstance(made, blocks.Refusal) else "split")
+        return made
+
+    monkeypatch.setattr("dexcare.load.dialects.mssql.staging.split_block", spy)
+    assert outcome(current(st, path, 1 << 20, 100)) == outcome(reference(st, path, 1 << 20, 100))
+    assert taken.count(blocks.Refusal.BLOCK) == 2 and blocks.Refusal.REST not in taken
+    assert taken.count("split") >= 2
+
+
 @pytest.mark.parametrize("text", ["\u1f00\u0100", "\u1f1e\u2c00", "x\u1f1f\u0100y"])
 def test_a_separator_faked_across_two_characters_is_refused(text) -> None:
     """U+1Fxx then U+xx00: their UTF-16LE bytes hold the separator's at an odd offset."""
-    assert blocks.split_block(f"k,{text},z\r\n".encode(), width=3, first_line=2) is None
-    assert blocks.split_block("k,\u1f00 \u0100,z\r\n".encode(), width=3, first_line=2) is not None
+    assert blocks.split_block(f"k,{text},z\r\n".encode(), width=3, first_line=2) is blocks.Refusal.BLOCK
+    assert isinstance(blocks.split_block("k,\u1f00 \u0100,z\r\n".encode(), width=3, first_line=2), blocks.Block)
 
 
 def test_cut_ends_the_block_after_the_last_record_outside_quotes() -> None:
     assert blocks.cut(b'a,"b\nc"\nd,"e\n') == len(b'a,"b\nc"\n')
     assert blocks.cut(b'a,"b\nc') == 0
     assert blocks.cut(b"no line end") == 0
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_collector_is_left_as_it_was_found(tmp_path, enabled) -> None:
+    """Paused while a batch is made, running while the caller holds one, and as it was after a failure."""
+    path = tmp_path / "report.csv"
+    rows = "".join(f'v{n},a,"b,\n",c,d\r\n' for n in range(40))
+    path.write_bytes(f"{','.join(HEADER)}\r\n{rows}v,too,few\r\n".encode())
+    st, _ = statements(path, {}, None)
+    was = gc.isenabled()
+    try:
+        gc.enable() if enabled else gc.disable()
+        seen = []
+        with pytest.raises(DexCareError, match="fewer fields"):
+            for _batch in current(st, path, 1000, 7):
+                seen.append(gc.isenabled())
+        assert seen and set(seen) == {enabled}
+        assert gc.isenabled() is enabled
+    finally:
+        gc.enable() if was else gc.disable()

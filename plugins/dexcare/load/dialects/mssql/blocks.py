@@ -10,14 +10,16 @@ field, so a ragged record shows as a marker out of place, and the check of a who
 
 Anything this does not read exactly as the ``csv`` module would (a control character it uses, a bare CR, a
 quote that does not open or close a field, a record too ragged, bytes that are not UTF-8, a character whose
-UTF-16LE bytes could fake a separator) makes :func:`split_block` answer ``None``, and the caller reads on from
-that block with the ``csv`` module (:func:`dexcare.load.records.records_from`), which names the line. So this
-never raises and never decides an error's wording: it only takes the blocks that are plainly well formed.
+UTF-16LE bytes could fake a separator) makes :func:`split_block` answer a :class:`Refusal`, and the caller has
+the ``csv`` module (:func:`dexcare.load.records.records_from`) read that block, or the rest of the file from it,
+which names the line of what is wrong. So this never raises and never decides an error's wording: it only
+takes the blocks that are plainly well formed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 from itertools import accumulate, repeat
 from operator import itemgetter
 
@@ -31,6 +33,17 @@ _BACK = bytes.maketrans(FS + RS + CR, b",\n\r")
 _END = FS + RS + FS
 _first = itemgetter(slice(0, 1))
 _last = itemgetter(slice(-1, None))
+
+
+class Refusal(Enum):
+    """Why a block is left to the ``csv`` module, and how much of the file with it."""
+
+    #: Quoted as a report is, but holding what this does not take (a character that could fake a separator, a
+    #: bare CR in a quoted field): its end is a record's end, so the next block is split here again.
+    BLOCK = "this block"
+    #: Anything else (quotes out of place, a ragged record, bytes that are not UTF-8, ...): the block's end may be
+    #: inside a record as the csv module reads it, so it reads on to the end of the file (or the error it names).
+    REST = "the rest of the file"
 
 
 @dataclass
@@ -61,30 +74,30 @@ def cut(buffer: bytes) -> int:
     return end + 1
 
 
-def split_block(block: bytes, *, width: int, first_line: int) -> Block | None:
+def split_block(block: bytes, *, width: int, first_line: int) -> Block | Refusal:
     """``block`` (whole records, ending with a line feed) as UTF-16LE values, ``b""`` where a field is empty;
-    ``None`` when the ``csv`` module must read it (see the module's docstring)."""
+    a :class:`Refusal` when the ``csv`` module must read it (see the module's docstring)."""
     if width < 2 or FS in block or RS in block or CR in block:
-        return None  # a one-column file: the csv module reads a blank line as no field at all
+        return Refusal.REST  # a one-column file: the csv module reads a blank line as no field at all
     text = block.translate(_OUT)
     breaks: list[tuple[int, int]] = []  # (record, line breaks) of the quoted fields that hold any
     if b'"' in text:
         pieces = text.split(b'"')
         if not len(pieces) % 2:
-            return None  # a quote left open
+            return Refusal.REST  # a quote left open
         outside = pieces[::2]
         # A quote opens a field (after a comma or line end) and closes one (before them or a CR, which must
         # be a CRLF's: checked below); an empty piece between two quoted pieces is an escaped quote.
         starts = b"".join(map(_first, outside[1:]))
         ends = b"".join(map(_last, outside[:-1]))
         if starts.translate(None, FS + RS + CR) or ends.translate(None, FS + RS):
-            return None
+            return Refusal.REST
         inside = b'"'.join(pieces[1::2])
         if FS in inside or RS in inside or CR in inside:
             inside = inside.translate(_BACK)
             crs = inside.count(b"\r")
             if crs and crs != inside.count(b"\r\n"):
-                return None  # a bare CR in a quoted field: a line of its own for the csv module's count
+                return Refusal.BLOCK  # a bare CR in a quoted field: a line of its own for the csv module
             pieces[1::2] = inside.split(b'"')
             if b"\n" in inside:
                 # The record a quoted field is in: the line ends outside quotes before it.
@@ -97,24 +110,26 @@ def split_block(block: bytes, *, width: int, first_line: int) -> Block | None:
         text = b"".join(pieces)
     records = text.count(RS)
     if not records or not text.endswith(RS):
-        return None
+        return Refusal.REST
     ended = text.replace(CR + RS, _END)
     crlf = len(ended) - len(text)  # each CRLF grew by a byte
     if crlf != records:
         ended = (text.replace(CR + RS, RS) if crlf else text).replace(RS, _END)
     if CR in ended:
-        return None  # a bare CR: the csv module ends a line there
+        return Refusal.REST  # a bare CR: the csv module ends a line there
     try:
         wide = ended.decode("utf-8").encode("utf-16-le")
     except UnicodeDecodeError:
-        return None
+        return Refusal.REST
     flat: list[bytes | None] = wide.split(_FS16)
     stride = width + 1
     # A character whose high byte is 0x1f before one whose low byte is 0 would split between them: then there
-    # are more pieces than separators. A ragged record puts a marker out of its place.
-    if (len(flat) != stride * records + 1 or len(flat) - 1 != ended.count(FS)
-            or flat[width::stride].count(_RS16) != records):
-        return None
+    # are more pieces than separators.
+    if len(flat) - 1 != ended.count(FS):
+        return Refusal.BLOCK
+    # A ragged record puts a marker out of its place.
+    if len(flat) != stride * records + 1 or flat[width::stride].count(_RS16) != records:
+        return Refusal.REST
     del flat[-1]
     embedded = 0
     if breaks:  # line breaks inside quoted fields: each moves the records after it a line down

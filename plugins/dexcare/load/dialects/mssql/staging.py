@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import codecs
 import gc
+import io
 import re
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from dexcare.load import diagnostics
 from dexcare.load.csv_stream import Header, Opener
-from dexcare.load.dialects.mssql.blocks import Block, cut, split_block
+from dexcare.load.dialects.mssql.blocks import Block, Refusal, cut, split_block
 from dexcare.load.dialects.mssql.sql import MsSqlStatements, is_text, text_units
 from dexcare.load.instants import is_instant
 from dexcare.load.records import records_from
@@ -165,11 +166,19 @@ def _rows(st: MsSqlStatements, header: Header, stream: BinaryIO, *, opener: Open
         if not end:
             if len(buffer) <= limit:
                 continue
-            made = None
+            split: Block | Refusal = Refusal.REST
         else:
             block = buffer[:end]
             split = split_block(block if block.endswith(b"\n") else block + b"\n", width=width, first_line=line)
-            made = None if split is None else rows.block(split)
+        made = rows.block(split) if isinstance(split, Block) else None
+        if split is Refusal.BLOCK:
+            for next_line, record in records_from(block, io.BytesIO(), first_line=line, source=source, columns=width,
+                                                  opener=opener, block_size=block_size):
+                yield [rows.row(next_line, record)]
+            # The lines the csv module counted: LF, CRLF and a bare CR (in a quoted field) each end one.
+            line += block.count(b"\n") + block.count(b"\r") - block.count(b"\r\n")
+            buffer = buffer[end:]
+            continue
         if made is None:
             for next_line, record in records_from(buffer, stream, first_line=line, source=source, columns=width,
                                                   opener=opener, block_size=block_size):
