@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from itertools import accumulate, repeat
+from itertools import accumulate
 from operator import itemgetter
 
 #: What the outside commas, line feeds and CRs become: ASCII controls (valid UTF-8, one UTF-16LE unit each)
@@ -80,7 +80,6 @@ def split_block(block: bytes, *, width: int, first_line: int) -> Block | Refusal
     if width < 2 or FS in block or RS in block or CR in block:
         return Refusal.REST  # a one-column file: the csv module reads a blank line as no field at all
     text = block.translate(_OUT)
-    breaks: list[tuple[int, int]] = []  # (record, line breaks) of the quoted fields that hold any
     if b'"' in text:
         pieces = text.split(b'"')
         if not len(pieces) % 2:
@@ -99,11 +98,6 @@ def split_block(block: bytes, *, width: int, first_line: int) -> Block | Refusal
             if crs and crs != inside.count(b"\r\n"):
                 return Refusal.BLOCK  # a bare CR in a quoted field: a line of its own for the csv module
             pieces[1::2] = inside.split(b'"')
-            if b"\n" in inside:
-                # The record a quoted field is in: the line ends outside quotes before it.
-                ends_before = accumulate(map(bytes.count, pieces[::2], repeat(RS)))
-                counts = map(bytes.count, pieces[1::2], repeat(b"\n"))
-                breaks = [(record, count) for record, count in zip(ends_before, counts, strict=False) if count]
         middle = pieces[2:-1:2]
         if b"" in middle:
             pieces[2:-1:2] = [piece or b'"' for piece in middle]
@@ -132,13 +126,18 @@ def split_block(block: bytes, *, width: int, first_line: int) -> Block | Refusal
         return Refusal.REST
     del flat[-1]
     embedded = 0
-    if breaks:  # line breaks inside quoted fields: each moves the records after it a line down
+    at = text.find(b"\n")  # a line feed left is in a quoted field: it moves the records after it a line down
+    if at != -1:
         steps = [1] * records
         steps[0] = first_line
-        for record, count in breaks:
-            embedded += count
+        record = seen = 0
+        while at != -1:
+            record += text.count(RS, seen, at)  # the record it is in: the record ends before it
+            seen = at
+            embedded += 1
             if record + 1 < records:
-                steps[record + 1] += count
+                steps[record + 1] += 1
+            at = text.find(b"\n", at + 1)
         flat[width::stride] = list(accumulate(steps))
     else:
         flat[width::stride] = range(first_line, first_line + records)
