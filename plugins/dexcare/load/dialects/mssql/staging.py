@@ -105,8 +105,8 @@ class _Rows:
         return row
 
     def block(self, block: Block) -> list[list[Any]] | None:
-        """A block's rows, or ``None`` when one of them fails a check (the caller takes the block a record at a
-        time then, which names the first bad line). Each check is one pass over a column, in C."""
+        """A block's rows, or ``None`` when one of them fails a check (the caller then has the csv module read on
+        from the block, a record at a time, which names the first bad line). Each check is a pass over a column."""
         flat, stride, records = block.flat, self.width + 1, block.records
         for position, sql_type in self.temporal:
             texts = [iso_timestamp(value, sql_type) if value else value for value in _texts(flat[position::stride])]
@@ -149,9 +149,10 @@ def _texts(values: list[Any]) -> list[str]:
 
 def _rows(st: MsSqlStatements, header: Header, stream: BinaryIO, *, opener: Opener,
           block_size: int) -> Iterator[list[list[Any]]]:
-    """The file's rows, a block's worth at a time: split in C (:mod:`.blocks`) while the blocks are plainly well
-    formed; from the first one that is not (or whose rows fail a check), the ``csv`` module reads the rest a
-    record at a time, as before, which names the line of what is wrong."""
+    """The file's rows, a block's worth at a time, split in C (:mod:`.blocks`). A block quoted as a report is but
+    holding what the split does not take goes to the ``csv`` module alone; from the first one that is not (or
+    whose rows fail a check), the ``csv`` module reads the rest a record at a time, as before, which names the
+    line of what is wrong."""
     rows = _Rows(st)
     source, width = st.plan.source, rows.width
     line = header.lines + 1
