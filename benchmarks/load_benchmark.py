@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/load_benchmark.py                 # 1,000,000 rows
     .venv/bin/python benchmarks/load_benchmark.py --rows 100000 --pandas-rows 100000
     .venv/bin/python benchmarks/load_benchmark.py --mssql-uri mssql://sa:...@127.0.0.1:1433/dexcare
+    .venv/bin/python benchmarks/load_benchmark.py --mssql-batches-only   # the SQL Server Python side alone
 
 Cases, all on the same generated virtual report (sandbox generator, ~2% repeated rows):
 
@@ -262,6 +263,9 @@ def main() -> None:
                              "(0: the loads once, the download not at all)")
     parser.add_argument("--version-column", default=None,
                         help="order repeats of a visit by this column (e.g. updatedAt) instead of file order")
+    parser.add_argument("--mssql-batches-only", action="store_true",
+                        help="only the SQL Server Python side (mssql_batches), --repeats times: no PostgreSQL, pandas "
+                             "or download case")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--file", help=argparse.SUPPRESS)
     parser.add_argument("--end", help=argparse.SUPPRESS)
@@ -276,7 +280,7 @@ def main() -> None:
     server = None
     try:
         uri = args.uri
-        if not uri:
+        if not uri and not args.mssql_batches_only:
             import pgserver
 
             logging.getLogger("pgserver").setLevel(logging.WARNING)  # keep the figures readable
@@ -285,12 +289,16 @@ def main() -> None:
         day0, day1 = workdir / "day0.csv", workdir / "day1.csv"
         started = time.perf_counter()
         n0 = _generate(day0, args.rows, END)
-        n1 = _generate(day1, args.rows, END + dt.timedelta(days=1))
+        n1 = 0 if args.mssql_batches_only else _generate(day1, args.rows, END + dt.timedelta(days=1))
         print(f"generated {n0:,} + {n1:,} rows ({day0.stat().st_size / 2**20:,.0f} MiB each) "
               f"in {time.perf_counter() - started:.1f} s", flush=True)
         results: dict[str, dict[str, Any]] = {}
-        repeated: dict[str, list[float]] = {}
         repeats = max(args.repeats, 1)
+        if args.mssql_batches_only:
+            _print_repeated(_mssql_batches(uri or "", day0, repeats, args.version_column, results), repeats,
+                            args.rows)
+            return
+        repeated: dict[str, list[float]] = {}
         # The load cases run as one sequence per repeat (a reload needs the first load before it), each ratio
         # against the raw COPY of the same repeat, so a busy minute on the machine weighs on both sides.
         for repeat in range(repeats):
@@ -316,13 +324,7 @@ def main() -> None:
                 results["first_load_small"] = _child("first_load", uri, pandas_file, END)
             results["pandas"] = _child("pandas", uri, pandas_file, END)
             print(f"  {'pandas':<10} {results['pandas']['seconds']:7.2f} s", flush=True)
-        for repeat in range(repeats):
-            results["mssql_batches"] = _child("mssql_batches", uri, day0, END, args.version_column)
-            rows_in_file = results["mssql_batches"]["counts"]["rows_in_file"]
-            repeated.setdefault("mssql_cpu_per_1m", []).append(
-                results["mssql_batches"]["cpu_seconds"] * 1_000_000 / max(rows_in_file, 1))
-            print(f"  {'mssql_batches':<10} {results['mssql_batches']['seconds']:7.2f} s, CPU "
-                  f"{results['mssql_batches']['cpu_seconds']:.2f} s (run {repeat + 1})", flush=True)
+        repeated.update(_mssql_batches(uri, day0, repeats, args.version_column, results))
         if args.repeats:
             repeated.update(_download_against_curl(day0, workdir, args.repeats, results))
         if args.mssql_uri:
@@ -336,6 +338,20 @@ def main() -> None:
         if server is not None:
             server.cleanup()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _mssql_batches(uri: str, path: Path, repeats: int, version: str | None,
+                   results: dict[str, dict[str, Any]]) -> dict[str, list[float]]:
+    """The SQL Server Python side ``repeats`` times; its CPU per million rows each time."""
+    repeated: dict[str, list[float]] = {}
+    for repeat in range(repeats):
+        results["mssql_batches"] = _child("mssql_batches", uri, path, END, version)
+        rows_in_file = results["mssql_batches"]["counts"]["rows_in_file"]
+        repeated.setdefault("mssql_cpu_per_1m", []).append(
+            results["mssql_batches"]["cpu_seconds"] * 1_000_000 / max(rows_in_file, 1))
+        print(f"  {'mssql_batches':<10} {results['mssql_batches']['seconds']:7.2f} s, CPU "
+              f"{results['mssql_batches']['cpu_seconds']:.2f} s (run {repeat + 1})", flush=True)
+    return repeated
 
 
 def _download_against_curl(path: Path, workdir: Path, repeats: int,

@@ -50,17 +50,25 @@ def records(header: Header, stream: BinaryIO, *, source: str, columns: int, open
     with a :class:`DexCareCSVError` naming the line (found by reading the file again on that error path,
     through ``opener``).
     """
-    raw = io.BufferedReader(_Rest(header.rest, stream), buffer_size=block_size)
+    return records_from(header.rest, stream, first_line=header.lines + 1, source=source, columns=columns,
+                        opener=opener, block_size=block_size)
+
+
+def records_from(prefix: bytes, stream: BinaryIO, *, first_line: int, source: str, columns: int,
+                 opener: Opener | None = None, block_size: int = BLOCK_SIZE) -> Iterator[tuple[int, list[str]]]:
+    """:func:`records` from a record boundary on: ``prefix`` (bytes already read) then the rest of ``stream``,
+    its first record on ``first_line``. SQL Server's block parser hands a block it does not take on to this."""
+    raw = io.BufferedReader(_Rest(prefix, stream), buffer_size=block_size)
     text = io.TextIOWrapper(raw, encoding="utf-8", errors="strict", newline="")
     reader = csv_records.reader(text, strict=True)  # fields as large as PostgreSQL takes
-    line = header.lines + 1
+    line = first_line
     try:
         for record in reader:
             if len(record) != columns:
                 reason = diagnostics.RAGGED_MORE if len(record) > columns else diagnostics.RAGGED_FEWER
                 raise diagnostics.csv_error(source, line, reason)
             yield line, record
-            line = header.lines + reader.line_num + 1
+            line = first_line + reader.line_num
     except UnicodeDecodeError:
         # The decoder runs ahead of the parser by up to a block: the line comes from a second read.
         found = diagnostics.find_line(opener, source, diagnostics.invalid_utf8_line)
