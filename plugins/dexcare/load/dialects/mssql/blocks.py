@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from enum import Enum
 from itertools import accumulate
 from operator import itemgetter
+from typing import Any
 
 #: What the outside commas, line feeds and CRs become: ASCII controls (valid UTF-8, one UTF-16LE unit each)
 #: that a block must not hold itself. Inside quotes they are turned back.
@@ -50,7 +51,9 @@ class Refusal(Enum):
 class Block:
     """A block's records as one flat list, ``width + 1`` items a record (the last one the record's line)."""
 
-    flat: list[bytes | None]
+    #: Values as UTF-16LE bytes (``None`` once the caller made empty ones NULL, ``str`` for keys it put back) and
+    #: each record's line number as an ``int``: one list the caller edits in place, so typed as what it will hold.
+    flat: list[Any]
     records: int
     #: Physical lines the block's records span (more than ``records`` when quoted fields hold line breaks).
     lines: int
@@ -115,7 +118,7 @@ def split_block(block: bytes, *, width: int, first_line: int) -> Block | Refusal
         wide = ended.decode("utf-8").encode("utf-16-le")
     except UnicodeDecodeError:
         return Refusal.REST
-    flat: list[bytes | None] = wide.split(_FS16)
+    flat: list[Any] = wide.split(_FS16)
     stride = width + 1
     # A character whose high byte is 0x1f before one whose low byte is 0 would split between them: then there
     # are more pieces than separators.

@@ -75,7 +75,7 @@ class _Rows:
         # An undeclared version is ordered as instants: each value must name one (checked where the line is).
         self.version = (plan.columns.index(plan.version) if plan.version is not None and plan.version_instant
                         else None)
-        self.version_header = plan.header_of(plan.version) if self.version is not None else ""
+        self.version_header = plan.header_of(plan.version) if plan.version is not None else ""
 
     def row(self, line: int, record: list[str]) -> list[Any]:
         """One record as a row; a record that cannot load raises, naming its line."""
@@ -119,14 +119,14 @@ class _Rows:
         keys = []
         for position, units, _name, _sql_type, text in self.checks:
             column = flat[position::stride]
-            if b"" in column or max(map(len, column)) > 2 * units:  # type: ignore[arg-type]
+            if b"" in column or max(map(len, column)) > 2 * units:
                 return None
-            joined = _FS16.join(column).decode("utf-16-le")  # type: ignore[arg-type]
+            joined = _FS16.join(column).decode("utf-16-le")
             if text and (joined.endswith(" ") or " \x1f" in joined):
                 return None
             keys.append((position, joined))
         for position, units, _name, _sql_type in self.bounded:
-            if max(map(len, flat[position::stride])) > 2 * units:  # type: ignore[arg-type]
+            if max(map(len, flat[position::stride])) > 2 * units:
                 return None
         # An empty field is NULL. ``split`` gives every empty piece as the one empty bytes object, which
         # ``index`` finds by identity: a pass in C, and a step in Python only where a field is empty.
@@ -185,9 +185,10 @@ def _rows(st: MsSqlStatements, header: Header, stream: BinaryIO, *, opener: Open
                                                   opener=opener, block_size=block_size):
                 yield [rows.row(next_line, record)]
             return
+        assert isinstance(split, Block)  # rows.block() made something of it
         if made:
             yield made
-        line += split.lines  # type: ignore[union-attr]
+        line += split.lines
         buffer = buffer[end:]
 
 
