@@ -507,9 +507,30 @@ def run_smoke(args: argparse.Namespace, timings: Timings, workdir: Path) -> dict
                   f"{want.duplicates_in_file} repeats removed)")
         facts["report_ids"] = [row["report_id"] for row in audit]
 
+    with timings.phase("the DexCare page in the api-server"):
+        check_page(api, sorted(counts))
+
     with timings.phase("scan container and task logs for the DexCare key"):
         scan_logs(stack, facts["keys"], facts["report_ids"])
     return facts
+
+
+def check_page(api: Api, tables: Sequence[str]) -> None:
+    """The image carries the DexCare page (the ``ui/`` plugin, registered by the package's entry point): the
+    api-server serves it to the admin, with every table the run loaded, and refuses anyone not logged in."""
+    import httpx
+
+    url = str(api.client.base_url.join("/dexcare/"))
+    anonymous = httpx.get(url, timeout=30)
+    if anonymous.status_code != 401:
+        raise SmokeFailure(f"GET /dexcare/ without a login: HTTP {anonymous.status_code}, expected 401")
+    page = api.client.get("/dexcare/")
+    if page.status_code != 200:
+        raise SmokeFailure(f"GET /dexcare/ as the admin: HTTP {page.status_code}: {page.text[:300]}")
+    missing = [table for table in tables if table not in page.text]
+    if missing:
+        raise SmokeFailure(f"the DexCare page does not show {missing}")
+    print(f"the DexCare page is served at /dexcare/ and shows {', '.join(tables)}; anonymous gets 401")
 
 
 def _dag_or_none(api: Api) -> dict[str, Any] | None:
