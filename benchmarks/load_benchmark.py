@@ -11,6 +11,8 @@ Cases, all on the same generated virtual report (sandbox generator, ~2% repeated
 * ``first_load`` our load into an empty schema (creates the table, dedupes, inserts, builds the index).
 * ``reload``     the same file again: every row unchanged, nothing rewritten.
 * ``next_day``   the next day's report: window shifted by one day, ~90% overlap, ~10% new visits.
+* ``backfill``   the first day's file again after the next day's: an older window (a backfill), so the guard
+                 keeps every visit the newer window wrote and the load counts them (``kept_newer``).
 * ``first_load_history`` / ``reload_history`` / ``next_day_history`` the same three loads into another schema
                  with the visit history on: every inserted and changed row is also appended to
                  ``avr_virtual_history``. Their ratios against the same loads without it are its cost.
@@ -25,7 +27,7 @@ Cases, all on the same generated virtual report (sandbox generator, ~2% repeated
                  (``static_server.py``: sendfile, never the bottleneck), against ``curl -o`` of the same URL:
                  the download's ceiling. Interleaved with curl, ``--repeats`` times (0 skips it).
 
-``--repeats`` (default 3) runs the four load cases (raw COPY, first load, re-load, next day, in that order,
+``--repeats`` (default 3) runs the five load cases (raw COPY, first load, re-load, next day, backfill, in order,
 each ratio against the raw COPY of the same run), the download with its curl and the SQL Server Python side
 that many times, and prints each figure's minimum and median: one run on a shared machine says little. The
 history and pandas cases run once.
@@ -118,7 +120,7 @@ def run_case(case: str, uri: str, path: str, end: dt.date, version: str | None =
                     copy.write(block)
             conn.commit()
             seconds = time.perf_counter() - start
-    elif case.removesuffix("_history") in ("first_load", "reload", "next_day"):
+    elif case.removesuffix("_history") in ("first_load", "reload", "next_day", "backfill"):
         history = case.endswith("_history")
         versions = {"virtual": version} if version else {}
         options = LoadOptions(schema="dexcare_history", history=["virtual"], version_columns=versions) if history \
@@ -303,13 +305,13 @@ def main() -> None:
         # against the raw COPY of the same repeat, so a busy minute on the machine weighs on both sides.
         for repeat in range(repeats):
             for case, path, end in (("raw_copy", day0, END), ("first_load", day0, END), ("reload", day0, END),
-                                    ("next_day", day1, END + dt.timedelta(days=1))):
+                                    ("next_day", day1, END + dt.timedelta(days=1)), ("backfill", day0, END)):
                 results[case] = _child(case, uri, path, end, args.version_column)
                 print(f"  {case:<10} {results[case]['seconds']:7.2f} s (run {repeat + 1})", flush=True)
-            for case in ("first_load", "reload", "next_day"):
+            for case in ("first_load", "reload", "next_day", "backfill"):
                 repeated.setdefault(case, []).append(results[case]["seconds"] / results["raw_copy"]["seconds"])
             repeated.setdefault("load_peak_rss", []).append(
-                max(results[c]["peak_rss_mb"] for c in ("first_load", "reload", "next_day")))
+                max(results[c]["peak_rss_mb"] for c in ("first_load", "reload", "next_day", "backfill")))
         for case, path, end in (("first_load_history", day0, END), ("reload_history", day0, END),
                                 ("next_day_history", day1, END + dt.timedelta(days=1))):
             results[case] = _child(case, uri, path, end, args.version_column)
@@ -407,6 +409,8 @@ def _print_repeated(repeated: dict[str, list[float]], repeats: int, rows: int) -
     print(f"| re-load of the same file (nothing changes, nothing rewritten), vs raw COPY | {cell('reload')} "
           "| <= 1.5x |")
     print(f"| next day (window shifted, ~10% new, some changed), vs raw COPY | {cell('next_day')} | <= 2.0x |")
+    print(f"| backfill (the first day again after the next: the guard keeps what is newer), vs raw COPY | "
+          f"{cell('backfill')} | (none) |")
     print(f"| download from a static server on loopback, speed vs curl | {cell('download_vs_curl')} | >= 0.8x |")
     print(f"| SQL Server path, Python side (parse, check, batch), CPU s per 1M rows | "
           f"{cell('mssql_cpu_per_1m', ' s')} | <= 1 s |")
@@ -438,6 +442,7 @@ def _print_table(results: dict[str, dict[str, Any]], rows: int, pandas_rows: int
     print(f"first load / raw COPY: {results['first_load']['seconds'] / raw:.2f}x (target <= 1.5x)")
     print(f"re-load    / raw COPY: {results['reload']['seconds'] / raw:.2f}x (target <= 1.5x)")
     print(f"next day   / raw COPY: {results['next_day']['seconds'] / raw:.2f}x (target <= 2.0x)")
+    print(f"backfill   / raw COPY: {results['backfill']['seconds'] / raw:.2f}x")
     if "pandas" in results:
         ours = results.get("first_load_small", results["first_load"])["seconds"]
         print(f"pandas baseline / first load ({pandas_rows:,} rows): {results['pandas']['seconds'] / ours:.1f}x "
@@ -446,7 +451,7 @@ def _print_table(results: dict[str, dict[str, Any]], rows: int, pandas_rows: int
         with_history = results[f"{case}_history"]
         print(f"{case:<10} with history / without: {with_history['seconds'] / results[case]['seconds']:.2f}x "
               f"({with_history['counts'].get('history_rows', 0):,} history rows appended)")
-    loads = [results[c] for c in ("first_load", "reload", "next_day")]
+    loads = [results[c] for c in ("first_load", "reload", "next_day", "backfill")]
     peak = max(r["peak_rss_mb"] for r in loads)
     growth = max(r["peak_rss_mb"] - r["baseline_rss_mb"] for r in loads)
     print(f"load peak RSS: {peak:.0f} MiB, of which the load itself {growth:.0f} MiB (target < 200 MB)")

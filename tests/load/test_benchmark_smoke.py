@@ -18,13 +18,14 @@ def test_benchmark_runs_every_case_and_prints_ratios(pg_uri):
         capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    for case in ("raw_copy", "first_load", "reload", "next_day", "first_load_history", "reload_history",
+    for case in ("raw_copy", "first_load", "reload", "next_day", "backfill", "first_load_history", "reload_history",
                  "next_day_history", "pandas", "mssql_batches"):
         assert case in done.stdout, case
     for case in ("first_load", "reload", "next_day"):
         assert re.search(rf"{case} +with history / without: \d+\.\d+x \([\d,]+ history rows appended\)",
                          done.stdout), case
-    for ratio in ("first load / raw COPY", "re-load    / raw COPY", "pandas baseline / first load"):
+    for ratio in ("first load / raw COPY", "re-load    / raw COPY", "backfill   / raw COPY",
+                  "pandas baseline / first load"):
         assert re.search(re.escape(ratio) + r".*: \d+\.\d+x", done.stdout), ratio
     assert re.search(r"load peak RSS: \d+ MiB", done.stdout)
     # The repeated figures: the download against curl from a static server on loopback, and the SQL Server
@@ -39,5 +40,6 @@ def test_benchmark_runs_every_case_and_prints_ratios(pg_uri):
                  "SQL Server path, Python side", "peak RSS of the loads"):
         assert re.search(r"\| " + re.escape(path) + r".*\| [\d.]+(x| s)? \| [\d.]+(x| s)? \| [<>]= [\d.]+",
                          done.stdout), path
+    assert re.search(r"\| backfill .*\| [\d.]+x \| [\d.]+x \| \(none\) \|", done.stdout)
     assert re.search(r"SQL Server, Python side .*: \d+\.\d+x, [\d,]+ rows/s, CPU \d+\.\d+ s, itself \d+ MiB",
                      done.stdout)

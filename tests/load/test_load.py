@@ -134,6 +134,17 @@ def test_old_window_never_rolls_a_visit_back(load, write_csv, warehouse, schema)
     assert (quiet["tables"]["avr_virtual"]["unchanged"], quiet["tables"]["avr_virtual"]["kept_newer"]) == (1, 0)
 
 
+def test_a_backfill_counts_a_repeated_visit_it_kept_once(load, write_csv, warehouse, schema) -> None:
+    """kept_newer counts visits, not the file's rows: the repeats are gone before it counts."""
+    load(report(write_csv(HEADER + "v1,completed,t2,Ana\nv2,completed,t2,Bo\n"), end=END))
+    old = write_csv(HEADER + "v1,scheduled,t1,Ana\nv2,scheduled,t1,Bo\nv1,checked_in,t1,Ana\nv1,x,t1,Ana\n")
+    summary = load(report(old, end=END - dt.timedelta(days=3)))
+    table = summary["tables"]["avr_virtual"]
+    assert (table["rows_in_file"], table["duplicates_in_file"], table["kept_newer"]) == (4, 2, 2)
+    assert (table["inserted"], table["updated"], table["unchanged"]) == (0, 0, 0)
+    assert [r["visit_status"] for r in warehouse.rows(schema, "avr_virtual")] == ["completed", "completed"]
+
+
 @postgres_only
 def test_an_audit_table_from_before_kept_newer_is_upgraded_in_the_load(load, write_csv, warehouse, schema) -> None:
     """A load_audit made by an earlier release gets the column in the load's own transaction; its rows say 0.

@@ -188,11 +188,16 @@ class PostgresStatements:
         )
 
     def kept_newer(self) -> sql.Composed:
-        """After the upsert: the table's rows of this file's keys that a newer window wrote (the guard kept)."""
-        return sql.SQL("SELECT count(*) FROM {target} t WHERE t.{w} > {p} AND EXISTS (SELECT FROM ({src}) s "
-                       "WHERE {match})").format(target=self.target, w=sql.Identifier(WINDOW_END),
-                                                p=sql.Placeholder(WINDOW_END_PARAM), src=self._source(),
-                                                match=self._match())
+        """After the upsert: the table's rows of this file's keys that a newer window wrote (the guard kept).
+
+        A plain join, not ``EXISTS``: the stage has no statistics, so the planner guesses 200 distinct keys in
+        it and probes the table's index once per staged row (8 s for a million rows); a join is planned from
+        the stage's size, as a hash join (0.5 s). Counting join rows is exact because the losers have left
+        the stage by now: each key is on one staged row.
+        """
+        return sql.SQL("SELECT count(*) FROM {target} t JOIN ({src}) s ON {match} WHERE t.{w} > {p}").format(
+            target=self.target, w=sql.Identifier(WINDOW_END), p=sql.Placeholder(WINDOW_END_PARAM),
+            src=self._source(), match=self._match())
 
     def _changed(self) -> sql.Composed:
         """NULL-safe: a row is rewritten only when a value present in the file differs from the stored one."""
