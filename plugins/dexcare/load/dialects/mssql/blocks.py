@@ -27,7 +27,10 @@ from typing import Any
 #: What the outside commas, line feeds and CRs become: ASCII controls (valid UTF-8, one UTF-16LE unit each)
 #: that a block must not hold itself. Inside quotes they are turned back.
 FS, RS, CR = b"\x1f", b"\x1e", b"\x1d"
-_FS16, _RS16 = "\x1f".encode("utf-16-le"), "\x1e".encode("utf-16-le")
+#: The field separator as text and as UTF-16LE: a block's values are cut at it, and the staging joins a column's
+#: values with it to check them in one pass (they cannot hold it: a block that does is refused).
+FS_TEXT = FS.decode("ascii")
+FS16, _RS16 = FS_TEXT.encode("utf-16-le"), RS.decode("ascii").encode("utf-16-le")
 _OUT = bytes.maketrans(b",\n\r", FS + RS + CR)
 _BACK = bytes.maketrans(FS + RS + CR, b",\n\r")
 #: A record's end, as a field of its own: the line number takes its place in the row.
@@ -118,7 +121,7 @@ def split_block(block: bytes, *, width: int, first_line: int) -> Block | Refusal
         wide = ended.decode("utf-8").encode("utf-16-le")
     except UnicodeDecodeError:
         return Refusal.REST
-    flat: list[Any] = wide.split(_FS16)
+    flat: list[Any] = wide.split(FS16)
     stride = width + 1
     # A character whose high byte is 0x1f before one whose low byte is 0 would split between them: then there
     # are more pieces than separators.

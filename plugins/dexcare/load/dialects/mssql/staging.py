@@ -18,7 +18,7 @@ from typing import Any, BinaryIO
 
 from dexcare.load import diagnostics
 from dexcare.load.csv_stream import Header, Opener
-from dexcare.load.dialects.mssql.blocks import Block, Refusal, cut, split_block
+from dexcare.load.dialects.mssql.blocks import FS16, FS_TEXT, Block, Refusal, cut, split_block
 from dexcare.load.dialects.mssql.sql import MsSqlStatements, is_text, text_units
 from dexcare.load.instants import is_instant
 from dexcare.load.records import records_from
@@ -32,7 +32,6 @@ _TIMESTAMP = re.compile(
 )
 _TEMPORAL = ("datetimeoffset", "datetime2", "datetime", "smalldatetime")
 _utf_16_le = codecs.getencoder("utf-16-le")
-_FS16 = "\x1f".encode("utf-16-le")
 #: The bytes split at a time: a block and what is made of it (about ten times its size) stay in the CPU's
 #: caches; a block of a megabyte made every pass go to memory and cost more than the csv module.
 SPLIT_BYTES = 1 << 16
@@ -110,7 +109,7 @@ class _Rows:
         flat, stride, records = block.flat, self.width + 1, block.records
         for position, sql_type in self.temporal:
             texts = [iso_timestamp(value, sql_type) if value else value for value in _texts(flat[position::stride])]
-            values = "\x1f".join(texts).encode("utf-16-le").split(_FS16)
+            values = FS_TEXT.join(texts).encode("utf-16-le").split(FS16)
             if len(values) != records:
                 return None
             flat[position::stride] = values
@@ -121,8 +120,8 @@ class _Rows:
             column = flat[position::stride]
             if b"" in column or max(map(len, column)) > 2 * units:
                 return None
-            joined = _FS16.join(column).decode("utf-16-le")
-            if text and (joined.endswith(" ") or " \x1f" in joined):
+            joined = FS16.join(column).decode("utf-16-le")
+            if text and (joined.endswith(" ") or " " + FS_TEXT in joined):
                 return None
             keys.append((position, joined))
         for position, units, _name, _sql_type in self.bounded:
@@ -138,13 +137,13 @@ class _Rows:
         except ValueError:
             pass
         for position, joined in keys:
-            flat[position::stride] = joined.split("\x1f")
+            flat[position::stride] = joined.split(FS_TEXT)
         return [flat[start : start + stride] for start in range(0, len(flat), stride)]
 
 
 def _texts(values: list[Any]) -> list[str]:
     """UTF-16LE values of one column as text, decoded together (they hold no separator: see :mod:`.blocks`)."""
-    return _FS16.join(values).decode("utf-16-le").split("\x1f")
+    return FS16.join(values).decode("utf-16-le").split(FS_TEXT)
 
 
 def _rows(st: MsSqlStatements, header: Header, stream: BinaryIO, *, opener: Opener,

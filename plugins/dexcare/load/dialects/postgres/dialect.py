@@ -326,7 +326,6 @@ class PostgresDialect(Dialect):
         cursor = self.cursor
         if plan.adds:
             self._add_columns(self._target(plan), plan.adds)
-        temps = [self._temp(what, index) for what in ("stage", "repeats")]
         statements = self._statements(plan, index)
         if plan.history is not None:
             if plan.history.create:
@@ -339,7 +338,8 @@ class PostgresDialect(Dialect):
             baseline = cursor.execute(statements.copy_to_history(CHANGE_BASELINE)).rowcount
         counts = self._dedupe_and_upsert(plan, statements, rows_in_file)
         counts = counts._replace(kept_newer=self._kept_newer(plan, statements))
-        for name in temps:
+        # Dropped now, not at commit, so the next file's stage has the temp buffers to itself.
+        for name in (statements.repeats,) if plan.create else (statements.stage, statements.repeats):
             cursor.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(name))
         self._ensure_key_index(plan)
         return counts._replace(history=counts.history + baseline)
@@ -359,8 +359,8 @@ class PostgresDialect(Dialect):
                 found = cursor.execute(st.first_empty_key()).fetchone()
                 line = staged_line(cursor, st.stage, found[0], plan.source, self.opener) if found else "?"
                 raise diagnostics.empty_key_error(plan.source, line, plan.keys)
+        duplicates = 0
         if plan.create:
-            duplicates = 0
             if repeats:
                 try:
                     with self.conn.transaction():  # the version column may be cast here
@@ -375,7 +375,8 @@ class PostgresDialect(Dialect):
             with self.conn.transaction():
                 # The losers leave the stage in the upsert's savepoint: after a cast error (the version's here,
                 # any column's in the upsert) they are back, and a staged row's line is its place in the heap.
-                duplicates = cursor.execute(st.delete_losers()).rowcount if repeats else 0
+                if repeats:
+                    duplicates = cursor.execute(st.delete_losers()).rowcount
                 if st.history is not None or self.conn.info.server_version < 150000:
                     row = cursor.execute(st.update_then_insert(), plan.lineage).fetchone()
                     inserted, updated = (int(v) for v in row) if row else (0, 0)
