@@ -59,6 +59,8 @@ from typing import Any
 
 END = dt.date(2026, 11, 20)
 WINDOW_DAYS = 10
+#: The load cases every repeat runs, each a ratio against that repeat's raw COPY.
+LOADS = ("first_load", "reload", "next_day", "backfill")
 #: The connection the download case's hook uses: the static server on loopback (set in the environment).
 BENCH_CONN_ID = "dexcare_bench"
 
@@ -120,7 +122,7 @@ def run_case(case: str, uri: str, path: str, end: dt.date, version: str | None =
                     copy.write(block)
             conn.commit()
             seconds = time.perf_counter() - start
-    elif case.removesuffix("_history") in ("first_load", "reload", "next_day", "backfill"):
+    elif case.removesuffix("_history") in LOADS:
         history = case.endswith("_history")
         versions = {"virtual": version} if version else {}
         options = LoadOptions(schema="dexcare_history", history=["virtual"], version_columns=versions) if history \
@@ -308,10 +310,9 @@ def main() -> None:
                                     ("next_day", day1, END + dt.timedelta(days=1)), ("backfill", day0, END)):
                 results[case] = _child(case, uri, path, end, args.version_column)
                 print(f"  {case:<10} {results[case]['seconds']:7.2f} s (run {repeat + 1})", flush=True)
-            for case in ("first_load", "reload", "next_day", "backfill"):
+            for case in LOADS:
                 repeated.setdefault(case, []).append(results[case]["seconds"] / results["raw_copy"]["seconds"])
-            repeated.setdefault("load_peak_rss", []).append(
-                max(results[c]["peak_rss_mb"] for c in ("first_load", "reload", "next_day", "backfill")))
+            repeated.setdefault("load_peak_rss", []).append(max(results[c]["peak_rss_mb"] for c in LOADS))
         for case, path, end in (("first_load_history", day0, END), ("reload_history", day0, END),
                                 ("next_day_history", day1, END + dt.timedelta(days=1))):
             results[case] = _child(case, uri, path, end, args.version_column)
@@ -451,7 +452,7 @@ def _print_table(results: dict[str, dict[str, Any]], rows: int, pandas_rows: int
         with_history = results[f"{case}_history"]
         print(f"{case:<10} with history / without: {with_history['seconds'] / results[case]['seconds']:.2f}x "
               f"({with_history['counts'].get('history_rows', 0):,} history rows appended)")
-    loads = [results[c] for c in ("first_load", "reload", "next_day", "backfill")]
+    loads = [results[c] for c in LOADS]
     peak = max(r["peak_rss_mb"] for r in loads)
     growth = max(r["peak_rss_mb"] - r["baseline_rss_mb"] for r in loads)
     print(f"load peak RSS: {peak:.0f} MiB, of which the load itself {growth:.0f} MiB (target < 200 MB)")

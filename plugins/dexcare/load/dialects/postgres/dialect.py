@@ -220,12 +220,16 @@ class PostgresDialect(Dialect):
     def _temp(what: str, index: int) -> sql.Identifier:
         return sql.Identifier("pg_temp", f"_dexcare_{what}_{index}")
 
+    def _stage(self, plan: LoadPlan, index: int) -> sql.Identifier:
+        """Where the file is staged: a table this load creates is filled directly, an existing one via a temp stage."""
+        return self._target(plan) if plan.create else self._temp("stage", index)
+
     def stage(self, plan: LoadPlan, header: Header, stream: BinaryIO, index: int) -> int:
         """A table this load creates has nothing to merge with, so the file goes straight into it (one COPY
         instead of COPY + INSERT ... SELECT, about 40% of a first load) and the few repeats are deleted
         afterwards. An existing table gets a temp stage, all text, dropped with the transaction.
         """
-        into = self._target(plan) if plan.create else self._temp("stage", index)
+        into = self._stage(plan, index)
         if not plan.create:
             self.cursor.execute(
                 sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(
@@ -316,7 +320,7 @@ class PostgresDialect(Dialect):
     def _statements(self, plan: LoadPlan, index: int) -> PostgresStatements:
         return PostgresStatements(
             plan,
-            stage=self._target(plan) if plan.create else self._temp("stage", index),
+            stage=self._stage(plan, index),
             # A table filled by COPY holds its own types; the temp stage is all text, cast by the upsert.
             types={c: TEXT for c in plan.columns} if plan.create else plan.types,
             repeats=self._temp("repeats", index),
